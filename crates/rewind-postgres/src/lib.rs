@@ -1,0 +1,1 @@
+//! Rewind event store on postgres (in progress).

@@ -1,0 +1,1 @@
+//! Rewind event store on sqlite (in progress).

@@ -1,0 +1,73 @@
+//! Aggregates: the consistency boundary of the write side.
+//!
+//! An aggregate decides (`execute`) and evolves (`apply`), both pure and synchronous:
+//! no I/O, no clock, no randomness, so the same events always rebuild the same state.
+//! Everything around it — loading, locking, appending, retrying — is the
+//! [runtime's](crate::Application) job.
+
+use crate::event::Event;
+
+/// State plus the rules that guard it. Each command type it accepts gets an
+/// [`Execute`] impl, so sending an aggregate a command it cannot handle is a
+/// compile error.
+///
+/// ```
+/// use rewind::{Aggregate, Execute};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Default, Clone)]
+/// struct Counter { value: u64 }
+///
+/// #[derive(Debug)]
+/// struct Add(u64);
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// enum CounterEvent { Added { by: u64 } }
+/// impl rewind::Event for CounterEvent {}
+///
+/// #[derive(Debug, PartialEq, thiserror::Error)]
+/// enum CounterError { #[error("overflow")] Overflow }
+///
+/// impl Aggregate for Counter {
+///     const NAME: &'static str = "counter";
+///     type Event = CounterEvent;
+///     type Error = CounterError;
+///
+///     fn apply(&mut self, event: &CounterEvent) {
+///         let CounterEvent::Added { by } = event;
+///         self.value += by;
+///     }
+/// }
+///
+/// impl Execute<Add> for Counter {
+///     fn execute(&self, Add(by): &Add) -> Result<Vec<CounterEvent>, CounterError> {
+///         self.value.checked_add(*by).ok_or(CounterError::Overflow)?;
+///         Ok(vec![CounterEvent::Added { by: *by }])
+///     }
+/// }
+///
+/// let mut counter = Counter::default();
+/// for event in counter.execute(&Add(2)).unwrap() {
+///     counter.apply(&event);
+/// }
+/// assert_eq!(counter.value, 2);
+/// assert_eq!(counter.execute(&Add(u64::MAX)), Err(CounterError::Overflow));
+/// ```
+pub trait Aggregate: Default + Clone + Send + Sync + 'static {
+    /// A stable name for the aggregate type (used in logs and snapshot tags).
+    const NAME: &'static str;
+    /// The events it emits.
+    type Event: Event;
+    /// Its domain errors; they reach the caller unchanged.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Folds one event into the state. Must accept every event the aggregate emits.
+    fn apply(&mut self, event: &Self::Event);
+}
+
+/// How an aggregate decides one command type: the events to record, none, or a
+/// domain error. Pure: no I/O, clock or randomness.
+pub trait Execute<C>: Aggregate {
+    /// Decides the command against the current state.
+    fn execute(&self, command: &C) -> Result<Vec<Self::Event>, Self::Error>;
+}

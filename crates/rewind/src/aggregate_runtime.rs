@@ -1,0 +1,328 @@
+//! The aggregate runtime: live instances in memory, one command at a time per
+//! instance, optimistic concurrency against the store.
+//!
+//! Promises:
+//! * An instance's state changes only after the store acknowledged the events, so a
+//!   failed append never leaves the in-memory state ahead of the log.
+//! * Commands to one instance are serialized by that instance's async mutex;
+//!   different instances run in parallel (the cache is sharded to keep lookups apart).
+//! * When the append finds the stream moved on (another process, or an evicted copy
+//!   of this instance), the runtime reads the missing events and decides the command
+//!   again, up to `max_attempts` times.
+//! * A command id already seen in the stream (the events' causation id) is not run
+//!   again: the dispatch reports the version it reached the first time.
+
+use crate::aggregate::{Aggregate, Execute};
+use crate::dispatch::{DispatchError, Returning};
+use crate::envelope::{Metadata, NewEvent, RecordedEvent};
+use crate::event::encode_event;
+use crate::event_store::{AppendOutcome, EventStore, Snapshot, StoreError};
+use crate::router::AggregateConfig;
+use crate::stream::{Direction, ExpectedVersion, GlobalPosition, StreamVersion};
+use lru::LruCache;
+use std::collections::VecDeque;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use uuid::Uuid;
+
+const SHARDS: usize = 16;
+/// Events read per round trip when loading an instance.
+const LOAD_BATCH: usize = 1_000;
+/// Command ids remembered per instance for duplicate detection; older repeats are
+/// caught by the store instead (deterministic event ids, see `event_ids`).
+const RECENT_COMMANDS: usize = 32;
+
+/// An instance slot. `None` until loaded, and again after a failure that may have
+/// left the state out of step with the log. The tokio mutex is held across the
+/// store's awaits on purpose: it is what serializes commands to one instance.
+type Slot<A> = Arc<tokio::sync::Mutex<Option<Instance<A>>>>;
+
+pub(crate) struct AggregateRuntime<A: Aggregate> {
+    config: AggregateConfig<A>,
+    /// Short critical sections only (lookup/insert); never held across an await.
+    shards: Box<[Mutex<LruCache<Arc<str>, Slot<A>>>]>,
+}
+
+struct Instance<A> {
+    state: A,
+    /// The version `state` includes.
+    version: StreamVersion,
+    /// The version of the last snapshot saved or loaded.
+    snapshot_version: StreamVersion,
+    /// (command id, stream version after its events), newest last.
+    recent: VecDeque<(Uuid, StreamVersion)>,
+}
+
+impl<A: Aggregate> Instance<A> {
+    fn empty() -> Self {
+        Instance {
+            state: A::default(),
+            version: StreamVersion::NONE,
+            snapshot_version: StreamVersion::NONE,
+            recent: VecDeque::new(),
+        }
+    }
+
+    fn remember(&mut self, command_id: Uuid, version: StreamVersion) {
+        match self.recent.back_mut() {
+            Some((last, v)) if *last == command_id => *v = version,
+            _ => {
+                if self.recent.len() == RECENT_COMMANDS {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back((command_id, version));
+            }
+        }
+    }
+
+    fn handled(&self, command_id: Uuid) -> Option<StreamVersion> {
+        self.recent.iter().rev().find(|(id, _)| *id == command_id).map(|(_, v)| *v)
+    }
+}
+
+/// Everything about one dispatch that the runtime needs besides the command.
+pub(crate) struct CommandContext {
+    pub(crate) command_id: Uuid,
+    /// Derive event ids from the command id, so a re-sent command re-appends the same
+    /// ids and the store reports them as already appended.
+    pub(crate) deterministic_ids: bool,
+    pub(crate) metadata: Metadata,
+    pub(crate) returning: Returning,
+}
+
+pub(crate) struct Executed<A> {
+    pub(crate) version: StreamVersion,
+    pub(crate) position: Option<GlobalPosition>,
+    pub(crate) duplicate: bool,
+    pub(crate) events: Vec<RecordedEvent>,
+    pub(crate) state: Option<A>,
+}
+
+impl<A: Aggregate> AggregateRuntime<A> {
+    pub(crate) fn new(config: AggregateConfig<A>) -> Self {
+        let per_shard = NonZeroUsize::new(config.cache_capacity.div_ceil(SHARDS)).unwrap_or(NonZeroUsize::MIN);
+        let shards = (0..SHARDS).map(|_| Mutex::new(LruCache::new(per_shard))).collect();
+        AggregateRuntime { config, shards }
+    }
+
+    pub(crate) fn stream_id(&self, identity: &str) -> String {
+        let mut stream = String::with_capacity(self.config.identity_prefix.len() + identity.len());
+        stream.push_str(&self.config.identity_prefix);
+        stream.push_str(identity);
+        stream
+    }
+
+    fn slot(&self, stream_id: &str) -> Slot<A> {
+        let mut hasher = DefaultHasher::new();
+        stream_id.hash(&mut hasher);
+        let shard = &self.shards[hasher.finish() as usize % SHARDS];
+        let mut cache = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(slot) = cache.get(stream_id) {
+            return slot.clone();
+        }
+        let slot: Slot<A> = Arc::default();
+        // An evicted slot still in use finishes its command; the next command loads a
+        // fresh copy, and optimistic concurrency keeps the two honest.
+        cache.push(Arc::from(stream_id), slot.clone());
+        slot
+    }
+
+    /// Runs one command against the instance behind `stream_id`.
+    pub(crate) async fn execute<S: EventStore, C>(
+        &self,
+        store: &S,
+        stream_id: &str,
+        command: &C,
+        context: &CommandContext,
+    ) -> Result<Executed<A>, DispatchError<A::Error>>
+    where
+        A: Execute<C>,
+    {
+        let slot = self.slot(stream_id);
+        let mut guard = slot.lock().await;
+        let result = self.execute_locked(store, stream_id, command, context, &mut guard).await;
+        if matches!(result, Err(DispatchError::Store(_) | DispatchError::Event(_))) {
+            // The append may or may not have happened: reload from the log next time.
+            *guard = None;
+        }
+        result
+    }
+
+    async fn execute_locked<S: EventStore, C>(
+        &self,
+        store: &S,
+        stream_id: &str,
+        command: &C,
+        context: &CommandContext,
+        loaded: &mut Option<Instance<A>>,
+    ) -> Result<Executed<A>, DispatchError<A::Error>>
+    where
+        A: Execute<C>,
+    {
+        let instance = match loaded {
+            Some(instance) => instance,
+            None => loaded.insert(self.load(store, stream_id).await?),
+        };
+        for _attempt in 0..self.config.max_attempts {
+            if let Some(version) = instance.handled(context.command_id) {
+                return Ok(self.duplicate(instance, version, context));
+            }
+            let events = instance.state.execute(command).map_err(DispatchError::Domain)?;
+            if events.is_empty() {
+                return Ok(self.executed(instance, None, Vec::new(), context));
+            }
+            let new_events = encode(&events, context)?;
+            let expected = ExpectedVersion::Exact(instance.version);
+            match store.append(stream_id, expected, new_events).await {
+                Ok(appended) if appended.outcome == AppendOutcome::Appended => {
+                    let from = instance.version.next();
+                    for event in &events {
+                        instance.state.apply(event);
+                    }
+                    debug_assert_eq!(appended.stream_version.0, instance.version.0 + events.len() as u64);
+                    instance.version = appended.stream_version;
+                    instance.remember(context.command_id, appended.stream_version);
+                    self.maybe_snapshot(store, stream_id, instance).await;
+                    let recorded = match context.returning {
+                        Returning::Events => {
+                            store.read_stream(stream_id, from, Direction::Forward, events.len()).await?
+                        }
+                        _ => Vec::new(),
+                    };
+                    return Ok(self.executed(instance, Some(appended.last_position), recorded, context));
+                }
+                // Someone appended this very command already (same deterministic ids),
+                // or the stream moved on: catch up and decide again.
+                Ok(_) | Err(StoreError::Conflict { .. }) => self.catch_up(store, stream_id, instance).await?,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(DispatchError::Conflict { stream: stream_id.to_owned(), attempts: self.config.max_attempts })
+    }
+
+    fn executed(
+        &self,
+        instance: &Instance<A>,
+        position: Option<GlobalPosition>,
+        events: Vec<RecordedEvent>,
+        context: &CommandContext,
+    ) -> Executed<A> {
+        let state = (context.returning == Returning::State).then(|| instance.state.clone());
+        Executed { version: instance.version, position, duplicate: false, events, state }
+    }
+
+    fn duplicate(&self, instance: &Instance<A>, version: StreamVersion, context: &CommandContext) -> Executed<A> {
+        Executed { version, duplicate: true, ..self.executed(instance, None, Vec::new(), context) }
+    }
+
+    /// Rebuilds an instance: the latest usable snapshot, then the events after it.
+    async fn load<S: EventStore>(&self, store: &S, stream_id: &str) -> Result<Instance<A>, DispatchError<A::Error>> {
+        let mut instance = Instance::empty();
+        if let Some(snapshots) = &self.config.snapshots
+            && let Some(snapshot) = store.load_snapshot(stream_id).await?
+            && snapshot.tag == snapshots.tag
+        {
+            match (snapshots.decode)(&snapshot.data) {
+                Ok(state) => {
+                    instance.state = state;
+                    instance.version = snapshot.version;
+                    instance.snapshot_version = snapshot.version;
+                }
+                Err(error) => tracing::warn!(stream_id, %error, "ignoring undecodable snapshot"),
+            }
+        }
+        self.catch_up(store, stream_id, &mut instance).await?;
+        Ok(instance)
+    }
+
+    /// Applies the events the instance has not seen yet.
+    async fn catch_up<S: EventStore>(
+        &self,
+        store: &S,
+        stream_id: &str,
+        instance: &mut Instance<A>,
+    ) -> Result<(), DispatchError<A::Error>> {
+        loop {
+            let batch = store.read_stream(stream_id, instance.version.next(), Direction::Forward, LOAD_BATCH).await?;
+            for recorded in &batch {
+                debug_assert_eq!(recorded.stream_version, instance.version.next(), "stream versions are dense");
+                let event: A::Event = recorded.decode()?;
+                instance.state.apply(&event);
+                instance.version = recorded.stream_version;
+                if let Some(command_id) = recorded.metadata.causation_id {
+                    instance.remember(command_id, recorded.stream_version);
+                }
+            }
+            if batch.len() < LOAD_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Saves a snapshot when enough events passed since the last one. The command
+    /// has already committed, so a failure here is logged, not returned.
+    async fn maybe_snapshot<S: EventStore>(&self, store: &S, stream_id: &str, instance: &mut Instance<A>) {
+        let Some(snapshots) = &self.config.snapshots else { return };
+        if instance.version.0 - instance.snapshot_version.0 < snapshots.every {
+            return;
+        }
+        let data = match (snapshots.encode)(&instance.state) {
+            Ok(data) => data,
+            Err(error) => return tracing::warn!(stream_id, %error, "snapshot not encodable"),
+        };
+        let snapshot = Snapshot {
+            stream_id: stream_id.to_owned(),
+            version: instance.version,
+            tag: snapshots.tag.clone(),
+            data,
+            created_at: chrono::Utc::now(),
+        };
+        match store.save_snapshot(snapshot).await {
+            Ok(()) => instance.snapshot_version = instance.version,
+            Err(error) => tracing::warn!(stream_id, %error, "snapshot not saved"),
+        }
+    }
+
+    /// The current state of one instance, loading it if needed.
+    pub(crate) async fn state<S: EventStore>(
+        &self,
+        store: &S,
+        stream_id: &str,
+    ) -> Result<(A, StreamVersion), DispatchError<A::Error>> {
+        let slot = self.slot(stream_id);
+        let mut guard = slot.lock().await;
+        let instance = match &mut *guard {
+            Some(instance) => instance,
+            None => guard.insert(self.load(store, stream_id).await?),
+        };
+        Ok((instance.state.clone(), instance.version))
+    }
+}
+
+fn encode<E: crate::event::Event>(
+    events: &[E],
+    context: &CommandContext,
+) -> Result<Vec<NewEvent>, crate::event::EventError> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let encoded = encode_event(event)?;
+            Ok(NewEvent {
+                event_id: event_id(context, index),
+                event_type: encoded.event_type,
+                data: encoded.data,
+                metadata: context.metadata.clone(),
+            })
+        })
+        .collect()
+}
+
+fn event_id(context: &CommandContext, index: usize) -> Uuid {
+    if context.deterministic_ids {
+        Uuid::new_v5(&context.command_id, &(index as u64).to_be_bytes())
+    } else {
+        Uuid::now_v7()
+    }
+}

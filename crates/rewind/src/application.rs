@@ -1,0 +1,240 @@
+//! The application: the dispatch pipeline from command to acknowledged events.
+//!
+//! `dispatch` = middleware `before_dispatch` → route → aggregate runtime (execute,
+//! append, apply) → middleware `after_dispatch` / `after_failure`. It answers `Ok`
+//! only after the store acknowledged the append.
+
+use crate::aggregate::Aggregate;
+use crate::aggregate_runtime::CommandContext;
+use crate::command::{AnyCommand, Command, short_type_name};
+use crate::dispatch::{DispatchError, DispatchOptions, Dispatched};
+use crate::envelope::Metadata;
+use crate::event_store::EventStore;
+use crate::middleware::{Middleware, Pipeline};
+use crate::router::{Router, Routes};
+use crate::stream::StreamVersion;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A running Rewind application: a store, a router and middleware. Cheap to clone.
+///
+/// ```
+/// use rewind::{Aggregate, Application, Command, Execute, MemoryStore, Router};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Default, Clone)]
+/// struct Counter { value: u64 }
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// enum CounterEvent { Added { by: u64 } }
+/// impl rewind::Event for CounterEvent {}
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("overflow")]
+/// struct Overflow;
+///
+/// impl Aggregate for Counter {
+///     const NAME: &'static str = "counter";
+///     type Event = CounterEvent;
+///     type Error = Overflow;
+///     fn apply(&mut self, CounterEvent::Added { by }: &CounterEvent) { self.value += by }
+/// }
+///
+/// #[derive(Debug)]
+/// struct Add { counter: String, by: u64 }
+/// impl Command for Add {
+///     type Aggregate = Counter;
+///     fn aggregate_id(&self) -> String { self.counter.clone() }
+/// }
+/// impl Execute<Add> for Counter {
+///     fn execute(&self, add: &Add) -> Result<Vec<CounterEvent>, Overflow> {
+///         self.value.checked_add(add.by).ok_or(Overflow)?;
+///         Ok(vec![CounterEvent::Added { by: add.by }])
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let app = Application::builder(MemoryStore::new())
+///     .router(Router::new().command::<Add>())
+///     .build();
+/// app.dispatch(Add { counter: "c1".into(), by: 2 }).await.unwrap();
+/// let done = app.dispatch(Add { counter: "c1".into(), by: 3 }).await.unwrap();
+/// assert_eq!(done.version.0, 2);
+/// let (state, _) = app.aggregate_state::<Counter>("c1").await.unwrap();
+/// assert_eq!(state.value, 5);
+/// # });
+/// ```
+pub struct Application<S> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for Application<S> {
+    fn clone(&self) -> Self {
+        Application { inner: self.inner.clone() }
+    }
+}
+
+struct Inner<S> {
+    store: Arc<S>,
+    routes: Routes,
+    middleware: Vec<Arc<dyn Middleware>>,
+    default_timeout: Option<Duration>,
+}
+
+/// Assembles an [`Application`].
+pub struct ApplicationBuilder<S> {
+    store: Arc<S>,
+    router: Router,
+    middleware: Vec<Arc<dyn Middleware>>,
+    default_timeout: Option<Duration>,
+}
+
+impl<S: EventStore> ApplicationBuilder<S> {
+    /// Sets the router (an empty one by default).
+    pub fn router(mut self, router: Router) -> Self {
+        self.router = router;
+        self
+    }
+
+    /// Appends a middleware; `before_dispatch` hooks run in the order added.
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middleware.push(Arc::new(middleware));
+        self
+    }
+
+    /// A timeout for every dispatch that does not set its own (none by default).
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.default_timeout = Some(timeout);
+        self
+    }
+
+    /// Builds the application.
+    pub fn build(self) -> Application<S> {
+        Application {
+            inner: Arc::new(Inner {
+                store: self.store,
+                routes: self.router.into_routes(),
+                middleware: self.middleware,
+                default_timeout: self.default_timeout,
+            }),
+        }
+    }
+}
+
+impl<S: EventStore> Application<S> {
+    /// Starts building an application on `store`.
+    pub fn builder(store: S) -> ApplicationBuilder<S> {
+        Self::builder_shared(Arc::new(store))
+    }
+
+    /// Like [`Application::builder`] for a store that is shared with other code.
+    pub fn builder_shared(store: Arc<S>) -> ApplicationBuilder<S> {
+        ApplicationBuilder { store, router: Router::new(), middleware: Vec::new(), default_timeout: None }
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &Arc<S> {
+        &self.inner.store
+    }
+
+    /// Dispatches a command with default options.
+    pub async fn dispatch<C: Command>(
+        &self,
+        command: C,
+    ) -> Result<Dispatched<C::Aggregate>, DispatchError<<C::Aggregate as Aggregate>::Error>> {
+        self.dispatch_with(command, DispatchOptions::default()).await
+    }
+
+    /// Dispatches a command. On `Ok` its events are stored; on `Err` nothing was
+    /// appended, except after [`DispatchError::Timeout`] (unknown: re-send with the
+    /// same command id) and [`DispatchError::ConsistencyTimeout`] (appended).
+    pub async fn dispatch_with<C: Command>(
+        &self,
+        command: C,
+        options: DispatchOptions,
+    ) -> Result<Dispatched<C::Aggregate>, DispatchError<<C::Aggregate as Aggregate>::Error>> {
+        let command_id = options.command_id.unwrap_or_else(Uuid::new_v4);
+        let correlation_id = options.correlation_id.unwrap_or(command_id);
+        let mut pipeline = Pipeline::new(&command, command_id, correlation_id, options.causation_id, options.metadata);
+        for middleware in &self.inner.middleware {
+            if let Err(rejection) = middleware.before_dispatch(&mut pipeline).await {
+                return Err(self.failed(&mut pipeline, DispatchError::Rejected(rejection)).await);
+            }
+        }
+        let context = CommandContext {
+            command_id,
+            deterministic_ids: options.command_id.is_some(),
+            metadata: Metadata {
+                causation_id: Some(command_id),
+                correlation_id: Some(correlation_id),
+                custom: pipeline.metadata.clone(),
+            },
+            returning: options.returning,
+        };
+        let run = self.run(&command, &context);
+        let result = match options.timeout.or(self.inner.default_timeout) {
+            Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or(Err(DispatchError::Timeout(limit))),
+            None => run.await,
+        };
+        match result {
+            Ok(executed) => {
+                for middleware in self.inner.middleware.iter().rev() {
+                    middleware.after_dispatch(&mut pipeline).await;
+                }
+                Ok(Dispatched {
+                    command_id,
+                    correlation_id,
+                    version: executed.version,
+                    position: executed.position,
+                    duplicate: executed.duplicate,
+                    events: executed.events,
+                    state: executed.state,
+                })
+            }
+            Err(error) => Err(self.failed(&mut pipeline, error).await),
+        }
+    }
+
+    async fn run<C: Command>(
+        &self,
+        command: &C,
+        context: &CommandContext,
+    ) -> Result<crate::aggregate_runtime::Executed<C::Aggregate>, DispatchError<<C::Aggregate as Aggregate>::Error>>
+    {
+        let Some(runtime) = self.inner.routes.for_command::<C>() else {
+            return Err(DispatchError::NoRoute { command: short_type_name::<C>() });
+        };
+        let identity = command.aggregate_id();
+        if identity.is_empty() {
+            return Err(DispatchError::InvalidIdentity { command: command.command_name() });
+        }
+        let stream_id = runtime.stream_id(&identity);
+        runtime.execute(self.inner.store.as_ref(), &stream_id, command, context).await
+    }
+
+    async fn failed<E: std::error::Error + Send + Sync + 'static>(
+        &self,
+        pipeline: &mut Pipeline<'_>,
+        error: DispatchError<E>,
+    ) -> DispatchError<E> {
+        for middleware in self.inner.middleware.iter().rev() {
+            middleware.after_failure(pipeline, &error).await;
+        }
+        error
+    }
+
+    /// The current state and version of one aggregate instance (loaded if not live).
+    pub async fn aggregate_state<A: Aggregate>(
+        &self,
+        identity: &str,
+    ) -> Result<(A, StreamVersion), DispatchError<A::Error>> {
+        let Some(runtime) = self.inner.routes.for_aggregate::<A>() else {
+            return Err(DispatchError::NoRoute { command: short_type_name::<A>() });
+        };
+        runtime.state(self.inner.store.as_ref(), &runtime.stream_id(identity)).await
+    }
+
+    /// The stream id of an aggregate instance (its identity with the router's prefix).
+    pub fn stream_id<A: Aggregate>(&self, identity: &str) -> Option<String> {
+        Some(self.inner.routes.for_aggregate::<A>()?.stream_id(identity))
+    }
+}

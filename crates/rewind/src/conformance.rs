@@ -1,0 +1,596 @@
+//! The event store conformance suite: the [`EventStore`] contract written once and
+//! run against every backend.
+//!
+//! A backend runs the whole suite with one line in its tests:
+//!
+//! ```ignore
+//! async fn make_store() -> Option<MyStore> { Some(MyStore::open_fresh().await) }
+//! rewind::event_store_conformance!(make_store);
+//! ```
+//!
+//! `make_store` returns a fresh, empty store for each test, or `None` to skip (for a
+//! backend whose database is not configured). Each check panics with a message
+//! saying which promise broke.
+
+use crate::envelope::{Metadata, NewEvent, RecordedEvent};
+use crate::event_store::{AppendOutcome, EventFilter, EventStore, Snapshot, StoreError, StreamAppend};
+use crate::stream::{Direction, ExpectedVersion, GlobalPosition, StreamVersion};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Generates one `#[tokio::test]` per conformance check. See the module docs.
+#[macro_export]
+macro_rules! event_store_conformance {
+    ($make_store:path) => {
+        $crate::event_store_conformance!(@tests $make_store;
+            append_creates_stream_with_dense_versions,
+            expected_version_any,
+            expected_version_no_stream,
+            expected_version_stream_exists,
+            expected_version_exact,
+            empty_append_only_checks_the_version,
+            empty_stream_id_is_rejected,
+            concurrent_appends_with_one_expected_version_have_one_winner,
+            reappending_the_same_events_is_idempotent,
+            partially_duplicated_append_is_rejected,
+            event_id_from_another_stream_is_rejected,
+            repeated_id_within_one_append_is_rejected,
+            read_stream_forward_with_limits,
+            read_stream_backward_with_limits,
+            read_missing_stream_is_empty,
+            read_all_in_global_order_with_limits,
+            read_all_filters_by_prefix_and_type,
+            envelope_round_trips,
+            unicode_stream_ids_and_data,
+            large_events,
+            many_streams,
+            head_position_and_watch_follow_appends,
+            snapshots_save_load_and_keep_newest,
+            batch_append_is_atomic,
+            concurrent_writers_to_distinct_streams_lose_nothing,
+            follower_never_skips_or_reorders
+        );
+    };
+    (@tests $make_store:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                match $make_store().await {
+                    Some(store) => $crate::conformance::$name(::std::sync::Arc::new(store)).await,
+                    None => eprintln!("skipped {}: store not configured", stringify!($name)),
+                }
+            }
+        )*
+    };
+}
+
+/// A small event with a fresh id.
+pub fn event(event_type: &str, data: serde_json::Value) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: event_type.to_owned(),
+        data: data.to_string(),
+        metadata: Metadata::default(),
+    }
+}
+
+fn events(n: usize) -> Vec<NewEvent> {
+    (0..n).map(|i| event("Happened", serde_json::json!({ "i": i }))).collect()
+}
+
+fn versions(events: &[RecordedEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.stream_version.0).collect()
+}
+
+async fn read_everything<S: EventStore>(store: &S) -> Vec<RecordedEvent> {
+    let mut all = Vec::new();
+    let mut from = GlobalPosition::START.next();
+    loop {
+        let batch = store.read_all(from, 1_000, &EventFilter::all()).await.expect("read_all");
+        let Some(last) = batch.last() else { return all };
+        from = last.position.next();
+        all.extend(batch);
+    }
+}
+
+fn assert_conflict(result: Result<impl std::fmt::Debug, StoreError>, what: &str) {
+    match result {
+        Err(StoreError::Conflict { .. }) => {}
+        other => panic!("{what}: expected a Conflict, got {other:?}"),
+    }
+}
+
+/// Versions run 1..=n per stream; the result reports the last.
+pub async fn append_creates_stream_with_dense_versions<S: EventStore>(store: Arc<S>) {
+    let first = store.append("s-1", ExpectedVersion::NoStream, events(3)).await.expect("append");
+    assert_eq!(first.outcome, AppendOutcome::Appended);
+    assert_eq!(first.stream_version, StreamVersion(3));
+    assert!(first.first_position.0 >= 1 && first.last_position.0 >= first.first_position.0 + 2);
+    let second = store.append("s-1", ExpectedVersion::Exact(StreamVersion(3)), events(2)).await.expect("append");
+    assert_eq!(second.stream_version, StreamVersion(5));
+    assert!(second.first_position > first.last_position, "positions grow");
+    let read = store.read_stream("s-1", StreamVersion(1), Direction::Forward, 100).await.expect("read");
+    assert_eq!(versions(&read), vec![1, 2, 3, 4, 5]);
+    assert_eq!(store.stream_version("s-1").await.expect("version"), StreamVersion(5));
+}
+
+/// `Any` appends whatever the stream's state.
+pub async fn expected_version_any<S: EventStore>(store: Arc<S>) {
+    store.append("s", ExpectedVersion::Any, events(1)).await.expect("any on a new stream");
+    let r = store.append("s", ExpectedVersion::Any, events(1)).await.expect("any on an existing stream");
+    assert_eq!(r.stream_version, StreamVersion(2));
+}
+
+/// `NoStream` succeeds once.
+pub async fn expected_version_no_stream<S: EventStore>(store: Arc<S>) {
+    store.append("s", ExpectedVersion::NoStream, events(1)).await.expect("first");
+    assert_conflict(store.append("s", ExpectedVersion::NoStream, events(1)).await, "NoStream on an existing stream");
+    assert_eq!(store.stream_version("s").await.expect("version"), StreamVersion(1));
+}
+
+/// `StreamExists` needs at least one event.
+pub async fn expected_version_stream_exists<S: EventStore>(store: Arc<S>) {
+    assert_conflict(store.append("s", ExpectedVersion::StreamExists, events(1)).await, "StreamExists on a new stream");
+    assert_eq!(store.stream_version("s").await.expect("version"), StreamVersion::NONE);
+    store.append("s", ExpectedVersion::Any, events(1)).await.expect("create");
+    store.append("s", ExpectedVersion::StreamExists, events(1)).await.expect("StreamExists on an existing stream");
+}
+
+/// `Exact(n)` matches only version n; a conflict writes nothing and reports the actual version.
+pub async fn expected_version_exact<S: EventStore>(store: Arc<S>) {
+    store.append("s", ExpectedVersion::Exact(StreamVersion::NONE), events(2)).await.expect("Exact(0) on new stream");
+    match store.append("s", ExpectedVersion::Exact(StreamVersion(1)), events(1)).await {
+        Err(StoreError::Conflict { actual, stream, .. }) => {
+            assert_eq!(actual, StreamVersion(2));
+            assert_eq!(stream, "s");
+        }
+        other => panic!("expected conflict, got {other:?}"),
+    }
+    assert_conflict(
+        store.append("s", ExpectedVersion::Exact(StreamVersion(3)), events(1)).await,
+        "ahead of the stream",
+    );
+    store.append("s", ExpectedVersion::Exact(StreamVersion(2)), events(1)).await.expect("right version");
+    assert_eq!(read_everything(store.as_ref()).await.len(), 3, "conflicts wrote nothing");
+}
+
+/// Appending no events checks the version and writes nothing.
+pub async fn empty_append_only_checks_the_version<S: EventStore>(store: Arc<S>) {
+    let r = store.append("s", ExpectedVersion::NoStream, Vec::new()).await.expect("empty append");
+    assert_eq!(r.stream_version, StreamVersion::NONE);
+    assert_conflict(store.append("s", ExpectedVersion::StreamExists, Vec::new()).await, "empty append, wrong version");
+    assert!(read_everything(store.as_ref()).await.is_empty());
+}
+
+/// A stream needs a name.
+pub async fn empty_stream_id_is_rejected<S: EventStore>(store: Arc<S>) {
+    match store.append("", ExpectedVersion::Any, events(1)).await {
+        Err(StoreError::Invalid(_)) => {}
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+/// Many writers expecting the same version: exactly one wins each version.
+pub async fn concurrent_appends_with_one_expected_version_have_one_winner<S: EventStore>(store: Arc<S>) {
+    for round in 0..5u64 {
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store.append("contested", ExpectedVersion::Exact(StreamVersion(round)), events(1)).await
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for task in tasks {
+            match task.await.expect("task") {
+                Ok(_) => winners += 1,
+                Err(StoreError::Conflict { .. }) => {}
+                Err(other) => panic!("unexpected error: {other}"),
+            }
+        }
+        assert_eq!(winners, 1, "round {round}: exactly one append per version");
+    }
+    assert_eq!(store.stream_version("contested").await.expect("version"), StreamVersion(5));
+}
+
+/// The same event ids again: reported as already appended, stored once.
+pub async fn reappending_the_same_events_is_idempotent<S: EventStore>(store: Arc<S>) {
+    store.append("s", ExpectedVersion::Any, events(1)).await.expect("first");
+    let batch = events(3);
+    let first = store.append("s", ExpectedVersion::Exact(StreamVersion(1)), batch.clone()).await.expect("append");
+    for expected in [ExpectedVersion::Exact(StreamVersion(1)), ExpectedVersion::Any, ExpectedVersion::NoStream] {
+        let again = store.append("s", expected, batch.clone()).await.expect("re-append");
+        assert_eq!(again.outcome, AppendOutcome::AlreadyAppended);
+        assert_eq!(again.stream_version, first.stream_version);
+        assert_eq!((again.first_position, again.last_position), (first.first_position, first.last_position));
+    }
+    assert_eq!(store.stream_version("s").await.expect("version"), StreamVersion(4));
+    assert_eq!(read_everything(store.as_ref()).await.len(), 4);
+}
+
+/// Some ids stored, some new: rejected, nothing written.
+pub async fn partially_duplicated_append_is_rejected<S: EventStore>(store: Arc<S>) {
+    let batch = events(2);
+    store.append("s", ExpectedVersion::Any, batch.clone()).await.expect("append");
+    let mut mixed = vec![batch[0].clone()];
+    mixed.extend(events(1));
+    match store.append("s", ExpectedVersion::Any, mixed).await {
+        Err(StoreError::DuplicateEvent { .. }) => {}
+        other => panic!("expected DuplicateEvent, got {other:?}"),
+    }
+    let mut new_then_old = events(1);
+    new_then_old.push(batch[1].clone());
+    match store.append("s", ExpectedVersion::Any, new_then_old).await {
+        Err(StoreError::DuplicateEvent { .. }) => {}
+        other => panic!("expected DuplicateEvent, got {other:?}"),
+    }
+    assert_eq!(store.stream_version("s").await.expect("version"), StreamVersion(2));
+}
+
+/// Event ids are unique across the whole store.
+pub async fn event_id_from_another_stream_is_rejected<S: EventStore>(store: Arc<S>) {
+    let batch = events(1);
+    store.append("a", ExpectedVersion::Any, batch.clone()).await.expect("append");
+    match store.append("b", ExpectedVersion::Any, batch).await {
+        Err(StoreError::DuplicateEvent { .. }) => {}
+        other => panic!("expected DuplicateEvent, got {other:?}"),
+    }
+    assert_eq!(store.stream_version("b").await.expect("version"), StreamVersion::NONE);
+}
+
+/// One append may not carry an id twice.
+pub async fn repeated_id_within_one_append_is_rejected<S: EventStore>(store: Arc<S>) {
+    let one = event("Happened", serde_json::json!({}));
+    let result = store.append("s", ExpectedVersion::Any, vec![one.clone(), one]).await;
+    assert!(matches!(result, Err(StoreError::DuplicateEvent { .. })), "got {result:?}");
+    assert_eq!(store.stream_version("s").await.expect("version"), StreamVersion::NONE);
+}
+
+/// Forward reads start at `from` (inclusive) and stop at `limit` or the end.
+pub async fn read_stream_forward_with_limits<S: EventStore>(store: Arc<S>) {
+    store.append("s", ExpectedVersion::Any, events(10)).await.expect("append");
+    store.append("other", ExpectedVersion::Any, events(3)).await.expect("append");
+    let read = |from, limit| {
+        let store = store.clone();
+        async move { versions(&store.read_stream("s", StreamVersion(from), Direction::Forward, limit).await.expect("read")) }
+    };
+    assert_eq!(read(1, 3).await, vec![1, 2, 3]);
+    assert_eq!(read(0, 2).await, vec![1, 2], "version 0 reads from the start");
+    assert_eq!(read(8, 10).await, vec![8, 9, 10]);
+    assert_eq!(read(11, 10).await, Vec::<u64>::new());
+    assert_eq!(read(5, 0).await, Vec::<u64>::new());
+}
+
+/// Backward reads start at `from` (inclusive; `END` = last) and go down.
+pub async fn read_stream_backward_with_limits<S: EventStore>(store: Arc<S>) {
+    store.append("s", ExpectedVersion::Any, events(10)).await.expect("append");
+    let read = |from, limit| {
+        let store = store.clone();
+        async move {
+            versions(&store.read_stream("s", StreamVersion(from), Direction::Backward, limit).await.expect("read"))
+        }
+    };
+    assert_eq!(read(u64::MAX, 3).await, vec![10, 9, 8]);
+    assert_eq!(read(4, 10).await, vec![4, 3, 2, 1]);
+    assert_eq!(read(20, 2).await, vec![10, 9]);
+    assert_eq!(read(0, 5).await, Vec::<u64>::new());
+}
+
+/// A stream that does not exist reads as empty, at version 0.
+pub async fn read_missing_stream_is_empty<S: EventStore>(store: Arc<S>) {
+    for direction in [Direction::Forward, Direction::Backward] {
+        let read = store.read_stream("missing", StreamVersion::END, direction, 10).await.expect("read");
+        assert!(read.is_empty());
+    }
+    assert_eq!(store.stream_version("missing").await.expect("version"), StreamVersion::NONE);
+}
+
+/// `$all` interleaves streams in commit order; `from` is inclusive.
+pub async fn read_all_in_global_order_with_limits<S: EventStore>(store: Arc<S>) {
+    for i in 0..10 {
+        store.append(&format!("s-{}", i % 3), ExpectedVersion::Any, events(2)).await.expect("append");
+    }
+    let all = read_everything(store.as_ref()).await;
+    assert_eq!(all.len(), 20);
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position), "positions strictly increase");
+    let first = all[0].position;
+    let page = store.read_all(all[5].position, 4, &EventFilter::all()).await.expect("read");
+    assert_eq!(
+        page.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        all[5..9].iter().map(|e| e.event_id).collect::<Vec<_>>()
+    );
+    assert!(store.read_all(all[19].position.next(), 10, &EventFilter::all()).await.expect("read").is_empty());
+    assert_eq!(store.read_all(GlobalPosition::START, 1, &EventFilter::all()).await.expect("read")[0].position, first);
+    let mut per_stream: HashMap<&str, u64> = HashMap::new();
+    for e in &all {
+        let last = per_stream.entry(&e.stream_id).or_insert(0);
+        assert_eq!(e.stream_version.0, *last + 1, "stream order is kept inside the global order");
+        *last += 1;
+    }
+}
+
+/// Filters keep matching events and their global positions.
+pub async fn read_all_filters_by_prefix_and_type<S: EventStore>(store: Arc<S>) {
+    store
+        .append(
+            "account-1",
+            ExpectedVersion::Any,
+            vec![event("Opened", serde_json::json!({})), event("Deposited", serde_json::json!({}))],
+        )
+        .await
+        .expect("append");
+    store
+        .append("transfer-1", ExpectedVersion::Any, vec![event("Requested", serde_json::json!({}))])
+        .await
+        .expect("append");
+    store
+        .append("account-2", ExpectedVersion::Any, vec![event("Opened", serde_json::json!({}))])
+        .await
+        .expect("append");
+    let by_prefix = EventFilter { stream_prefix: Some("account-".into()), event_types: vec![] };
+    let read = store.read_all(GlobalPosition::START, 100, &by_prefix).await.expect("read");
+    assert_eq!(read.iter().map(|e| e.stream_id.as_str()).collect::<Vec<_>>(), ["account-1", "account-1", "account-2"]);
+    let by_type = EventFilter { stream_prefix: None, event_types: vec!["Opened".into(), "Requested".into()] };
+    let read = store.read_all(GlobalPosition::START, 2, &by_type).await.expect("read");
+    assert_eq!(
+        read.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(),
+        ["Opened", "Requested"],
+        "limit counts matches"
+    );
+    let both = EventFilter { stream_prefix: Some("account-".into()), event_types: vec!["Opened".into()] };
+    let read = store.read_all(read[1].position, 10, &both).await.expect("read");
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].stream_id, "account-2");
+}
+
+/// Every envelope field comes back as written, plus what the store assigns.
+pub async fn envelope_round_trips<S: EventStore>(store: Arc<S>) {
+    let before = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let mut custom = serde_json::Map::new();
+    custom.insert("user".into(), serde_json::json!("u-1"));
+    custom.insert("nested".into(), serde_json::json!({"a": [1, 2]}));
+    let metadata = Metadata { causation_id: Some(Uuid::new_v4()), correlation_id: Some(Uuid::new_v4()), custom };
+    let written = NewEvent {
+        event_id: Uuid::new_v4(),
+        event_type: "AccountOpened".into(),
+        data: serde_json::json!({"balance": 1000, "name": "x"}).to_string(),
+        metadata: metadata.clone(),
+    };
+    let bare = event("Bare", serde_json::json!(null));
+    let result = store.append("s", ExpectedVersion::Any, vec![written.clone(), bare.clone()]).await.expect("append");
+    let read = store.read_stream("s", StreamVersion(1), Direction::Forward, 10).await.expect("read");
+    let e = &read[0];
+    assert_eq!(e.event_id, written.event_id);
+    assert_eq!(e.stream_id, "s");
+    assert_eq!(e.stream_version, StreamVersion(1));
+    assert_eq!(e.position, result.first_position);
+    assert_eq!(e.event_type, "AccountOpened");
+    let data: serde_json::Value = serde_json::from_str(&e.data).expect("data is JSON");
+    assert_eq!(data, serde_json::json!({"balance": 1000, "name": "x"}));
+    assert_eq!(e.metadata, metadata);
+    assert!(e.created_at > before && e.created_at < chrono::Utc::now() + chrono::Duration::seconds(5));
+    assert_eq!(read[1].metadata, Metadata::default());
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&read[1].data).expect("json"), serde_json::Value::Null);
+    assert_eq!(read[1].created_at, e.created_at, "one append, one commit time");
+    let from_all = store.read_all(result.first_position, 1, &EventFilter::all()).await.expect("read_all");
+    assert_eq!(&from_all[0], e, "read_all and read_stream agree");
+}
+
+/// Stream ids and data are Unicode text.
+pub async fn unicode_stream_ids_and_data<S: EventStore>(store: Arc<S>) {
+    let stream = "konto-ÄÖÜ-口座-🦀";
+    let data = serde_json::json!({"name": "Zoë 🦀 \u{0}\"quoted\"", "emoji": "👩‍👩‍👧"});
+    store.append(stream, ExpectedVersion::NoStream, vec![event("Ünïcode", data.clone())]).await.expect("append");
+    let read = store.read_stream(stream, StreamVersion(1), Direction::Forward, 1).await.expect("read");
+    assert_eq!(read[0].stream_id, stream);
+    assert_eq!(read[0].event_type, "Ünïcode");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&read[0].data).expect("json"), data);
+    let prefixed = EventFilter { stream_prefix: Some("konto-ÄÖÜ".into()), event_types: vec![] };
+    assert_eq!(store.read_all(GlobalPosition::START, 10, &prefixed).await.expect("read").len(), 1);
+}
+
+/// A 1 MiB event is stored and read back whole.
+pub async fn large_events<S: EventStore>(store: Arc<S>) {
+    let blob = "x".repeat(1 << 20);
+    store
+        .append("big", ExpectedVersion::Any, vec![event("Big", serde_json::json!({ "blob": blob }))])
+        .await
+        .expect("append");
+    let read = store.read_stream("big", StreamVersion(1), Direction::Forward, 1).await.expect("read");
+    let data: serde_json::Value = serde_json::from_str(&read[0].data).expect("json");
+    assert_eq!(data["blob"].as_str().map(str::len), Some(1 << 20));
+}
+
+/// 100,000 streams, each at version 1.
+pub async fn many_streams<S: EventStore>(store: Arc<S>) {
+    const STREAMS: usize = 100_000;
+    const PER_BATCH: usize = 1_000;
+    for batch in 0..STREAMS / PER_BATCH {
+        let appends = (0..PER_BATCH)
+            .map(|i| StreamAppend {
+                stream_id: format!("stream-{}", batch * PER_BATCH + i),
+                expected: ExpectedVersion::NoStream,
+                events: events(1),
+            })
+            .collect();
+        store.append_batch(appends).await.expect("batch");
+    }
+    for probe in [0, 1, 54_321, STREAMS - 1] {
+        assert_eq!(store.stream_version(&format!("stream-{probe}")).await.expect("version"), StreamVersion(1));
+    }
+    assert_eq!(read_everything(store.as_ref()).await.len(), STREAMS);
+}
+
+/// The head and its watch move with each append.
+pub async fn head_position_and_watch_follow_appends<S: EventStore>(store: Arc<S>) {
+    assert_eq!(store.head_position().await.expect("head"), GlobalPosition::START);
+    let mut watch = store.watch_head();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move { store.append("s", ExpectedVersion::Any, events(2)).await })
+    };
+    let appended = writer.await.expect("task").expect("append");
+    tokio::time::timeout(Duration::from_secs(10), watch.wait_for(|head| *head >= appended.last_position))
+        .await
+        .expect("watch woke within 10 s")
+        .expect("watch open");
+    assert_eq!(store.head_position().await.expect("head"), appended.last_position);
+}
+
+/// Snapshots: none at first; newest wins; an older save is ignored.
+pub async fn snapshots_save_load_and_keep_newest<S: EventStore>(store: Arc<S>) {
+    assert_eq!(store.load_snapshot("s").await.expect("load"), None);
+    let snapshot = |version, data: &str| Snapshot {
+        stream_id: "s".into(),
+        version: StreamVersion(version),
+        tag: "thing:v1".into(),
+        data: data.into(),
+        created_at: chrono::Utc::now(),
+    };
+    store.save_snapshot(snapshot(10, r#"{"n":10}"#)).await.expect("save");
+    store.save_snapshot(snapshot(20, r#"{"n":20}"#)).await.expect("save");
+    store.save_snapshot(snapshot(15, r#"{"n":15}"#)).await.expect("save older");
+    let loaded = store.load_snapshot("s").await.expect("load").expect("present");
+    assert_eq!(
+        (loaded.version, loaded.tag.as_str(), loaded.data.as_str()),
+        (StreamVersion(20), "thing:v1", r#"{"n":20}"#)
+    );
+    assert_eq!(store.load_snapshot("other").await.expect("load"), None);
+}
+
+/// A multi-stream append is all or nothing.
+pub async fn batch_append_is_atomic<S: EventStore>(store: Arc<S>) {
+    store.append("b", ExpectedVersion::Any, events(1)).await.expect("append");
+    let batch = |b_expected| {
+        vec![
+            StreamAppend { stream_id: "a".into(), expected: ExpectedVersion::NoStream, events: events(2) },
+            StreamAppend { stream_id: "b".into(), expected: b_expected, events: events(1) },
+        ]
+    };
+    assert_conflict(store.append_batch(batch(ExpectedVersion::NoStream)).await, "one stream conflicts");
+    assert_eq!(store.stream_version("a").await.expect("version"), StreamVersion::NONE, "nothing written");
+    let results = store.append_batch(batch(ExpectedVersion::Exact(StreamVersion(1)))).await.expect("batch");
+    assert_eq!(results.iter().map(|r| r.stream_version.0).collect::<Vec<_>>(), vec![2, 2]);
+    assert!(results[1].first_position > results[0].last_position);
+    let twice = vec![
+        StreamAppend { stream_id: "c".into(), expected: ExpectedVersion::Any, events: events(1) },
+        StreamAppend { stream_id: "c".into(), expected: ExpectedVersion::Any, events: events(1) },
+    ];
+    assert!(matches!(store.append_batch(twice).await, Err(StoreError::Invalid(_))));
+    assert_eq!(read_everything(store.as_ref()).await.len(), 4);
+}
+
+/// 32 writers × 50 appends to their own streams: everything is there, once.
+pub async fn concurrent_writers_to_distinct_streams_lose_nothing<S: EventStore>(store: Arc<S>) {
+    let writers: Vec<_> = (0..32)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..50u64 {
+                    let batch = events(1 + (i as usize % 2));
+                    ids.extend(batch.iter().map(|e| e.event_id));
+                    store
+                        .append(&format!("w-{w}"), ExpectedVersion::Exact(StreamVersion(i + i / 2)), batch)
+                        .await
+                        .expect("append");
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut written = HashSet::new();
+    for writer in writers {
+        written.extend(writer.await.expect("writer"));
+    }
+    let all = read_everything(store.as_ref()).await;
+    let read: HashSet<Uuid> = all.iter().map(|e| e.event_id).collect();
+    assert_eq!(all.len(), read.len(), "no event twice");
+    assert_eq!(read, written, "every acknowledged event, nothing else");
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+}
+
+/// A follower tailing `$all` while 16 writers append (some failing their version
+/// check) sees every acknowledged event exactly once, in position order, and never
+/// an event of a failed append.
+pub async fn follower_never_skips_or_reorders<S: EventStore>(store: Arc<S>) {
+    follow_while_writing(store, 16, 300).await;
+}
+
+/// The follower check with a chosen load; backends call it with more appends.
+pub async fn follow_while_writing<S: EventStore>(store: Arc<S>, writers: usize, appends_per_writer: usize) {
+    let done = Arc::new(tokio::sync::Notify::new());
+    let follower = {
+        let store = store.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut watch = store.watch_head();
+            let mut from = GlobalPosition::START.next();
+            let mut finished = false;
+            loop {
+                let batch = store.read_all(from, 500, &EventFilter::all()).await.expect("read_all");
+                if let Some(last) = batch.last() {
+                    from = last.position.next();
+                    seen.extend(batch.iter().map(|e| (e.position, e.event_id)));
+                    continue;
+                }
+                if finished {
+                    return seen;
+                }
+                tokio::select! {
+                    _ = watch.changed() => {}
+                    _ = done.notified() => finished = true,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        })
+    };
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                let mut failed = Vec::new();
+                for i in 0..appends_per_writer {
+                    let stream = format!("gap-{}", (w * 7 + i * 13) % 24);
+                    let version = store.stream_version(&stream).await.expect("version");
+                    // Every fifth append expects a stale version and must fail.
+                    let expected = if i % 5 == 4 && version.0 > 0 {
+                        ExpectedVersion::Exact(StreamVersion(version.0 - 1))
+                    } else {
+                        ExpectedVersion::Exact(version)
+                    };
+                    let batch = events(1 + i % 3);
+                    let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
+                    match store.append(&stream, expected, batch).await {
+                        Ok(_) => acknowledged.extend(ids),
+                        Err(StoreError::Conflict { .. }) => failed.extend(ids),
+                        Err(other) => panic!("append failed: {other}"),
+                    }
+                }
+                (acknowledged, failed)
+            })
+        })
+        .collect();
+    let mut acknowledged = HashSet::new();
+    let mut failed = HashSet::new();
+    for task in tasks {
+        let (a, f) = task.await.expect("writer");
+        acknowledged.extend(a);
+        failed.extend(f);
+    }
+    done.notify_one();
+    let seen = follower.await.expect("follower");
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "follower saw positions in strictly increasing order");
+    let seen_ids: HashSet<Uuid> = seen.iter().map(|(_, id)| *id).collect();
+    assert_eq!(seen_ids.len(), seen.len(), "no event delivered twice");
+    assert!(seen_ids.is_disjoint(&failed), "an event of a failed append was delivered");
+    let missed = acknowledged.difference(&seen_ids).count();
+    assert_eq!(missed, 0, "follower skipped {missed} acknowledged events");
+    assert_eq!(seen_ids, acknowledged);
+    assert!(!failed.is_empty(), "the load included failing appends");
+}

@@ -1,0 +1,200 @@
+//! The write model's contract: append-only streams plus one global order.
+//!
+//! Every backend (memory, SQLite, PostgreSQL) implements [`EventStore`] and passes
+//! the same conformance suite ([`crate::conformance`]). The promises:
+//!
+//! * An append is atomic and checked against its [`ExpectedVersion`]; a mismatch is
+//!   [`StoreError::Conflict`] and writes nothing.
+//! * An append returns only once its events are durable (for the durable backends).
+//! * Re-appending events whose ids are already stored, in the same stream and order,
+//!   is reported as [`AppendOutcome::AlreadyAppended`] and writes nothing.
+//! * Global positions grow with commit order, and a reader that follows them never
+//!   skips a committed event, however writers interleave.
+
+use crate::envelope::{NewEvent, RecordedEvent};
+use crate::stream::{Direction, ExpectedVersion, GlobalPosition, StreamVersion};
+use chrono::{DateTime, Utc};
+use std::future::Future;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// A store error. `Conflict` stays its own variant so callers can retry on it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The stream was not at the expected version; nothing was written.
+    #[error("stream `{stream}` expected {expected} but is at version {actual}")]
+    Conflict {
+        /// The stream appended to.
+        stream: String,
+        /// What the append expected.
+        expected: ExpectedVersion,
+        /// The stream's version when the append was checked.
+        actual: StreamVersion,
+    },
+    /// Some of the appended event ids are already stored, but not as this exact
+    /// append (another stream, another order, or only some of them); nothing was written.
+    #[error("event {event_id} is already stored elsewhere; nothing was appended to `{stream}`")]
+    DuplicateEvent {
+        /// The stream appended to.
+        stream: String,
+        /// The first offending id.
+        event_id: Uuid,
+    },
+    /// The request itself is unusable (empty stream id, a batch naming a stream twice, ...).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The store holds data this version cannot read (a newer schema, corrupt rows).
+    #[error("store data unreadable: {0}")]
+    Corrupt(String),
+    /// The store was closed or its writer stopped.
+    #[error("event store is closed")]
+    Closed,
+    /// The backend failed (I/O, connection, SQL). Whether the append happened is unknown
+    /// unless the backend says otherwise; read the stream to find out.
+    #[error("event store backend: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Wraps any backend error.
+    pub fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError::Backend(Box::new(error))
+    }
+}
+
+/// Whether an append wrote events or found them already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// The events were written by this append.
+    Appended,
+    /// Every event id was already stored as this append; nothing was written.
+    AlreadyAppended,
+}
+
+/// What a successful append reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    /// Written now, or found already written.
+    pub outcome: AppendOutcome,
+    /// The stream's version after its last appended event (for `AlreadyAppended`: the
+    /// version of the last of the given events).
+    pub stream_version: StreamVersion,
+    /// Position of the first appended event (`START` when no events were given).
+    pub first_position: GlobalPosition,
+    /// Position of the last appended event (`START` when no events were given).
+    pub last_position: GlobalPosition,
+}
+
+/// One stream's part of an atomic multi-stream append.
+#[derive(Debug, Clone)]
+pub struct StreamAppend {
+    /// The stream.
+    pub stream_id: String,
+    /// Checked as in [`EventStore::append`].
+    pub expected: ExpectedVersion,
+    /// The events, in order.
+    pub events: Vec<NewEvent>,
+}
+
+/// Narrows a read of the global order. Positions keep their global values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only streams whose id starts with this.
+    pub stream_prefix: Option<String>,
+    /// Only these event types (empty = all).
+    pub event_types: Vec<String>,
+}
+
+impl EventFilter {
+    /// All events.
+    pub fn all() -> EventFilter {
+        EventFilter::default()
+    }
+
+    /// Whether the filter lets everything through.
+    pub fn is_all(&self) -> bool {
+        self.stream_prefix.is_none() && self.event_types.is_empty()
+    }
+
+    /// Whether an event passes.
+    pub fn matches(&self, stream_id: &str, event_type: &str) -> bool {
+        self.stream_prefix.as_deref().is_none_or(|p| stream_id.starts_with(p))
+            && (self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type))
+    }
+}
+
+/// An aggregate's state at some version, saved to shorten reloads of long streams.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The aggregate's stream.
+    pub stream_id: String,
+    /// The stream version the state includes.
+    pub version: StreamVersion,
+    /// What wrote it (aggregate name and snapshot version); a reader ignores other tags.
+    pub tag: String,
+    /// The state as JSON text.
+    pub data: String,
+    /// When it was taken.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The event store contract. See the module docs for the promises.
+///
+/// Methods return `impl Future + Send` so the store can be shared across tasks;
+/// implementations write them as `async fn`.
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends events to one stream if it is at `expected`.
+    ///
+    /// On `Err` nothing was written, except for [`StoreError::Backend`], where the
+    /// outcome is unknown. Appending no events only checks the expected version.
+    fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> impl Future<Output = Result<AppendResult, StoreError>> + Send;
+
+    /// Appends to several streams atomically: all are written or none is.
+    /// A stream may appear only once per batch. Results come in the order given.
+    fn append_batch(
+        &self,
+        appends: Vec<StreamAppend>,
+    ) -> impl Future<Output = Result<Vec<AppendResult>, StoreError>> + Send;
+
+    /// Reads up to `limit` events of one stream starting at `from` (inclusive).
+    /// Backward reads from [`StreamVersion::END`] start at the last event.
+    fn read_stream(
+        &self,
+        stream_id: &str,
+        from: StreamVersion,
+        direction: Direction,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// Reads up to `limit` events of the global order from position `from` (inclusive)
+    /// upward, keeping only those that pass `filter`.
+    fn read_all(
+        &self,
+        from: GlobalPosition,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// The stream's current version ([`StreamVersion::NONE`] if it does not exist).
+    fn stream_version(&self, stream_id: &str) -> impl Future<Output = Result<StreamVersion, StoreError>> + Send;
+
+    /// The position of the last committed event that a reader may safely follow to.
+    fn head_position(&self) -> impl Future<Output = Result<GlobalPosition, StoreError>> + Send;
+
+    /// A receiver that changes whenever new events become readable; its value is the
+    /// head position. Wakes subscribers without polling.
+    fn watch_head(&self) -> watch::Receiver<GlobalPosition>;
+
+    /// Saves a snapshot, replacing an older one of the same stream (a snapshot older
+    /// than the stored one is ignored).
+    fn save_snapshot(&self, snapshot: Snapshot) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The latest snapshot of a stream, if any.
+    fn load_snapshot(&self, stream_id: &str) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+}
