@@ -164,7 +164,7 @@ impl<A: Aggregate> AggregateRuntime<A> {
             Some(instance) => instance,
             None => loaded.insert(self.load(store, stream_id).await?),
         };
-        for _attempt in 0..self.config.max_attempts {
+        for attempt in 0..self.config.max_attempts {
             if let Some(version) = instance.handled(context.command_id) {
                 return Ok(self.duplicate(instance, version, context));
             }
@@ -192,9 +192,14 @@ impl<A: Aggregate> AggregateRuntime<A> {
                     };
                     return Ok(self.executed(instance, Some(appended.last_position), recorded, context));
                 }
-                // Someone appended this very command already (same deterministic ids),
-                // or the stream moved on: catch up and decide again.
-                Ok(_) | Err(StoreError::Conflict { .. }) => self.catch_up(store, stream_id, instance).await?,
+                // This very command was appended before (same deterministic ids), longer
+                // ago than the instance remembers: report that outcome.
+                Ok(appended) => return Ok(self.duplicate(instance, appended.stream_version, context)),
+                // The stream moved on: catch up and decide again.
+                Err(StoreError::Conflict { .. }) => {
+                    backoff(attempt).await;
+                    self.catch_up(store, stream_id, instance).await?
+                }
                 Err(error) => return Err(error.into()),
             }
         }
@@ -325,4 +330,14 @@ fn event_id(context: &CommandContext, index: usize) -> Uuid {
     } else {
         Uuid::now_v7()
     }
+}
+
+/// Retries of a contested aggregate back off with jitter, so writers in other
+/// processes that keep winning the race cannot starve this one.
+async fn backoff(attempt: u32) {
+    if attempt == 0 {
+        return tokio::task::yield_now().await;
+    }
+    let ceiling_us = 100u64 << attempt.min(10);
+    tokio::time::sleep(std::time::Duration::from_micros(rand::random_range(0..ceiling_us))).await;
 }
