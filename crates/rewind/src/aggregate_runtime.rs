@@ -38,10 +38,13 @@ const RECENT_COMMANDS: usize = 32;
 /// store's awaits on purpose: it is what serializes commands to one instance.
 type Slot<A> = Arc<tokio::sync::Mutex<Option<Instance<A>>>>;
 
+/// Live instances by stream id, least recently used first out.
+type Shard<A> = LruCache<Arc<str>, Slot<A>>;
+
 pub(crate) struct AggregateRuntime<A: Aggregate> {
     config: AggregateConfig<A>,
     /// Short critical sections only (lookup/insert); never held across an await.
-    shards: Box<[Mutex<LruCache<Arc<str>, Slot<A>>>]>,
+    shards: Box<[Mutex<Shard<A>>]>,
 }
 
 struct Instance<A> {

@@ -44,3 +44,8 @@ pub use middleware::validation::{ValidationErrors, ValidationMiddleware};
 pub use middleware::{Middleware, Pipeline, Rejection};
 pub use router::{AggregateConfig, Router};
 pub use stream::{Direction, ExpectedVersion, GlobalPosition, StreamVersion};
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

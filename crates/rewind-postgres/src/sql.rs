@@ -1,0 +1,52 @@
+//! The SQL the store runs, kept in `.sql` files beside this module and rendered once
+//! per store for its schema.
+//!
+//! Every file names tables as `{schema}.table`; [`Sql::new`] replaces `{schema}` with
+//! the quoted schema name. The name was validated by [`crate::options`] to be a plain
+//! identifier, so the replacement cannot change the statement's meaning.
+
+/// The bootstrap run before every migration (creates the schema and version table).
+pub(crate) const SCHEMA_VERSION: &str = include_str!("sql/schema_version.sql");
+
+/// The migrations, in order; migration `i` brings the schema to version `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[include_str!("sql/schema_v1.sql")];
+
+/// Renders a statement for one schema.
+pub(crate) fn render(template: &str, schema: &str) -> String {
+    template.replace("{schema}", &format!("\"{schema}\""))
+}
+
+/// Every statement of one store, rendered for its schema.
+#[derive(Debug, Clone)]
+pub(crate) struct Sql {
+    pub insert_events: String,
+    pub stream_versions: String,
+    pub stored_ids: String,
+    pub head: String,
+    pub read_stream_forward: String,
+    pub read_stream_backward: String,
+    pub read_all: String,
+    pub read_all_filtered: String,
+    pub stream_version: String,
+    pub save_snapshot: String,
+    pub load_snapshot: String,
+}
+
+impl Sql {
+    pub(crate) fn new(schema: &str) -> Sql {
+        let r = |template| render(template, schema);
+        Sql {
+            insert_events: r(include_str!("sql/insert_events.sql")),
+            stream_versions: r(include_str!("sql/stream_versions.sql")),
+            stored_ids: r(include_str!("sql/stored_ids.sql")),
+            head: r(include_str!("sql/head.sql")),
+            read_stream_forward: r(include_str!("sql/read_stream_forward.sql")),
+            read_stream_backward: r(include_str!("sql/read_stream_backward.sql")),
+            read_all: r(include_str!("sql/read_all.sql")),
+            read_all_filtered: r(include_str!("sql/read_all_filtered.sql")),
+            stream_version: r(include_str!("sql/stream_version.sql")),
+            save_snapshot: r(include_str!("sql/save_snapshot.sql")),
+            load_snapshot: r(include_str!("sql/load_snapshot.sql")),
+        }
+    }
+}

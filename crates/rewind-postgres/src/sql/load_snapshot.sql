@@ -1,0 +1,1 @@
+SELECT stream_id, version, tag, data, created_at FROM {schema}.snapshots WHERE stream_id = $1

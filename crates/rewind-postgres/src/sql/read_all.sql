@@ -1,0 +1,7 @@
+SELECT position, event_id, stream_id, stream_version, event_type,
+       coalesce(data_text, data::text), coalesce(metadata_text, metadata::text),
+       causation_id, correlation_id, created_at
+FROM {schema}.events
+WHERE position >= $1
+ORDER BY position
+LIMIT $2
