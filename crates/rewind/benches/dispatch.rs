@@ -13,7 +13,7 @@ fn runtime(workers: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().expect("runtime")
 }
 
-fn app() -> Application<MemoryStore> {
+fn app() -> Application {
     Application::builder(MemoryStore::new()).router(router(AggregateConfig::new().identity_prefix("account-"))).build()
 }
 

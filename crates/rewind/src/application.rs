@@ -12,6 +12,7 @@ use crate::envelope::Metadata;
 use crate::event_store::EventStore;
 use crate::middleware::{Middleware, Pipeline};
 use crate::router::{Router, Routes};
+use crate::shared_store::SharedStore;
 use crate::stream::StreamVersion;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,32 +64,27 @@ use uuid::Uuid;
 /// assert_eq!(state.value, 5);
 /// # });
 /// ```
-pub struct Application<S> {
-    inner: Arc<Inner<S>>,
+#[derive(Clone)]
+pub struct Application {
+    inner: Arc<Inner>,
 }
 
-impl<S> Clone for Application<S> {
-    fn clone(&self) -> Self {
-        Application { inner: self.inner.clone() }
-    }
-}
-
-struct Inner<S> {
-    store: Arc<S>,
+struct Inner {
+    store: SharedStore,
     routes: Routes,
     middleware: Vec<Arc<dyn Middleware>>,
     default_timeout: Option<Duration>,
 }
 
 /// Assembles an [`Application`].
-pub struct ApplicationBuilder<S> {
-    store: Arc<S>,
+pub struct ApplicationBuilder {
+    store: SharedStore,
     router: Router,
     middleware: Vec<Arc<dyn Middleware>>,
     default_timeout: Option<Duration>,
 }
 
-impl<S: EventStore> ApplicationBuilder<S> {
+impl ApplicationBuilder {
     /// Sets the router (an empty one by default).
     pub fn router(mut self, router: Router) -> Self {
         self.router = router;
@@ -108,7 +104,7 @@ impl<S: EventStore> ApplicationBuilder<S> {
     }
 
     /// Builds the application.
-    pub fn build(self) -> Application<S> {
+    pub fn build(self) -> Application {
         Application {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -120,19 +116,20 @@ impl<S: EventStore> ApplicationBuilder<S> {
     }
 }
 
-impl<S: EventStore> Application<S> {
-    /// Starts building an application on `store`.
-    pub fn builder(store: S) -> ApplicationBuilder<S> {
-        Self::builder_shared(Arc::new(store))
+impl Application {
+    /// Starts building an application on `store` (pass an `Arc` of it, or a
+    /// [`SharedStore`], to keep using the store elsewhere).
+    pub fn builder(store: impl EventStore) -> ApplicationBuilder {
+        Self::builder_shared(SharedStore::new(store))
     }
 
-    /// Like [`Application::builder`] for a store that is shared with other code.
-    pub fn builder_shared(store: Arc<S>) -> ApplicationBuilder<S> {
+    /// Like [`Application::builder`] for a store already shared.
+    pub fn builder_shared(store: SharedStore) -> ApplicationBuilder {
         ApplicationBuilder { store, router: Router::new(), middleware: Vec::new(), default_timeout: None }
     }
 
     /// The event store.
-    pub fn store(&self) -> &Arc<S> {
+    pub fn store(&self) -> &SharedStore {
         &self.inner.store
     }
 
@@ -208,7 +205,7 @@ impl<S: EventStore> Application<S> {
             return Err(DispatchError::InvalidIdentity { command: command.command_name() });
         }
         let stream_id = runtime.stream_id(&identity);
-        runtime.execute(self.inner.store.as_ref(), &stream_id, command, context).await
+        runtime.execute(&self.inner.store, &stream_id, command, context).await
     }
 
     async fn failed<E: std::error::Error + Send + Sync + 'static>(
@@ -230,7 +227,7 @@ impl<S: EventStore> Application<S> {
         let Some(runtime) = self.inner.routes.for_aggregate::<A>() else {
             return Err(DispatchError::NoRoute { command: short_type_name::<A>() });
         };
-        runtime.state(self.inner.store.as_ref(), &runtime.stream_id(identity)).await
+        runtime.state(&self.inner.store, &runtime.stream_id(identity)).await
     }
 
     /// The stream id of an aggregate instance (its identity with the router's prefix).

@@ -198,3 +198,54 @@ pub trait EventStore: Send + Sync + 'static {
     /// The latest snapshot of a stream, if any.
     fn load_snapshot(&self, stream_id: &str) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
 }
+
+/// A shared store is a store: `Application::builder(Arc::clone(&store))` keeps the
+/// caller's handle usable.
+impl<S: EventStore> EventStore for std::sync::Arc<S> {
+    fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> impl Future<Output = Result<AppendResult, StoreError>> + Send {
+        S::append(self, stream_id, expected, events)
+    }
+    fn append_batch(
+        &self,
+        appends: Vec<StreamAppend>,
+    ) -> impl Future<Output = Result<Vec<AppendResult>, StoreError>> + Send {
+        S::append_batch(self, appends)
+    }
+    fn read_stream(
+        &self,
+        stream_id: &str,
+        from: StreamVersion,
+        direction: Direction,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        S::read_stream(self, stream_id, from, direction, limit)
+    }
+    fn read_all(
+        &self,
+        from: GlobalPosition,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        S::read_all(self, from, limit, filter)
+    }
+    fn stream_version(&self, stream_id: &str) -> impl Future<Output = Result<StreamVersion, StoreError>> + Send {
+        S::stream_version(self, stream_id)
+    }
+    fn head_position(&self) -> impl Future<Output = Result<GlobalPosition, StoreError>> + Send {
+        S::head_position(self)
+    }
+    fn watch_head(&self) -> watch::Receiver<GlobalPosition> {
+        S::watch_head(self)
+    }
+    fn save_snapshot(&self, snapshot: Snapshot) -> impl Future<Output = Result<(), StoreError>> + Send {
+        S::save_snapshot(self, snapshot)
+    }
+    fn load_snapshot(&self, stream_id: &str) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
+        S::load_snapshot(self, stream_id)
+    }
+}

@@ -28,6 +28,7 @@ pub mod event_store;
 pub mod memory_store;
 pub mod middleware;
 pub mod router;
+pub mod shared_store;
 pub mod stream;
 pub mod testing;
 
@@ -43,6 +44,7 @@ pub use middleware::logging::LoggingMiddleware;
 pub use middleware::validation::{ValidationErrors, ValidationMiddleware};
 pub use middleware::{Middleware, Pipeline, Rejection};
 pub use router::{AggregateConfig, Router};
+pub use shared_store::{BoxFuture, DynEventStore, SharedStore};
 pub use stream::{Direction, ExpectedVersion, GlobalPosition, StreamVersion};
 
 /// The README's example, compiled and run as a doctest.

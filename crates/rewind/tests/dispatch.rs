@@ -13,15 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::*;
 
-fn app<S: EventStore>(store: Arc<S>, config: AggregateConfig<Account>) -> Application<S> {
-    Application::builder_shared(store).router(router(config)).build()
+fn app<S: EventStore>(store: Arc<S>, config: AggregateConfig<Account>) -> Application {
+    Application::builder(store).router(router(config)).build()
 }
 
-fn memory_app() -> Application<MemoryStore> {
+fn memory_app() -> Application {
     app(shared(MemoryStore::new()), AggregateConfig::new().identity_prefix("account-"))
 }
 
-async fn open(app: &Application<impl EventStore>, id: &str, balance: i64) {
+async fn open(app: &Application, id: &str, balance: i64) {
     app.dispatch(Open { id: id.into(), initial_balance: balance }).await.expect("open");
 }
 
@@ -46,7 +46,7 @@ async fn concurrent_dispatches_to_one_aggregate_lose_no_update() {
     let (live, version) = app.aggregate_state::<Account>("hot").await.expect("state");
     assert_eq!(live.balance, expected);
     assert_eq!(version, StreamVersion(1 + 64 * 20));
-    let (rebuilt, _) = rebuild(app.store().as_ref(), "account-hot").await;
+    let (rebuilt, _) = rebuild(app.store(), "account-hot").await;
     assert_eq!(rebuilt, live, "state rebuilt from the log equals the live state");
 }
 
@@ -157,7 +157,7 @@ impl Middleware for Recorder {
     }
 }
 
-fn recorded_app(halt_second: bool) -> (Application<MemoryStore>, Arc<Mutex<Vec<String>>>) {
+fn recorded_app(halt_second: bool) -> (Application, Arc<Mutex<Vec<String>>>) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let app = Application::builder(MemoryStore::new())
         .router(router(AggregateConfig::new()))
@@ -231,7 +231,10 @@ async fn events_carry_causation_and_correlation() {
     assert_eq!(event.metadata.causation_id, Some(done.command_id), "events are caused by their command");
     assert_eq!(event.metadata.correlation_id, Some(correlation));
     assert_eq!(event.metadata.custom["user"], "u-1");
-    assert_eq!((event.stream_id.as_str(), event.stream_version, Some(event.position)), ("account-a", StreamVersion(1), done.position));
+    assert_eq!(
+        (event.stream_id.as_str(), event.stream_version, Some(event.position)),
+        ("account-a", StreamVersion(1), done.position)
+    );
     let plain = app.dispatch(Deposit { id: "a".into(), amount: 1 }).await.expect("deposit");
     assert_eq!(plain.correlation_id, plain.command_id, "a new conversation correlates to its first command");
 }
@@ -253,15 +256,24 @@ async fn repeated_command_id_appends_nothing_new() {
     let app = app(store.clone(), AggregateConfig::new());
     open(&app, "a", 10).await;
     let id = uuid::Uuid::new_v4();
-    let first = app.dispatch_with(Deposit { id: "a".into(), amount: 5 }, DispatchOptions::new().command_id(id)).await.expect("first");
+    let first = app
+        .dispatch_with(Deposit { id: "a".into(), amount: 5 }, DispatchOptions::new().command_id(id))
+        .await
+        .expect("first");
     assert!(!first.duplicate);
     app.dispatch(Deposit { id: "a".into(), amount: 1 }).await.expect("another");
-    let again = app.dispatch_with(Deposit { id: "a".into(), amount: 5 }, DispatchOptions::new().command_id(id)).await.expect("again");
+    let again = app
+        .dispatch_with(Deposit { id: "a".into(), amount: 5 }, DispatchOptions::new().command_id(id))
+        .await
+        .expect("again");
     assert!(again.duplicate);
     assert_eq!(again.version, first.version, "reports the first outcome");
     // A fresh runtime (another process, or after eviction) learns it from the log.
     let other = crate::app(store.clone(), AggregateConfig::new());
-    let third = other.dispatch_with(Deposit { id: "a".into(), amount: 5 }, DispatchOptions::new().command_id(id)).await.expect("third");
+    let third = other
+        .dispatch_with(Deposit { id: "a".into(), amount: 5 }, DispatchOptions::new().command_id(id))
+        .await
+        .expect("third");
     assert!(third.duplicate);
     assert_eq!(rebuild(store.as_ref(), "a").await.0.balance, 16);
 }
@@ -295,7 +307,10 @@ async fn a_lost_acknowledgement_reloads_instead_of_guessing() {
     let result = app.dispatch(Deposit { id: "a".into(), amount: 5 }).await;
     assert!(matches!(result, Err(DispatchError::Store(_))), "{result:?}");
     // The event was written after all; the next command must see it.
-    let done = app.dispatch_with(Deposit { id: "a".into(), amount: 1 }, DispatchOptions::new().returning(Returning::State)).await.expect("deposit");
+    let done = app
+        .dispatch_with(Deposit { id: "a".into(), amount: 1 }, DispatchOptions::new().returning(Returning::State))
+        .await
+        .expect("deposit");
     assert_eq!(done.state.map(|s| s.balance), Some(16));
     assert_eq!(done.version, StreamVersion(3));
 }
@@ -303,7 +318,7 @@ async fn a_lost_acknowledgement_reloads_instead_of_guessing() {
 #[tokio::test(start_paused = true)]
 async fn a_dispatch_that_does_not_finish_times_out() {
     let store = shared(FaultyStore::default());
-    let app = Application::builder_shared(store.clone())
+    let app = Application::builder(store.clone())
         .router(router(AggregateConfig::new()))
         .default_timeout(Duration::from_secs(5))
         .build();
@@ -357,9 +372,17 @@ async fn snapshots_shorten_reloads_and_bad_ones_are_ignored() {
     assert_eq!((state.balance, version), (25, StreamVersion(25)));
 
     // A snapshot that no longer decodes, or from another shape version, is ignored.
-    for (tag, data) in [("account:v1", "{\"garbage\":"), ("account:v0", "{\"opened\":true,\"closed\":true,\"balance\":0}")] {
+    for (tag, data) in
+        [("account:v1", "{\"garbage\":"), ("account:v0", "{\"opened\":true,\"closed\":true,\"balance\":0}")]
+    {
         store
-            .save_snapshot(Snapshot { stream_id: "a".into(), version: StreamVersion(25), tag: tag.into(), data: data.into(), created_at: chrono::Utc::now() })
+            .save_snapshot(Snapshot {
+                stream_id: "a".into(),
+                version: StreamVersion(25),
+                tag: tag.into(),
+                data: data.into(),
+                created_at: chrono::Utc::now(),
+            })
             .await
             .expect("save");
         let fresh = crate::app(store.clone(), config());
@@ -381,12 +404,18 @@ async fn old_events_are_upcast_when_an_aggregate_loads() {
         .append(
             "a",
             ExpectedVersion::NoStream,
-            vec![old("AccountOpened", serde_json::json!({"initial_balance": 5})), old("MoneyDeposited", serde_json::json!({"amount": 7}))],
+            vec![
+                old("AccountOpened", serde_json::json!({"initial_balance": 5})),
+                old("MoneyDeposited", serde_json::json!({"amount": 7})),
+            ],
         )
         .await
         .expect("append v1 events");
     let app = app(store.clone(), AggregateConfig::new());
-    let done = app.dispatch_with(Withdraw { id: "a".into(), amount: 12 }, DispatchOptions::new().returning(Returning::State)).await.expect("withdraw");
+    let done = app
+        .dispatch_with(Withdraw { id: "a".into(), amount: 12 }, DispatchOptions::new().returning(Returning::State))
+        .await
+        .expect("withdraw");
     assert_eq!(done.state.map(|s| s.balance), Some(0));
     let stored = store.read_stream("a", StreamVersion(2), Direction::Forward, 1).await.expect("read");
     assert_eq!(stored[0].event_type, "MoneyDeposited", "upcasting never rewrites the log");

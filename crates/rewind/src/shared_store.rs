@@ -1,0 +1,178 @@
+//! A type-erased, cheaply cloned event store.
+//!
+//! [`EventStore`] returns `impl Future`, which keeps every backend free of boxing but
+//! makes the trait unusable as `dyn`. [`SharedStore`] boxes each call once instead,
+//! so the [`Application`](crate::Application), subscriptions and process managers
+//! carry no store type parameter and a binary can pick its backend at run time.
+
+use crate::envelope::{NewEvent, RecordedEvent};
+use crate::event_store::{AppendResult, EventFilter, EventStore, Snapshot, StoreError, StreamAppend};
+use crate::stream::{Direction, ExpectedVersion, GlobalPosition, StreamVersion};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The object-safe mirror of [`EventStore`]; implemented for every store.
+pub trait DynEventStore: Send + Sync + 'static {
+    #[doc(hidden)]
+    fn dyn_append<'a>(
+        &'a self,
+        stream_id: &'a str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<AppendResult, StoreError>>;
+    #[doc(hidden)]
+    fn dyn_append_batch(&self, appends: Vec<StreamAppend>) -> BoxFuture<'_, Result<Vec<AppendResult>, StoreError>>;
+    #[doc(hidden)]
+    fn dyn_read_stream<'a>(
+        &'a self,
+        stream_id: &'a str,
+        from: StreamVersion,
+        direction: Direction,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>, StoreError>>;
+    #[doc(hidden)]
+    fn dyn_read_all<'a>(
+        &'a self,
+        from: GlobalPosition,
+        limit: usize,
+        filter: &'a EventFilter,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>, StoreError>>;
+    #[doc(hidden)]
+    fn dyn_stream_version<'a>(&'a self, stream_id: &'a str) -> BoxFuture<'a, Result<StreamVersion, StoreError>>;
+    #[doc(hidden)]
+    fn dyn_head_position(&self) -> BoxFuture<'_, Result<GlobalPosition, StoreError>>;
+    #[doc(hidden)]
+    fn dyn_watch_head(&self) -> watch::Receiver<GlobalPosition>;
+    #[doc(hidden)]
+    fn dyn_save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>>;
+    #[doc(hidden)]
+    fn dyn_load_snapshot<'a>(&'a self, stream_id: &'a str) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>>;
+}
+
+impl<S: EventStore> DynEventStore for S {
+    fn dyn_append<'a>(
+        &'a self,
+        stream_id: &'a str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<AppendResult, StoreError>> {
+        Box::pin(self.append(stream_id, expected, events))
+    }
+    fn dyn_append_batch(&self, appends: Vec<StreamAppend>) -> BoxFuture<'_, Result<Vec<AppendResult>, StoreError>> {
+        Box::pin(self.append_batch(appends))
+    }
+    fn dyn_read_stream<'a>(
+        &'a self,
+        stream_id: &'a str,
+        from: StreamVersion,
+        direction: Direction,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>, StoreError>> {
+        Box::pin(self.read_stream(stream_id, from, direction, limit))
+    }
+    fn dyn_read_all<'a>(
+        &'a self,
+        from: GlobalPosition,
+        limit: usize,
+        filter: &'a EventFilter,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>, StoreError>> {
+        Box::pin(self.read_all(from, limit, filter))
+    }
+    fn dyn_stream_version<'a>(&'a self, stream_id: &'a str) -> BoxFuture<'a, Result<StreamVersion, StoreError>> {
+        Box::pin(self.stream_version(stream_id))
+    }
+    fn dyn_head_position(&self) -> BoxFuture<'_, Result<GlobalPosition, StoreError>> {
+        Box::pin(self.head_position())
+    }
+    fn dyn_watch_head(&self) -> watch::Receiver<GlobalPosition> {
+        self.watch_head()
+    }
+    fn dyn_save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.save_snapshot(snapshot))
+    }
+    fn dyn_load_snapshot<'a>(&'a self, stream_id: &'a str) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>> {
+        Box::pin(self.load_snapshot(stream_id))
+    }
+}
+
+/// Any event store behind one cheap, clonable handle.
+///
+/// ```
+/// use rewind::{EventStore, MemoryStore, SharedStore};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = SharedStore::new(MemoryStore::new());
+/// assert_eq!(store.head_position().await.unwrap().0, 0);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct SharedStore(Arc<dyn DynEventStore>);
+
+impl SharedStore {
+    /// Wraps a store.
+    pub fn new(store: impl EventStore) -> SharedStore {
+        SharedStore(Arc::new(store))
+    }
+}
+
+impl<S: EventStore> From<Arc<S>> for SharedStore {
+    fn from(store: Arc<S>) -> SharedStore {
+        SharedStore(store)
+    }
+}
+
+impl std::fmt::Debug for SharedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedStore")
+    }
+}
+
+impl EventStore for SharedStore {
+    async fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        self.0.dyn_append(stream_id, expected, events).await
+    }
+    async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
+        self.0.dyn_append_batch(appends).await
+    }
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from: StreamVersion,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.0.dyn_read_stream(stream_id, from, direction, limit).await
+    }
+    async fn read_all(
+        &self,
+        from: GlobalPosition,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.0.dyn_read_all(from, limit, filter).await
+    }
+    async fn stream_version(&self, stream_id: &str) -> Result<StreamVersion, StoreError> {
+        self.0.dyn_stream_version(stream_id).await
+    }
+    async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
+        self.0.dyn_head_position().await
+    }
+    fn watch_head(&self) -> watch::Receiver<GlobalPosition> {
+        self.0.dyn_watch_head()
+    }
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.0.dyn_save_snapshot(snapshot).await
+    }
+    async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        self.0.dyn_load_snapshot(stream_id).await
+    }
+}
