@@ -92,11 +92,17 @@ pub(crate) struct CommandContext {
     pub(crate) deterministic_ids: bool,
     pub(crate) metadata: Metadata,
     pub(crate) returning: Returning,
+    /// Report the appended event types (strongly consistent dispatches need them).
+    pub(crate) event_types: bool,
 }
 
 pub(crate) struct Executed<A> {
     pub(crate) version: StreamVersion,
     pub(crate) position: Option<GlobalPosition>,
+    /// Position of the first appended event.
+    pub(crate) first_position: Option<GlobalPosition>,
+    /// The appended events' type names, when `CommandContext::event_types` asked.
+    pub(crate) event_types: Vec<String>,
     pub(crate) duplicate: bool,
     pub(crate) events: Vec<RecordedEvent>,
     pub(crate) state: Option<A>,
@@ -176,6 +182,10 @@ impl<A: Aggregate> AggregateRuntime<A> {
                 return Ok(self.executed(instance, None, Vec::new(), context));
             }
             let new_events = encode(&events, context)?;
+            let event_types = match context.event_types {
+                true => new_events.iter().map(|e| e.event_type.clone()).collect(),
+                false => Vec::new(),
+            };
             let expected = ExpectedVersion::Exact(instance.version);
             match store.append(stream_id, expected, new_events).await {
                 Ok(appended) if appended.outcome == AppendOutcome::Appended => {
@@ -193,7 +203,10 @@ impl<A: Aggregate> AggregateRuntime<A> {
                         }
                         _ => Vec::new(),
                     };
-                    return Ok(self.executed(instance, Some(appended.last_position), recorded, context));
+                    let mut executed = self.executed(instance, Some(appended.last_position), recorded, context);
+                    executed.first_position = Some(appended.first_position);
+                    executed.event_types = event_types;
+                    return Ok(executed);
                 }
                 // This very command was appended before (same deterministic ids), longer
                 // ago than the instance remembers: report that outcome.
@@ -217,7 +230,15 @@ impl<A: Aggregate> AggregateRuntime<A> {
         context: &CommandContext,
     ) -> Executed<A> {
         let state = (context.returning == Returning::State).then(|| instance.state.clone());
-        Executed { version: instance.version, position, duplicate: false, events, state }
+        Executed {
+            version: instance.version,
+            position,
+            first_position: None,
+            event_types: Vec::new(),
+            duplicate: false,
+            events,
+            state,
+        }
     }
 
     fn duplicate(&self, instance: &Instance<A>, version: StreamVersion, context: &CommandContext) -> Executed<A> {

@@ -5,8 +5,10 @@
 //! only after the store acknowledged the append.
 
 use crate::aggregate::Aggregate;
-use crate::aggregate_runtime::CommandContext;
+use crate::aggregate_runtime::{CommandContext, Executed};
 use crate::command::{AnyCommand, Command, short_type_name};
+use crate::consistency::{Appended, ConsistencyRegistry};
+use crate::dispatch::Consistency;
 use crate::dispatch::{DispatchError, DispatchOptions, Dispatched};
 use crate::envelope::Metadata;
 use crate::event_store::EventStore;
@@ -17,6 +19,10 @@ use crate::stream::StreamVersion;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
+
+/// How long a strongly consistent dispatch waits for the read side when neither the
+/// dispatch nor the application sets a timeout.
+const DEFAULT_CONSISTENCY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running Rewind application: a store, a router and middleware. Cheap to clone.
 ///
@@ -71,6 +77,7 @@ pub struct Application {
 
 struct Inner {
     store: SharedStore,
+    consistency: ConsistencyRegistry,
     routes: Routes,
     middleware: Vec<Arc<dyn Middleware>>,
     default_timeout: Option<Duration>,
@@ -108,6 +115,7 @@ impl ApplicationBuilder {
         Application {
             inner: Arc::new(Inner {
                 store: self.store,
+                consistency: ConsistencyRegistry::default(),
                 routes: self.router.into_routes(),
                 middleware: self.middleware,
                 default_timeout: self.default_timeout,
@@ -157,6 +165,9 @@ impl Application {
                 return Err(self.failed(&mut pipeline, DispatchError::Rejected(rejection)).await);
             }
         }
+        if let Some(name) = self.inner.consistency.unknown(&options.consistency) {
+            return Err(self.failed(&mut pipeline, DispatchError::UnknownHandler(name)).await);
+        }
         let context = CommandContext {
             command_id,
             deterministic_ids: options.command_id.is_some(),
@@ -166,11 +177,17 @@ impl Application {
                 custom: pipeline.metadata.clone(),
             },
             returning: options.returning,
+            event_types: options.consistency != Consistency::Eventual,
         };
         let run = self.run(&command, &context);
-        let result = match options.timeout.or(self.inner.default_timeout) {
+        let timeout = options.timeout.or(self.inner.default_timeout);
+        let result = match timeout {
             Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or(Err(DispatchError::Timeout(limit))),
             None => run.await,
+        };
+        let result = match result {
+            Ok(executed) => self.wait_for_consistency(&command, &options.consistency, executed, timeout).await,
+            Err(error) => Err(error),
         };
         match result {
             Ok(executed) => {
@@ -195,8 +212,7 @@ impl Application {
         &self,
         command: &C,
         context: &CommandContext,
-    ) -> Result<crate::aggregate_runtime::Executed<C::Aggregate>, DispatchError<<C::Aggregate as Aggregate>::Error>>
-    {
+    ) -> Result<Executed<C::Aggregate>, DispatchError<<C::Aggregate as Aggregate>::Error>> {
         let Some(runtime) = self.inner.routes.for_command::<C>() else {
             return Err(DispatchError::NoRoute { command: short_type_name::<C>() });
         };
@@ -206,6 +222,36 @@ impl Application {
         }
         let stream_id = runtime.stream_id(&identity);
         runtime.execute(&self.inner.store, &stream_id, command, context).await
+    }
+
+    /// Waits until the subscriptions `consistency` names have processed what was appended.
+    async fn wait_for_consistency<C: Command>(
+        &self,
+        command: &C,
+        consistency: &Consistency,
+        executed: Executed<C::Aggregate>,
+        timeout: Option<Duration>,
+    ) -> Result<Executed<C::Aggregate>, DispatchError<<C::Aggregate as Aggregate>::Error>> {
+        let (Some(first_position), Some(position)) = (executed.first_position, executed.position) else {
+            return Ok(executed);
+        };
+        let Some(runtime) = self.inner.routes.for_command::<C>() else { return Ok(executed) };
+        let stream_id = runtime.stream_id(&command.aggregate_id());
+        let appended = Appended { stream_id: &stream_id, first_position, event_types: &executed.event_types };
+        let waits = self.inner.consistency.waits(consistency, &appended);
+        if waits.is_empty() {
+            return Ok(executed);
+        }
+        let limit = timeout.unwrap_or(DEFAULT_CONSISTENCY_TIMEOUT);
+        let all = futures_util::future::join_all(waits.into_iter().map(|wait| wait.done()));
+        match tokio::time::timeout(limit, all).await {
+            Ok(_) => Ok(executed),
+            Err(_) => Err(DispatchError::ConsistencyTimeout { position, timeout: limit }),
+        }
+    }
+
+    pub(crate) fn consistency(&self) -> &ConsistencyRegistry {
+        &self.inner.consistency
     }
 
     async fn failed<E: std::error::Error + Send + Sync + 'static>(

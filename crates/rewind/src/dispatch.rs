@@ -18,7 +18,8 @@ pub enum Consistency {
     /// Return once the events are stored.
     #[default]
     Eventual,
-    /// Also wait until every handler registered as strongly consistent has processed them.
+    /// Also wait until every subscription started with
+    /// [`SubscriptionOptions::strong`](crate::SubscriptionOptions::strong) has processed them.
     Strong,
     /// Also wait until these named handlers have processed them.
     Handlers(Vec<String>),
@@ -164,6 +165,9 @@ pub enum DispatchError<E: std::error::Error + 'static> {
     /// appended; dispatch it again with the same command id to find out safely.
     #[error("dispatch timed out after {0:?}; the outcome is unknown")]
     Timeout(Duration),
+    /// `Consistency::Handlers` named a subscription that is not running; nothing was appended.
+    #[error("no running subscription named `{0}` to wait for")]
+    UnknownHandler(String),
     /// The events were appended, but the requested handlers had not processed them in time.
     #[error("committed at position {position}, but the read side had not caught up after {timeout:?}")]
     ConsistencyTimeout {

@@ -14,6 +14,9 @@
 //!   [`memory_store`] here; SQLite and PostgreSQL in their own crates.
 //! * What is stored: [`event`] (type names, upcasting), [`envelope`] (ids, metadata),
 //!   [`stream`] (versions and positions).
+//! * The read side: [`subscriptions`] runs each [`subscription`] (catch-up, live,
+//!   error policy, lease) for an [`event_handler`], a [`process_manager`] or a
+//!   backend's projector; [`subscription_store`] keeps their bookkeeping.
 //! * Testing: [`testing`] (given / when / then) and [`conformance`] (the store suite).
 
 pub mod aggregate;
@@ -21,15 +24,21 @@ mod aggregate_runtime;
 pub mod application;
 pub mod command;
 pub mod conformance;
+mod consistency;
 pub mod dispatch;
 pub mod envelope;
 pub mod event;
+pub mod event_handler;
 pub mod event_store;
 pub mod memory_store;
 pub mod middleware;
+pub mod process_manager;
 pub mod router;
 pub mod shared_store;
 pub mod stream;
+pub mod subscription;
+pub mod subscription_store;
+pub mod subscriptions;
 pub mod testing;
 
 pub use aggregate::{Aggregate, Execute};
@@ -38,14 +47,22 @@ pub use command::{AnyCommand, Command};
 pub use dispatch::{Consistency, DispatchError, DispatchOptions, Dispatched, Returning};
 pub use envelope::{Metadata, NewEvent, RecordedEvent};
 pub use event::{EncodedEvent, Event, EventError, decode_event, encode_event};
+pub use event_handler::EventHandler;
 pub use event_store::{AppendOutcome, AppendResult, EventFilter, EventStore, Snapshot, StoreError, StreamAppend};
 pub use memory_store::MemoryStore;
 pub use middleware::logging::LoggingMiddleware;
 pub use middleware::validation::{ValidationErrors, ValidationMiddleware};
 pub use middleware::{Middleware, Pipeline, Rejection};
+pub use process_manager::{CommandFailure, Interest, OnError, ProcessCommand, ProcessManager};
 pub use router::{AggregateConfig, Router};
 pub use shared_store::{BoxFuture, DynEventStore, SharedStore};
 pub use stream::{Direction, ExpectedVersion, GlobalPosition, StreamVersion};
+pub use subscription::{
+    BatchFailure, Consumer, ConsumerError, ConsumerKind, ErrorPolicy, StartFrom, SubscriptionOptions,
+    SubscriptionState, SubscriptionStatus,
+};
+pub use subscription_store::{DeadLetter, InstanceChange, Lease, MemorySubscriptionStore, SubscriptionStore};
+pub use subscriptions::{SubscriptionError, Subscriptions, SubscriptionsBuilder};
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]

@@ -1,0 +1,337 @@
+//! Process managers: the opposite of an aggregate. They receive events and emit
+//! commands, keeping a small persisted state per instance (a money transfer: withdraw
+//! from one account, then deposit into the other).
+//!
+//! Promises:
+//! * Each instance sees its events in global order; different instances of one
+//!   manager are processed concurrently within a batch.
+//! * Instance states and the manager's checkpoint are committed together, after the
+//!   commands of those events were acknowledged.
+//! * Idempotent under redelivery: every command gets an id derived from the manager,
+//!   the instance and the causing event, so a redelivered event re-sends the same
+//!   command ids and the aggregate runtime appends nothing new.
+
+use crate::application::Application;
+use crate::command::{Command, short_type_name};
+use crate::dispatch::{DispatchError, DispatchOptions};
+use crate::envelope::RecordedEvent;
+use crate::event::Event;
+use crate::shared_store::BoxFuture;
+use crate::stream::GlobalPosition;
+use crate::subscription::{BatchFailure, Consumer, ConsumerError, ConsumerKind};
+use crate::subscription_store::{InstanceChange, SubscriptionStore};
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Namespace of the deterministic command ids process managers send.
+const COMMAND_NAMESPACE: Uuid = Uuid::from_u128(0x6f2d_1c1e_9b4a_4c53_8a51_7265_7769_6e64);
+
+/// How an event relates to the manager's instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interest {
+    /// Start this instance (or continue it, if it exists).
+    Start(String),
+    /// Continue this instance; ignored if it does not exist.
+    Continue(String),
+    /// Continue this instance; an error if it does not exist.
+    ContinueExisting(String),
+    /// Handle the event, then delete the instance's state; ignored if it does not exist.
+    Stop(String),
+    /// Not for this manager.
+    Ignore,
+}
+
+/// What to do when a command the manager sent fails.
+pub enum OnError {
+    /// Fail the event: the subscription's error policy retries, skips or stops.
+    Fail,
+    /// Ignore this command's failure and go on.
+    Continue,
+    /// Send these commands instead (a refund, say) and go on.
+    Compensate(Vec<ProcessCommand>),
+}
+
+/// Sends one captured command through an application.
+type SendCommand =
+    Box<dyn FnOnce(Application, DispatchOptions) -> BoxFuture<'static, Result<(), CommandFailure>> + Send + Sync>;
+
+/// A command a process manager wants sent, whatever its type.
+pub struct ProcessCommand {
+    name: &'static str,
+    send: SendCommand,
+}
+
+impl ProcessCommand {
+    /// Wraps a command.
+    pub fn new<C: Command>(command: C) -> ProcessCommand {
+        ProcessCommand {
+            name: short_type_name::<C>(),
+            send: Box::new(move |app, options| {
+                Box::pin(async move {
+                    app.dispatch_with(command, options).await.map(drop).map_err(CommandFailure::from_dispatch)
+                })
+            }),
+        }
+    }
+
+    /// The command's type name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl std::fmt::Debug for ProcessCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProcessCommand({})", self.name)
+    }
+}
+
+/// A command a process manager sent that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{command} failed: {message}")]
+pub struct CommandFailure {
+    /// The command's type name.
+    pub command: &'static str,
+    /// What happened.
+    pub message: String,
+    /// The aggregate's domain error, if that was the cause.
+    pub domain: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl CommandFailure {
+    fn from_dispatch<E: std::error::Error + Send + Sync + 'static>(error: DispatchError<E>) -> CommandFailure {
+        let message = error.to_string();
+        let domain = match error {
+            DispatchError::Domain(domain) => Some(Box::new(domain) as Box<dyn std::error::Error + Send + Sync>),
+            _ => None,
+        };
+        CommandFailure { command: "", message, domain }
+    }
+
+    /// The domain error, if it is an `E`.
+    pub fn domain_error<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.domain.as_deref()?.downcast_ref()
+    }
+}
+
+/// A process manager. Pure like an aggregate: no I/O in any method.
+///
+/// Events that do not decode as [`ProcessManager::Event`] are not for this manager
+/// and are passed over; narrow the subscription with a filter to skip reading them.
+pub trait ProcessManager: Send + Sync + 'static {
+    /// The events it understands.
+    type Event: Event;
+    /// Its per-instance state, persisted as JSON.
+    type State: Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    /// Routes an event to an instance. `recorded` carries the stream id, event id and
+    /// metadata.
+    fn interested(&self, event: &Self::Event, recorded: &RecordedEvent) -> Interest;
+
+    /// The commands to send for this event.
+    fn handle(&self, state: &Self::State, event: &Self::Event, recorded: &RecordedEvent) -> Vec<ProcessCommand>;
+
+    /// Evolves the instance's state with the event (after its commands succeeded).
+    fn apply(&self, state: &mut Self::State, event: &Self::Event);
+
+    /// Decides what a failed command means. Default: fail the event.
+    fn on_error(&self, failure: &CommandFailure, state: &Self::State, event: &Self::Event) -> OnError {
+        let _ = (failure, state, event);
+        OnError::Fail
+    }
+}
+
+/// Runs a [`ProcessManager`] as a subscription consumer.
+pub(crate) struct ProcessManagerConsumer<P> {
+    name: String,
+    manager: P,
+    app: Application,
+    bookkeeping: Arc<dyn SubscriptionStore>,
+}
+
+/// One event routed to an instance.
+struct Routed<E> {
+    index: usize,
+    event: E,
+    interest: Interest,
+}
+
+/// What running one instance over its events produced.
+struct InstanceRun<S> {
+    id: String,
+    /// (index, state after the event: `None` = stopped / not existing).
+    outcomes: Vec<(usize, Option<S>)>,
+    failure: Option<(usize, ConsumerError)>,
+}
+
+impl<P: ProcessManager> ProcessManagerConsumer<P> {
+    pub(crate) fn new(name: String, manager: P, app: Application, bookkeeping: Arc<dyn SubscriptionStore>) -> Self {
+        ProcessManagerConsumer { name, manager, app, bookkeeping }
+    }
+
+    /// Groups the batch's events by instance, keeping their order.
+    fn route(&self, events: &[RecordedEvent]) -> Vec<(String, Vec<Routed<P::Event>>)> {
+        let mut groups: Vec<(String, Vec<Routed<P::Event>>)> = Vec::new();
+        for (index, recorded) in events.iter().enumerate() {
+            let Ok(event) = recorded.decode::<P::Event>() else { continue };
+            let interest = self.manager.interested(&event, recorded);
+            let id = match &interest {
+                Interest::Start(id) | Interest::Continue(id) | Interest::ContinueExisting(id) | Interest::Stop(id) => {
+                    id.clone()
+                }
+                Interest::Ignore => continue,
+            };
+            let routed = Routed { index, event, interest };
+            match groups.iter_mut().find(|(group, _)| *group == id) {
+                Some((_, list)) => list.push(routed),
+                None => groups.push((id, vec![routed])),
+            }
+        }
+        groups
+    }
+
+    async fn run_instance(
+        &self,
+        id: String,
+        routed: Vec<Routed<P::Event>>,
+        events: &[RecordedEvent],
+    ) -> InstanceRun<P::State> {
+        let mut run = InstanceRun { id, outcomes: Vec::new(), failure: None };
+        let mut state: Option<P::State> = match self.load(&run.id).await {
+            Ok(state) => state,
+            Err(error) => {
+                run.failure = Some((routed[0].index, error));
+                return run;
+            }
+        };
+        for Routed { index, event, interest } in routed {
+            match (&interest, &state) {
+                (Interest::Start(_), None) => state = Some(P::State::default()),
+                (Interest::Continue(_) | Interest::Stop(_), None) => continue,
+                (Interest::ContinueExisting(id), None) => {
+                    run.failure = Some((index, format!("process `{}` has no instance `{id}`", self.name).into()));
+                    return run;
+                }
+                _ => {}
+            }
+            let current = state.get_or_insert_with(P::State::default);
+            if let Err(error) = self.send(&run.id, current, &event, &events[index]).await {
+                run.failure = Some((index, error));
+                return run;
+            }
+            self.manager.apply(current, &event);
+            if matches!(interest, Interest::Stop(_)) {
+                state = None;
+            }
+            run.outcomes.push((index, state.clone()));
+        }
+        run
+    }
+
+    /// Sends the event's commands; compensations replace failed ones when asked.
+    async fn send(
+        &self,
+        instance: &str,
+        state: &P::State,
+        event: &P::Event,
+        recorded: &RecordedEvent,
+    ) -> Result<(), ConsumerError> {
+        let commands = self.manager.handle(state, event, recorded);
+        for (i, command) in commands.into_iter().enumerate() {
+            let name = command.name;
+            let Err(mut failure) = self.dispatch(command, instance, recorded, &i.to_string()).await else { continue };
+            failure.command = name;
+            match self.manager.on_error(&failure, state, event) {
+                OnError::Fail => return Err(Box::new(failure)),
+                OnError::Continue => {}
+                OnError::Compensate(compensations) => {
+                    for (j, compensation) in compensations.into_iter().enumerate() {
+                        self.dispatch(compensation, instance, recorded, &format!("{i}/compensate/{j}")).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn dispatch(
+        &self,
+        command: ProcessCommand,
+        instance: &str,
+        cause: &RecordedEvent,
+        step: &str,
+    ) -> Result<(), CommandFailure> {
+        let key = format!("{}/{instance}/{}/{step}", self.name, cause.event_id);
+        let options = DispatchOptions::new()
+            .command_id(Uuid::new_v5(&COMMAND_NAMESPACE, key.as_bytes()))
+            .causation_id(cause.event_id)
+            .correlation_id(cause.metadata.correlation_id.unwrap_or(cause.event_id));
+        (command.send)(self.app.clone(), options).await
+    }
+
+    async fn load(&self, instance: &str) -> Result<Option<P::State>, ConsumerError> {
+        match self.bookkeeping.load_instance(&self.name, instance).await? {
+            Some(json) => Ok(Some(serde_json::from_str(&json)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn commit(
+        &self,
+        runs: &[InstanceRun<P::State>],
+        done: usize,
+        events: &[RecordedEvent],
+    ) -> Result<(), ConsumerError> {
+        let Some(last) = done.checked_sub(1).map(|i| events[i].position) else { return Ok(()) };
+        let mut changes = Vec::new();
+        for run in runs {
+            let Some((_, state)) = run.outcomes.iter().rev().find(|(index, _)| *index < done) else { continue };
+            changes.push(match state {
+                Some(state) => InstanceChange::Save(run.id.clone(), serde_json::to_string(state)?),
+                None => InstanceChange::Delete(run.id.clone()),
+            });
+        }
+        Ok(self.bookkeeping.commit_instances(&self.name, changes, last).await?)
+    }
+}
+
+#[async_trait]
+impl<P: ProcessManager> Consumer for ProcessManagerConsumer<P> {
+    fn kind(&self) -> ConsumerKind {
+        ConsumerKind::ProcessManager
+    }
+
+    async fn checkpoint(&self) -> Result<Option<GlobalPosition>, ConsumerError> {
+        Ok(self.bookkeeping.load_checkpoint(&self.name).await?)
+    }
+
+    async fn process(&self, events: &[RecordedEvent]) -> Result<(), BatchFailure> {
+        let runs = futures_util::future::join_all(
+            self.route(events).into_iter().map(|(id, routed)| self.run_instance(id, routed, events)),
+        )
+        .await;
+        // Events before the first failure are done everywhere; later ones that other
+        // instances already handled are redelivered and deduplicated by command id.
+        let mut failure: Option<(usize, ConsumerError)> = None;
+        for run in &runs {
+            if let Some((index, error)) = &run.failure
+                && failure.as_ref().is_none_or(|(first, _)| index < first)
+            {
+                failure = Some((*index, error.to_string().into()));
+            }
+        }
+        let done = failure.as_ref().map_or(events.len(), |(index, _)| *index);
+        self.commit(&runs, done, events).await.map_err(|error| BatchFailure { failed_at: 0, error })?;
+        match failure {
+            Some((failed_at, error)) => Err(BatchFailure { failed_at, error }),
+            None => Ok(()),
+        }
+    }
+
+    async fn skip(&self, event: &RecordedEvent) -> Result<(), ConsumerError> {
+        Ok(self.bookkeeping.commit_instances(&self.name, Vec::new(), event.position).await?)
+    }
+}

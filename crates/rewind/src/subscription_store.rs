@@ -1,0 +1,208 @@
+//! Where the read side keeps its bookkeeping: subscription checkpoints, dead letters,
+//! process manager state, and the leases that keep each named subscription active in
+//! one process at a time.
+//!
+//! Each event store backend implements [`SubscriptionStore`] in its own database, so
+//! an operator finds everything in one place. Projectors keep their checkpoints in
+//! their read model instead (see [`crate::projector`]), but record dead letters here.
+
+use crate::envelope::RecordedEvent;
+use crate::event_store::StoreError;
+use crate::stream::GlobalPosition;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// An event a subscription skipped after it failed, kept for an operator to replay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The subscription that failed.
+    pub subscription: String,
+    /// The event it failed on.
+    pub event: RecordedEvent,
+    /// What went wrong, as a message.
+    pub error: String,
+    /// When it was skipped.
+    pub failed_at: DateTime<Utc>,
+}
+
+/// A process manager instance's change, committed with the manager's checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InstanceChange {
+    /// Save this state (JSON) for the instance.
+    Save(String, String),
+    /// The instance stopped: delete its state.
+    Delete(String),
+}
+
+/// Proof that this process runs a named subscription. Dropping it releases it.
+pub struct Lease {
+    lost: watch::Receiver<bool>,
+    _release: Box<dyn Send + Sync>,
+}
+
+impl Lease {
+    /// A lease released by dropping `release`; `lost` turns true if the backend loses
+    /// it first (a dropped database connection).
+    pub fn new(lost: watch::Receiver<bool>, release: impl Send + Sync + 'static) -> Lease {
+        Lease { lost, _release: Box::new(release) }
+    }
+
+    /// Resolves when the lease is lost; never, while it is held.
+    pub async fn lost(&mut self) {
+        if self.lost.wait_for(|lost| *lost).await.is_err() {
+            // The backend dropped its sender without losing the lease: it stays held.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The read side's bookkeeping. See the module docs.
+#[async_trait]
+pub trait SubscriptionStore: Send + Sync + 'static {
+    /// The last position a subscription finished, if it ever ran.
+    async fn load_checkpoint(&self, subscription: &str) -> Result<Option<GlobalPosition>, StoreError>;
+    /// Records progress. A checkpoint never moves backwards: saving an older
+    /// position than the stored one (a replayed dead letter) keeps the stored one.
+    async fn save_checkpoint(&self, subscription: &str, position: GlobalPosition) -> Result<(), StoreError>;
+    /// Forgets a subscription's progress (it starts over).
+    async fn delete_checkpoint(&self, subscription: &str) -> Result<(), StoreError>;
+
+    /// Records a skipped event (again: replaces the earlier record of the same event).
+    async fn add_dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError>;
+    /// Dead letters of one subscription, or of all, in event order.
+    async fn dead_letters(&self, subscription: Option<&str>) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Removes a dead letter; false if there was none.
+    async fn remove_dead_letter(&self, subscription: &str, event_id: Uuid) -> Result<bool, StoreError>;
+
+    /// A process manager instance's state (JSON), if the instance exists.
+    async fn load_instance(&self, manager: &str, instance: &str) -> Result<Option<String>, StoreError>;
+    /// Writes instance changes and the manager's checkpoint (never moving it
+    /// backwards) atomically.
+    async fn commit_instances(
+        &self,
+        manager: &str,
+        changes: Vec<InstanceChange>,
+        checkpoint: GlobalPosition,
+    ) -> Result<(), StoreError>;
+    /// Deletes every instance and the checkpoint of a process manager.
+    async fn reset_instances(&self, manager: &str) -> Result<(), StoreError>;
+
+    /// Takes the lease on a subscription name if no process holds it.
+    async fn try_lease(&self, subscription: &str) -> Result<Option<Lease>, StoreError>;
+}
+
+/// Subscription bookkeeping in memory, for the in-memory store and tests. Leases are
+/// exclusive within the process.
+#[derive(Default)]
+pub struct MemorySubscriptionStore {
+    /// Plain mutex: no method holds it across an await.
+    state: Mutex<MemoryState>,
+    leases: Arc<Mutex<HashSet<String>>>,
+}
+
+#[derive(Default)]
+struct MemoryState {
+    checkpoints: HashMap<String, GlobalPosition>,
+    dead_letters: BTreeMap<(String, GlobalPosition), DeadLetter>,
+    instances: HashMap<(String, String), String>,
+}
+
+impl MemorySubscriptionStore {
+    /// Empty bookkeeping.
+    pub fn new() -> MemorySubscriptionStore {
+        MemorySubscriptionStore::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+struct MemoryLease {
+    name: String,
+    leases: Arc<Mutex<HashSet<String>>>,
+    _lost: watch::Sender<bool>,
+}
+
+impl Drop for MemoryLease {
+    fn drop(&mut self) {
+        self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.name);
+    }
+}
+
+#[async_trait]
+impl SubscriptionStore for MemorySubscriptionStore {
+    async fn load_checkpoint(&self, subscription: &str) -> Result<Option<GlobalPosition>, StoreError> {
+        Ok(self.lock().checkpoints.get(subscription).copied())
+    }
+    async fn save_checkpoint(&self, subscription: &str, position: GlobalPosition) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let checkpoint = state.checkpoints.entry(subscription.to_owned()).or_insert(position);
+        *checkpoint = (*checkpoint).max(position);
+        Ok(())
+    }
+    async fn delete_checkpoint(&self, subscription: &str) -> Result<(), StoreError> {
+        self.lock().checkpoints.remove(subscription);
+        Ok(())
+    }
+    async fn add_dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError> {
+        self.lock().dead_letters.insert((letter.subscription.clone(), letter.event.position), letter);
+        Ok(())
+    }
+    async fn dead_letters(&self, subscription: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        let state = self.lock();
+        let mut letters: Vec<DeadLetter> =
+            state.dead_letters.values().filter(|l| subscription.is_none_or(|s| l.subscription == s)).cloned().collect();
+        letters.sort_by_key(|l| l.event.position);
+        Ok(letters)
+    }
+    async fn remove_dead_letter(&self, subscription: &str, event_id: Uuid) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let key = state
+            .dead_letters
+            .iter()
+            .find(|(_, l)| l.subscription == subscription && l.event.event_id == event_id)
+            .map(|(key, _)| key.clone());
+        Ok(key.and_then(|key| state.dead_letters.remove(&key)).is_some())
+    }
+    async fn load_instance(&self, manager: &str, instance: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.lock().instances.get(&(manager.to_owned(), instance.to_owned())).cloned())
+    }
+    async fn commit_instances(
+        &self,
+        manager: &str,
+        changes: Vec<InstanceChange>,
+        checkpoint: GlobalPosition,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        for change in changes {
+            match change {
+                InstanceChange::Save(instance, data) => state.instances.insert((manager.to_owned(), instance), data),
+                InstanceChange::Delete(instance) => state.instances.remove(&(manager.to_owned(), instance)),
+            };
+        }
+        let stored = state.checkpoints.entry(manager.to_owned()).or_insert(checkpoint);
+        *stored = (*stored).max(checkpoint);
+        Ok(())
+    }
+    async fn reset_instances(&self, manager: &str) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        state.instances.retain(|(m, _), _| m != manager);
+        state.checkpoints.remove(manager);
+        Ok(())
+    }
+    async fn try_lease(&self, subscription: &str) -> Result<Option<Lease>, StoreError> {
+        let mut leases = self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !leases.insert(subscription.to_owned()) {
+            return Ok(None);
+        }
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let release = MemoryLease { name: subscription.to_owned(), leases: self.leases.clone(), _lost: lost_tx };
+        Ok(Some(Lease::new(lost_rx, release)))
+    }
+}

@@ -1,0 +1,263 @@
+//! The set of subscriptions an application runs: start, status, rebuild, shutdown.
+//!
+//! Names are unique (a duplicate is an error at start-up). A subscription added to a
+//! running set starts from its own checkpoint — from the origin when it is new —
+//! while the others stay live. A rebuild resets one projector (its read model and
+//! checkpoint) and replays it from the origin; event handlers and process managers
+//! are never rebuilt, so side effects never fire twice.
+
+use crate::application::Application;
+use crate::event_handler::{EventHandler, HandlerConsumer};
+use crate::event_store::EventStore;
+use crate::process_manager::{ProcessManager, ProcessManagerConsumer};
+use crate::stream::GlobalPosition;
+use crate::subscription::{Consumer, ConsumerKind, Runner, SubscriptionOptions, SubscriptionStatus, Tracker};
+use crate::subscription_store::{DeadLetter, SubscriptionStore};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// Subscription management errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscriptionError {
+    /// Two subscriptions share a name.
+    #[error("a subscription named `{0}` is already registered")]
+    DuplicateName(String),
+    /// No subscription has this name.
+    #[error("no subscription named `{0}`")]
+    Unknown(String),
+    /// Only projectors can be rebuilt.
+    #[error("`{0}` is not a projector; only projectors can be rebuilt")]
+    NotRebuildable(String),
+    /// No dead letter for this subscription and event.
+    #[error("no dead letter for `{0}` and event {1}")]
+    NoDeadLetter(String, Uuid),
+    /// The consumer or the bookkeeping store failed.
+    #[error("{0}")]
+    Failed(#[source] crate::subscription::ConsumerError),
+}
+
+struct Registered {
+    name: String,
+    consumer: Arc<dyn Consumer>,
+    options: SubscriptionOptions,
+}
+
+/// Collects subscriptions before they start.
+pub struct SubscriptionsBuilder {
+    app: Application,
+    bookkeeping: Arc<dyn SubscriptionStore>,
+    registered: Vec<Registered>,
+}
+
+impl SubscriptionsBuilder {
+    /// Adds any consumer (backends provide projector consumers).
+    pub fn consumer(
+        mut self,
+        name: impl Into<String>,
+        consumer: Arc<dyn Consumer>,
+        options: SubscriptionOptions,
+    ) -> Self {
+        self.registered.push(Registered { name: name.into(), consumer, options });
+        self
+    }
+
+    /// Adds an event handler.
+    pub fn handler(self, name: impl Into<String>, handler: impl EventHandler, options: SubscriptionOptions) -> Self {
+        let name = name.into();
+        let consumer = Arc::new(HandlerConsumer::new(name.clone(), handler, self.bookkeeping.clone()));
+        self.consumer(name, consumer, options)
+    }
+
+    /// Adds a process manager; its commands go through this application.
+    pub fn process_manager(
+        self,
+        name: impl Into<String>,
+        manager: impl ProcessManager,
+        options: SubscriptionOptions,
+    ) -> Self {
+        let name = name.into();
+        let consumer =
+            Arc::new(ProcessManagerConsumer::new(name.clone(), manager, self.app.clone(), self.bookkeeping.clone()));
+        self.consumer(name, consumer, options)
+    }
+
+    /// Starts every subscription on the current tokio runtime.
+    pub fn start(self) -> Result<Subscriptions, SubscriptionError> {
+        let subscriptions =
+            Subscriptions { app: self.app, bookkeeping: self.bookkeeping, running: Mutex::new(BTreeMap::new()) };
+        for Registered { name, consumer, options } in self.registered {
+            subscriptions.add(name, consumer, options)?;
+        }
+        Ok(subscriptions)
+    }
+}
+
+struct Running {
+    tracker: Arc<Tracker>,
+    consumer: Arc<dyn Consumer>,
+    options: SubscriptionOptions,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Running subscriptions. Dropping this without [`Subscriptions::shutdown`] aborts nothing:
+/// the tasks run until the runtime ends.
+pub struct Subscriptions {
+    app: Application,
+    bookkeeping: Arc<dyn SubscriptionStore>,
+    /// Plain mutex: held only to look up or swap entries, never across an await.
+    running: Mutex<BTreeMap<String, Running>>,
+}
+
+impl Subscriptions {
+    /// Starts collecting subscriptions for `app`, keeping their bookkeeping in `bookkeeping`.
+    pub fn builder(app: &Application, bookkeeping: Arc<dyn SubscriptionStore>) -> SubscriptionsBuilder {
+        SubscriptionsBuilder { app: app.clone(), bookkeeping, registered: Vec::new() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts one more subscription while the others run.
+    pub fn add(
+        &self,
+        name: impl Into<String>,
+        consumer: Arc<dyn Consumer>,
+        options: SubscriptionOptions,
+    ) -> Result<(), SubscriptionError> {
+        let name = name.into();
+        let mut running = self.lock();
+        if running.contains_key(&name) {
+            return Err(SubscriptionError::DuplicateName(name));
+        }
+        let entry = self.spawn(name.clone(), consumer, options);
+        running.insert(name, entry);
+        Ok(())
+    }
+
+    fn spawn(&self, name: String, consumer: Arc<dyn Consumer>, options: SubscriptionOptions) -> Running {
+        let tracker = Arc::new(Tracker::new(name.clone(), consumer.kind()));
+        let (stop, shutdown) = watch::channel(false);
+        self.app.consistency().register(
+            &name,
+            options.strong,
+            options.filter.clone(),
+            tracker.position.subscribe(),
+            consumer.clone(),
+        );
+        let runner = Runner {
+            tracker: tracker.clone(),
+            consumer: consumer.clone(),
+            options: options.clone(),
+            store: self.app.store().clone(),
+            bookkeeping: self.bookkeeping.clone(),
+            shutdown,
+        };
+        let task = tokio::spawn(runner.run());
+        Running { tracker, consumer, options, stop, task }
+    }
+
+    /// The status of every subscription, by name.
+    pub fn status(&self) -> Vec<SubscriptionStatus> {
+        let head = *self.app.store().watch_head().borrow();
+        self.lock().values().map(|r| r.tracker.status(head)).collect()
+    }
+
+    /// The status of one subscription.
+    pub fn status_of(&self, name: &str) -> Option<SubscriptionStatus> {
+        let head = *self.app.store().watch_head().borrow();
+        self.lock().get(name).map(|r| r.tracker.status(head))
+    }
+
+    /// Waits until subscription `name` has done `position` (for tests and tools).
+    pub async fn wait_for(&self, name: &str, position: GlobalPosition) -> Result<(), SubscriptionError> {
+        let mut progress = {
+            let running = self.lock();
+            let entry = running.get(name).ok_or_else(|| SubscriptionError::Unknown(name.into()))?;
+            entry.tracker.position.subscribe()
+        };
+        let _ = progress.wait_for(|done| *done >= position).await;
+        Ok(())
+    }
+
+    /// Resets a projector's read model and checkpoint and replays it from the origin;
+    /// returns once it is running again (not once it has caught up).
+    pub async fn rebuild(&self, name: &str) -> Result<(), SubscriptionError> {
+        let entry = self.lock().remove(name).ok_or_else(|| SubscriptionError::Unknown(name.into()))?;
+        if entry.tracker.kind != ConsumerKind::Projector {
+            self.lock().insert(name.to_owned(), entry);
+            return Err(SubscriptionError::NotRebuildable(name.into()));
+        }
+        self.app.consistency().unregister(name);
+        let _ = entry.stop.send(true);
+        let _ = entry.task.await;
+        let reset = entry.consumer.reset().await.map_err(SubscriptionError::Failed);
+        let restarted = self.spawn(name.to_owned(), entry.consumer, entry.options);
+        self.lock().insert(name.to_owned(), restarted);
+        reset
+    }
+
+    /// Names of the projectors (what `rebuild --all` rebuilds).
+    pub fn projectors(&self) -> Vec<String> {
+        self.lock()
+            .values()
+            .filter(|r| r.tracker.kind == ConsumerKind::Projector)
+            .map(|r| r.tracker.name.clone())
+            .collect()
+    }
+
+    /// Dead letters of one subscription, or all.
+    pub async fn dead_letters(&self, name: Option<&str>) -> Result<Vec<DeadLetter>, SubscriptionError> {
+        self.bookkeeping.dead_letters(name).await.map_err(|e| SubscriptionError::Failed(Box::new(e)))
+    }
+
+    /// Hands a dead letter's event to its subscription again (out of order), and
+    /// removes the dead letter if that succeeds.
+    pub async fn replay_dead_letter(&self, name: &str, event_id: Uuid) -> Result<(), SubscriptionError> {
+        let letter = self
+            .dead_letters(Some(name))
+            .await?
+            .into_iter()
+            .find(|l| l.event.event_id == event_id)
+            .ok_or_else(|| SubscriptionError::NoDeadLetter(name.into(), event_id))?;
+        let consumer =
+            self.lock().get(name).map(|r| r.consumer.clone()).ok_or_else(|| SubscriptionError::Unknown(name.into()))?;
+        consumer.process(std::slice::from_ref(&letter.event)).await.map_err(|f| SubscriptionError::Failed(f.error))?;
+        self.bookkeeping
+            .remove_dead_letter(name, event_id)
+            .await
+            .map_err(|e| SubscriptionError::Failed(Box::new(e)))?;
+        Ok(())
+    }
+
+    /// Removes a dead letter without replaying it.
+    pub async fn discard_dead_letter(&self, name: &str, event_id: Uuid) -> Result<(), SubscriptionError> {
+        match self.bookkeeping.remove_dead_letter(name, event_id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(SubscriptionError::NoDeadLetter(name.into(), event_id)),
+            Err(e) => Err(SubscriptionError::Failed(Box::new(e))),
+        }
+    }
+
+    /// Stops every subscription at a checkpoint (between batches) and waits for them.
+    pub async fn shutdown(&self) {
+        let entries: Vec<Running> = std::mem::take(&mut *self.lock()).into_values().collect();
+        for entry in &entries {
+            self.app.consistency().unregister(&entry.tracker.name);
+            let _ = entry.stop.send(true);
+        }
+        for entry in entries {
+            let _ = entry.task.await;
+        }
+    }
+
+    /// The store head, for callers that want to wait for everything.
+    pub async fn head(&self) -> Result<GlobalPosition, crate::event_store::StoreError> {
+        self.app.store().head_position().await
+    }
+}
