@@ -80,10 +80,13 @@ impl EventHandler for Recorder {
     }
 }
 
+/// Balances by stream, and the checkpoint.
+type BalanceModel = (HashMap<String, i64>, Option<GlobalPosition>);
+
 /// A read model in memory whose data and checkpoint change together, like a SQL projector.
 #[derive(Clone, Default)]
 struct BalanceProjector {
-    model: Arc<Mutex<(HashMap<String, i64>, Option<GlobalPosition>)>>,
+    model: Arc<Mutex<BalanceModel>>,
     applied: Arc<AtomicUsize>,
 }
 
