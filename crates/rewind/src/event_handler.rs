@@ -64,7 +64,7 @@ impl<H: EventHandler> Consumer for HandlerConsumer<H> {
         Ok(self.bookkeeping.load_checkpoint(&self.name).await?)
     }
 
-    async fn process(&self, events: &[RecordedEvent]) -> Result<(), BatchFailure> {
+    async fn process(&self, events: Arc<[RecordedEvent]>) -> Result<(), BatchFailure> {
         for (index, event) in events.iter().enumerate() {
             if let Err(error) = self.handler.handle(event).await {
                 if let Some(done) = index.checked_sub(1) {

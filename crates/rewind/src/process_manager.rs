@@ -308,7 +308,8 @@ impl<P: ProcessManager> Consumer for ProcessManagerConsumer<P> {
         Ok(self.bookkeeping.load_checkpoint(&self.name).await?)
     }
 
-    async fn process(&self, events: &[RecordedEvent]) -> Result<(), BatchFailure> {
+    async fn process(&self, events: Arc<[RecordedEvent]>) -> Result<(), BatchFailure> {
+        let events = &events[..];
         let runs = futures_util::future::join_all(
             self.route(events).into_iter().map(|(id, routed)| self.run_instance(id, routed, events)),
         )

@@ -173,8 +173,15 @@ pub trait Consumer: Send + Sync + 'static {
     async fn checkpoint(&self) -> Result<Option<GlobalPosition>, ConsumerError>;
 
     /// Processes events in order and persists the checkpoint. On `Err`, the events
-    /// before `failed_at` are done and checkpointed; the rest are not.
-    async fn process(&self, events: &[RecordedEvent]) -> Result<(), BatchFailure>;
+    /// before `failed_at` are done and checkpointed; the rest are not. (Shared, so a
+    /// consumer can hand the batch to a blocking thread without copying it.)
+    async fn process(&self, events: Arc<[RecordedEvent]>) -> Result<(), BatchFailure>;
+
+    /// Handles one event again out of order (a dead letter being replayed), without
+    /// moving the checkpoint. The default processes it as a batch of one.
+    async fn replay(&self, event: &RecordedEvent) -> Result<(), ConsumerError> {
+        self.process(Arc::from(vec![event.clone()])).await.map_err(|failure| failure.error)
+    }
 
     /// Moves the checkpoint past an event without processing it (after a skip).
     async fn skip(&self, event: &RecordedEvent) -> Result<(), ConsumerError>;
@@ -389,9 +396,9 @@ impl Runner {
             if self.shutting_down() {
                 return Ended::Shutdown;
             }
-            let batch = match self.store.read_all(position.next(), self.options.batch_size, &self.options.filter).await
-            {
-                Ok(batch) => batch,
+            let read = self.store.read_all(position.next(), self.options.batch_size, &self.options.filter).await;
+            let batch: Arc<[RecordedEvent]> = match read {
+                Ok(batch) => batch.into(),
                 Err(error) => {
                     tracing::warn!(subscription = %self.tracker.name, %error, "reading events failed");
                     if !self.pause(self.options.poll_interval).await {
@@ -412,7 +419,7 @@ impl Runner {
             }
             let full = batch.len() == self.options.batch_size;
             self.tracker.set(if full { SubscriptionState::CatchingUp } else { SubscriptionState::Live });
-            let failure = self.consumer.process(&batch).await.err();
+            let failure = self.consumer.process(batch.clone()).await.err();
             let done = failure.as_ref().map_or(batch.len(), |f| f.failed_at.min(batch.len()));
             if let Some(last) = done.checked_sub(1).map(|i| batch[i].position) {
                 position = last;

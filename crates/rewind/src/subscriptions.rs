@@ -227,7 +227,7 @@ impl Subscriptions {
             .ok_or_else(|| SubscriptionError::NoDeadLetter(name.into(), event_id))?;
         let consumer =
             self.lock().get(name).map(|r| r.consumer.clone()).ok_or_else(|| SubscriptionError::Unknown(name.into()))?;
-        consumer.process(std::slice::from_ref(&letter.event)).await.map_err(|f| SubscriptionError::Failed(f.error))?;
+        consumer.replay(&letter.event).await.map_err(SubscriptionError::Failed)?;
         self.bookkeeping
             .remove_dead_letter(name, event_id)
             .await

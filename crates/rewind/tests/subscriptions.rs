@@ -104,9 +104,9 @@ impl Consumer for BalanceProjector {
     async fn checkpoint(&self) -> Result<Option<GlobalPosition>, ConsumerError> {
         Ok(self.model.lock().unwrap().1)
     }
-    async fn process(&self, events: &[RecordedEvent]) -> Result<(), BatchFailure> {
+    async fn process(&self, events: Arc<[RecordedEvent]>) -> Result<(), BatchFailure> {
         let mut model = self.model.lock().unwrap();
-        for event in events {
+        for event in events.iter() {
             let balance = model.0.entry(event.stream_id.clone()).or_default();
             match event.decode::<AccountEvent>() {
                 Ok(AccountEvent::AccountOpened { initial_balance }) => *balance = initial_balance,
