@@ -38,6 +38,7 @@ pub mod shared_store;
 pub mod stream;
 pub mod subscription;
 pub mod subscription_store;
+pub mod subscription_store_conformance;
 pub mod subscriptions;
 pub mod testing;
 

@@ -1,0 +1,144 @@
+//! The conformance suite for [`SubscriptionStore`]: checkpoints, dead letters,
+//! process manager state and leases, written once for every backend.
+//!
+//! ```ignore
+//! async fn make_bookkeeping() -> Option<MyBookkeeping> { Some(MyBookkeeping::open_fresh().await) }
+//! rewind::subscription_store_conformance!(make_bookkeeping);
+//! ```
+
+use crate::envelope::{Metadata, RecordedEvent};
+use crate::stream::{GlobalPosition, StreamVersion};
+use crate::subscription_store::{DeadLetter, InstanceChange, SubscriptionStore};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Generates one `#[tokio::test]` per check, like [`event_store_conformance!`](crate::event_store_conformance).
+#[macro_export]
+macro_rules! subscription_store_conformance {
+    ($make:path) => {
+        $crate::subscription_store_conformance!(@tests $make;
+            checkpoints_start_empty_and_never_move_back,
+            deleting_a_checkpoint_starts_over,
+            dead_letters_round_trip_in_event_order,
+            instances_commit_with_the_checkpoint,
+            resetting_instances_forgets_the_manager,
+            leases_are_exclusive_until_dropped
+        );
+    };
+    (@tests $make:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                match $make().await {
+                    Some(store) => $crate::subscription_store_conformance::$name(::std::sync::Arc::new(store)).await,
+                    None => eprintln!("skipped {}: store not configured", stringify!($name)),
+                }
+            }
+        )*
+    };
+}
+
+fn event(position: u64) -> RecordedEvent {
+    RecordedEvent {
+        event_id: Uuid::new_v4(),
+        stream_id: "s-ü".into(),
+        stream_version: StreamVersion(position),
+        position: GlobalPosition(position),
+        event_type: "Happened".into(),
+        data: r#"{"n":1}"#.into(),
+        metadata: Metadata { causation_id: Some(Uuid::new_v4()), correlation_id: None, custom: Default::default() },
+        created_at: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("valid time"),
+    }
+}
+
+/// None at first; saving an older position keeps the newer one.
+pub async fn checkpoints_start_empty_and_never_move_back<S: SubscriptionStore>(store: Arc<S>) {
+    assert_eq!(store.load_checkpoint("h").await.expect("load"), None);
+    store.save_checkpoint("h", GlobalPosition(10)).await.expect("save");
+    store.save_checkpoint("h", GlobalPosition(4)).await.expect("save older");
+    assert_eq!(store.load_checkpoint("h").await.expect("load"), Some(GlobalPosition(10)));
+    store.save_checkpoint("h", GlobalPosition(12)).await.expect("save newer");
+    assert_eq!(store.load_checkpoint("h").await.expect("load"), Some(GlobalPosition(12)));
+    assert_eq!(store.load_checkpoint("other").await.expect("load"), None);
+}
+
+/// A deleted checkpoint reads as never run.
+pub async fn deleting_a_checkpoint_starts_over<S: SubscriptionStore>(store: Arc<S>) {
+    store.save_checkpoint("h", GlobalPosition(3)).await.expect("save");
+    store.delete_checkpoint("h").await.expect("delete");
+    assert_eq!(store.load_checkpoint("h").await.expect("load"), None);
+    store.save_checkpoint("h", GlobalPosition(1)).await.expect("save after delete");
+    assert_eq!(store.load_checkpoint("h").await.expect("load"), Some(GlobalPosition(1)));
+}
+
+/// Dead letters keep the whole event and come back in event order, per subscription.
+pub async fn dead_letters_round_trip_in_event_order<S: SubscriptionStore>(store: Arc<S>) {
+    let letter = |subscription: &str, position| DeadLetter {
+        subscription: subscription.into(),
+        event: event(position),
+        error: format!("failed at {position}"),
+        failed_at: chrono::DateTime::from_timestamp_micros(1_800_000_000_000_000).expect("valid time"),
+    };
+    let (late, early, other) = (letter("a", 9), letter("a", 2), letter("b", 5));
+    for l in [&late, &early, &other] {
+        store.add_dead_letter(l.clone()).await.expect("add");
+    }
+    assert_eq!(store.dead_letters(Some("a")).await.expect("list"), vec![early.clone(), late.clone()]);
+    assert_eq!(store.dead_letters(None).await.expect("list").len(), 3);
+    assert!(store.remove_dead_letter("a", early.event.event_id).await.expect("remove"));
+    assert!(!store.remove_dead_letter("a", early.event.event_id).await.expect("remove again"));
+    assert!(!store.remove_dead_letter("a", other.event.event_id).await.expect("wrong subscription"));
+    assert_eq!(store.dead_letters(Some("a")).await.expect("list"), vec![late]);
+}
+
+/// Saves, deletes and the checkpoint land together.
+pub async fn instances_commit_with_the_checkpoint<S: SubscriptionStore>(store: Arc<S>) {
+    assert_eq!(store.load_instance("pm", "t1").await.expect("load"), None);
+    let saves =
+        vec![InstanceChange::Save("t1".into(), r#"{"a":1}"#.into()), InstanceChange::Save("t2".into(), "{}".into())];
+    store.commit_instances("pm", saves, GlobalPosition(5)).await.expect("commit");
+    assert_eq!(store.load_instance("pm", "t1").await.expect("load").as_deref(), Some(r#"{"a":1}"#));
+    assert_eq!(store.load_checkpoint("pm").await.expect("load"), Some(GlobalPosition(5)));
+    let changes = vec![InstanceChange::Delete("t2".into()), InstanceChange::Save("t1".into(), r#"{"a":2}"#.into())];
+    store.commit_instances("pm", changes, GlobalPosition(7)).await.expect("commit");
+    assert_eq!(store.load_instance("pm", "t1").await.expect("load").as_deref(), Some(r#"{"a":2}"#));
+    assert_eq!(store.load_instance("pm", "t2").await.expect("load"), None);
+    assert_eq!(store.load_instance("other", "t1").await.expect("load"), None, "instances belong to their manager");
+    store.commit_instances("pm", Vec::new(), GlobalPosition(6)).await.expect("commit older");
+    assert_eq!(store.load_checkpoint("pm").await.expect("load"), Some(GlobalPosition(7)));
+}
+
+/// A reset forgets instances and checkpoint of one manager only.
+pub async fn resetting_instances_forgets_the_manager<S: SubscriptionStore>(store: Arc<S>) {
+    store
+        .commit_instances("pm", vec![InstanceChange::Save("t".into(), "{}".into())], GlobalPosition(3))
+        .await
+        .expect("commit");
+    store
+        .commit_instances("other", vec![InstanceChange::Save("t".into(), "{}".into())], GlobalPosition(3))
+        .await
+        .expect("commit");
+    store.reset_instances("pm").await.expect("reset");
+    assert_eq!(store.load_instance("pm", "t").await.expect("load"), None);
+    assert_eq!(store.load_checkpoint("pm").await.expect("load"), None);
+    assert!(store.load_instance("other", "t").await.expect("load").is_some());
+}
+
+/// One holder per name at a time; dropping the lease frees the name.
+pub async fn leases_are_exclusive_until_dropped<S: SubscriptionStore>(store: Arc<S>) {
+    let first = store.try_lease("projector").await.expect("lease").expect("free");
+    assert!(store.try_lease("projector").await.expect("lease").is_none(), "held");
+    let other = store.try_lease("another").await.expect("lease");
+    assert!(other.is_some(), "names are independent");
+    drop(first);
+    let mut again = None;
+    for _ in 0..100 {
+        again = store.try_lease("projector").await.expect("lease");
+        if again.is_some() {
+            break;
+        }
+        // A backend may release asynchronously (closing a connection).
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "released on drop");
+}
