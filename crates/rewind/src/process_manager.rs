@@ -103,7 +103,7 @@ pub struct CommandFailure {
 
 impl CommandFailure {
     fn from_dispatch<E: std::error::Error + Send + Sync + 'static>(error: DispatchError<E>) -> CommandFailure {
-        let message = error.to_string();
+        let message = crate::subscription::describe(&error);
         let domain = match error {
             DispatchError::Domain(domain) => Some(Box::new(domain) as Box<dyn std::error::Error + Send + Sync>),
             _ => None,
@@ -321,7 +321,7 @@ impl<P: ProcessManager> Consumer for ProcessManagerConsumer<P> {
             if let Some((index, error)) = &run.failure
                 && failure.as_ref().is_none_or(|(first, _)| index < first)
             {
-                failure = Some((*index, error.to_string().into()));
+                failure = Some((*index, crate::subscription::describe(&**error).into()));
             }
         }
         let done = failure.as_ref().map_or(events.len(), |(index, _)| *index);

@@ -383,7 +383,7 @@ impl Runner {
                 Ok(position) => break position,
                 Err(error) => {
                     let at = self.tracker.position.borrow().next();
-                    self.tracker.fail(SubscriptionState::Retrying { attempt: attempts + 1 }, error.to_string(), at);
+                    self.tracker.fail(SubscriptionState::Retrying { attempt: attempts + 1 }, describe(&*error), at);
                     if !self.pause(backoff(&ErrorPolicy::default(), attempts)).await {
                         return Ended::Shutdown;
                     }
@@ -437,7 +437,7 @@ impl Runner {
                     tracing::warn!(subscription = %self.tracker.name, position = %event.position, %error, attempts, "retrying");
                     self.tracker.fail(
                         SubscriptionState::Retrying { attempt: attempts },
-                        error.to_string(),
+                        describe(&*error),
                         event.position,
                     );
                     if !self.pause(delay).await {
@@ -453,7 +453,7 @@ impl Runner {
                     Err(skip_error) => {
                         self.tracker.fail(
                             SubscriptionState::Retrying { attempt: attempts + 1 },
-                            skip_error.to_string(),
+                            describe(&*skip_error),
                             event.position,
                         );
                         if !self.pause(self.options.poll_interval).await {
@@ -463,7 +463,7 @@ impl Runner {
                 },
                 Decision::Stop => {
                     tracing::error!(subscription = %self.tracker.name, position = %event.position, %error, "stopped");
-                    self.tracker.fail(SubscriptionState::Stopped, error.to_string(), event.position);
+                    self.tracker.fail(SubscriptionState::Stopped, describe(&*error), event.position);
                     return Ended::Stopped;
                 }
             }
@@ -474,7 +474,7 @@ impl Runner {
         let letter = DeadLetter {
             subscription: self.tracker.name.clone(),
             event: event.clone(),
-            error: error.to_string(),
+            error: describe(&**error),
             failed_at: chrono::Utc::now(),
         };
         self.bookkeeping.add_dead_letter(letter).await?;
@@ -509,6 +509,22 @@ fn backoff(policy: &ErrorPolicy, attempts: u32) -> Duration {
         }
         _ => Duration::ZERO,
     }
+}
+
+/// An error and its causes on one line (`db error: division by zero`), so status
+/// and dead letters show what a driver's terse top-level message hides.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
