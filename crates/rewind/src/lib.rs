@@ -41,6 +41,7 @@ pub mod subscription_store;
 pub mod subscription_store_conformance;
 pub mod subscriptions;
 pub mod testing;
+pub mod transient;
 
 pub use aggregate::{Aggregate, Execute};
 pub use application::{Application, ApplicationBuilder};
@@ -64,6 +65,7 @@ pub use subscription::{
 };
 pub use subscription_store::{DeadLetter, InstanceChange, Lease, MemorySubscriptionStore, SubscriptionStore};
 pub use subscriptions::{SubscriptionError, Subscriptions, SubscriptionsBuilder};
+pub use transient::TransientSubscription;
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]
