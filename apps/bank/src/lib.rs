@@ -6,3 +6,4 @@
 
 pub mod app;
 pub mod domain;
+pub mod read_model;

@@ -1,0 +1,159 @@
+//! The read model on SQLite: [`Change`]s as SQLite statements, views as queries.
+
+use super::{AccountView, Change, Queries, Table, TransactionView, TransferView, changes};
+use async_trait::async_trait;
+use rewind::{ConsumerError, RecordedEvent, StoreError};
+use rewind_sqlite::{SqliteProjection, SqliteReadModel};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use uuid::Uuid;
+
+/// One of the bank's projections, on SQLite.
+pub struct SqliteBankProjection(pub Table);
+
+fn write(tx: &Transaction<'_>, change: &Change) -> rusqlite::Result<usize> {
+    match change {
+        Change::Opened { uuid, balance, version, at } => tx.execute(
+            "INSERT INTO accounts VALUES (?1, ?2, 'open', ?3, ?4, ?4) ON CONFLICT (uuid) DO NOTHING",
+            params![uuid.to_string(), balance, version, at.to_rfc3339()],
+        ),
+        Change::Balance { uuid, balance, version, at } => tx.execute(
+            "UPDATE accounts SET current_balance = ?2, version = ?3, updated_at = ?4 WHERE uuid = ?1",
+            params![uuid.to_string(), balance, version, at.to_rfc3339()],
+        ),
+        Change::Closed { uuid, version, at } => tx.execute(
+            "UPDATE accounts SET status = 'closed', version = ?2, updated_at = ?3 WHERE uuid = ?1",
+            params![uuid.to_string(), version, at.to_rfc3339()],
+        ),
+        Change::Version { uuid, version, at } => tx.execute(
+            "UPDATE accounts SET version = ?2, updated_at = ?3 WHERE uuid = ?1",
+            params![uuid.to_string(), version, at.to_rfc3339()],
+        ),
+        Change::Transaction { event_id, position, account_uuid, kind, amount, balance_after, transfer_uuid, at } => {
+            tx.execute(
+                "INSERT INTO account_transactions VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (event_id) DO NOTHING",
+                params![
+                    event_id.to_string(),
+                    position,
+                    account_uuid.to_string(),
+                    kind,
+                    amount,
+                    balance_after,
+                    transfer_uuid.map(|t| t.to_string()),
+                    at.to_rfc3339()
+                ],
+            )
+        }
+        Change::TransferRequested { uuid, source, destination, amount, at } => tx.execute(
+            "INSERT INTO transfers VALUES (?1, ?2, ?3, ?4, 'pending', NULL, ?5, ?5) ON CONFLICT (uuid) DO NOTHING",
+            params![uuid.to_string(), source.to_string(), destination.to_string(), amount, at.to_rfc3339()],
+        ),
+        Change::TransferSettled { uuid, status, reason, at } => tx.execute(
+            "UPDATE transfers SET status = ?2, reason = ?3, updated_at = ?4 WHERE uuid = ?1",
+            params![uuid.to_string(), status, reason, at.to_rfc3339()],
+        ),
+    }
+}
+
+impl SqliteProjection for SqliteBankProjection {
+    fn create(&self, conn: &Connection) -> rusqlite::Result<()> {
+        conn.execute_batch(include_str!("sqlite_tables.sql"))
+    }
+
+    fn project(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ConsumerError> {
+        for change in changes(event)?.iter().filter(|c| c.table() == self.0) {
+            write(tx, change)?;
+        }
+        Ok(())
+    }
+
+    fn reset(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        let table = match self.0 {
+            Table::Accounts => "accounts",
+            Table::Transactions => "account_transactions",
+            Table::Transfers => "transfers",
+        };
+        tx.execute_batch(&format!("DELETE FROM {table}"))
+    }
+}
+
+/// Queries on a SQLite read model.
+pub struct SqliteQueries(pub SqliteReadModel);
+
+fn uuid(row: &Row<'_>, index: usize) -> rusqlite::Result<Uuid> {
+    let text: String = row.get(index)?;
+    text.parse().map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn time(row: &Row<'_>, index: usize) -> rusqlite::Result<chrono::DateTime<chrono::Utc>> {
+    let text: String = row.get(index)?;
+    chrono::DateTime::parse_from_rfc3339(&text)
+        .map(|t| t.to_utc())
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+#[async_trait]
+impl Queries for SqliteQueries {
+    async fn account(&self, id: Uuid) -> Result<Option<AccountView>, StoreError> {
+        self.0
+            .read(move |conn| {
+                conn.query_row(
+                    "SELECT uuid, current_balance, status, version FROM accounts WHERE uuid = ?1",
+                    [id.to_string()],
+                    |row| {
+                        Ok(AccountView {
+                            uuid: uuid(row, 0)?,
+                            current_balance: row.get(1)?,
+                            status: row.get(2)?,
+                            version: row.get(3)?,
+                        })
+                    },
+                )
+                .optional()
+            })
+            .await
+    }
+
+    async fn transactions(&self, account: Uuid) -> Result<Vec<TransactionView>, StoreError> {
+        self.0
+            .read(move |conn| {
+                let mut statement = conn.prepare_cached(
+                    "SELECT kind, amount, balance_after, transfer_uuid, occurred_at FROM account_transactions
+                     WHERE account_uuid = ?1 ORDER BY position",
+                )?;
+                let rows = statement.query_map([account.to_string()], |row| {
+                    let transfer: Option<String> = row.get(3)?;
+                    Ok(TransactionView {
+                        kind: row.get(0)?,
+                        amount: row.get(1)?,
+                        balance_after: row.get(2)?,
+                        transfer_uuid: transfer.and_then(|t| t.parse().ok()),
+                        occurred_at: time(row, 4)?,
+                    })
+                })?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn transfer(&self, id: Uuid) -> Result<Option<TransferView>, StoreError> {
+        self.0
+            .read(move |conn| {
+                conn.query_row(
+                    "SELECT uuid, source_account_uuid, destination_account_uuid, amount, status, reason FROM transfers WHERE uuid = ?1",
+                    [id.to_string()],
+                    |row| {
+                        Ok(TransferView {
+                            uuid: uuid(row, 0)?,
+                            source_account_uuid: uuid(row, 1)?,
+                            destination_account_uuid: uuid(row, 2)?,
+                            amount: row.get(3)?,
+                            status: row.get(4)?,
+                            reason: row.get(5)?,
+                        })
+                    },
+                )
+                .optional()
+            })
+            .await
+    }
+}
