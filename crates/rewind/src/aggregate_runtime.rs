@@ -94,6 +94,8 @@ pub(crate) struct CommandContext {
     pub(crate) returning: Returning,
     /// Report the appended event types (strongly consistent dispatches need them).
     pub(crate) event_types: bool,
+    /// Decide only if the aggregate is at this version.
+    pub(crate) expected_version: Option<StreamVersion>,
 }
 
 pub(crate) struct Executed<A> {
@@ -176,6 +178,11 @@ impl<A: Aggregate> AggregateRuntime<A> {
         for attempt in 0..self.config.max_attempts {
             if let Some(version) = instance.handled(context.command_id) {
                 return Ok(self.duplicate(instance, version, context));
+            }
+            if let Some(expected) = context.expected_version
+                && expected != instance.version
+            {
+                return Err(DispatchError::WrongVersion { expected, actual: instance.version });
             }
             let events = instance.state.execute(command).map_err(DispatchError::Domain)?;
             if events.is_empty() {

@@ -178,6 +178,7 @@ impl Application {
             },
             returning: options.returning,
             event_types: options.consistency != Consistency::Eventual,
+            expected_version: options.expected_version,
         };
         let run = self.run(&command, &context);
         let timeout = options.timeout.or(self.inner.default_timeout);

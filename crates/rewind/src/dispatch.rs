@@ -68,6 +68,9 @@ pub struct DispatchOptions {
     pub timeout: Option<Duration>,
     /// What to report.
     pub returning: Returning,
+    /// Run the command only if the aggregate is at exactly this version (an HTTP
+    /// `If-Match`); otherwise fail with [`DispatchError::WrongVersion`].
+    pub expected_version: Option<StreamVersion>,
 }
 
 impl DispatchOptions {
@@ -108,6 +111,11 @@ impl DispatchOptions {
     /// Sets what to report.
     pub fn returning(mut self, returning: Returning) -> Self {
         self.returning = returning;
+        self
+    }
+    /// Requires the aggregate to be at `version` (see the field).
+    pub fn expected_version(mut self, version: StreamVersion) -> Self {
+        self.expected_version = Some(version);
         self
     }
 }
@@ -153,6 +161,14 @@ pub enum DispatchError<E: std::error::Error + 'static> {
     /// Middleware halted the dispatch; nothing was appended.
     #[error(transparent)]
     Rejected(Rejection),
+    /// The aggregate was not at the version the dispatch required; nothing was appended.
+    #[error("expected aggregate version {expected}, but it is at {actual}")]
+    WrongVersion {
+        /// What the dispatch required.
+        expected: StreamVersion,
+        /// Where the aggregate is.
+        actual: StreamVersion,
+    },
     /// Other writers kept changing the aggregate; gave up after this many attempts.
     #[error("stream `{stream}` kept changing; gave up after {attempts} attempts")]
     Conflict {

@@ -484,3 +484,23 @@ mod model {
         }
     }
 }
+
+#[tokio::test]
+async fn an_expected_version_guards_the_command() {
+    let app = memory_app();
+    open(&app, "a", 10).await;
+    let stale = DispatchOptions::new().expected_version(StreamVersion::NONE);
+    let result = app.dispatch_with(Deposit { id: "a".into(), amount: 1 }, stale).await;
+    assert!(
+        matches!(result, Err(DispatchError::WrongVersion { expected: StreamVersion(0), actual: StreamVersion(1) })),
+        "{result:?}"
+    );
+    let current = DispatchOptions::new().expected_version(StreamVersion(1));
+    let done = app.dispatch_with(Deposit { id: "a".into(), amount: 1 }, current).await.expect("deposit");
+    assert_eq!(done.version, StreamVersion(2));
+    assert_eq!(
+        app.store().head_position().await.expect("head"),
+        GlobalPosition(2),
+        "the refused command appended nothing"
+    );
+}
