@@ -1,9 +1,16 @@
 //! BankAPI on Rewind: open accounts, deposit, withdraw, transfer and close, over
 //! JSON/HTTP.
 //!
-//! Layout: [`domain`] holds the rules (pure); [`app`] wires them into a Rewind
-//! application (router, middleware, subscriptions).
+//! Layout: [`domain`] holds the rules (pure); [`app`] routes them; [`read_model`]
+//! projects the events into SQL tables and answers queries; [`service`] runs it all
+//! on SQLite or PostgreSQL ([`database`]); [`http`] is the JSON API and [`server`]
+//! serves it; `main.rs` is the `bank` binary.
 
 pub mod app;
+pub mod database;
+pub mod destination_check;
 pub mod domain;
+pub mod http;
 pub mod read_model;
+pub mod server;
+pub mod service;

@@ -104,6 +104,12 @@ impl ApplicationBuilder {
         self
     }
 
+    /// Appends a middleware already shared.
+    pub fn middleware_shared(mut self, middleware: Arc<dyn Middleware>) -> Self {
+        self.middleware.push(middleware);
+        self
+    }
+
     /// A timeout for every dispatch that does not set its own (none by default).
     pub fn default_timeout(mut self, timeout: Duration) -> Self {
         self.default_timeout = Some(timeout);

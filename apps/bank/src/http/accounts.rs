@@ -1,0 +1,190 @@
+//! The account and transfer endpoints, in the original BankAPI's wire format.
+//!
+//! Writes answer from the read model: they wait (strong consistency) until the
+//! projections have processed the command's events.
+
+use crate::domain::*;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::idempotency::{derive, scope};
+use crate::http::json::ApiJson;
+use crate::read_model::AccountView;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rewind::{Command, Consistency, DispatchOptions, StreamVersion};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+fn account_id(id: &str) -> Result<Uuid, ApiError> {
+    id.parse().map_err(|_| ApiError::NotFound)
+}
+
+/// `If-Match: "7"` (or `W/"7"`, or `7`) → version 7.
+fn if_match(headers: &HeaderMap) -> Result<Option<StreamVersion>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
+    let text = value.to_str().unwrap_or_default().trim().trim_start_matches("W/").trim_matches('"');
+    text.parse()
+        .map(|v| Some(StreamVersion(v)))
+        .map_err(|_| ApiError::BadRequest("If-Match must be an account version".into()))
+}
+
+fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+fn account_response(status: StatusCode, view: AccountView) -> Response {
+    let tag = etag(view.version);
+    let mut response = (status, Json(json!({ "data": view }))).into_response();
+    response.headers_mut().insert(header::ETAG, tag);
+    response
+}
+
+/// Dispatches with the request's idempotency scope, `If-Match` and the projections
+/// the answer reads.
+async fn dispatch<C: Command<Aggregate = Account>>(
+    state: &AppState,
+    command: C,
+    scope: Option<Uuid>,
+    expected: Option<StreamVersion>,
+    wait_for: &[&str],
+) -> Result<(), ApiError> {
+    let mut options =
+        DispatchOptions::new().consistency(Consistency::Handlers(wait_for.iter().map(|s| s.to_string()).collect()));
+    if let Some(scope) = scope {
+        options = options.command_id(derive(Some(scope), "command"));
+    }
+    if let Some(version) = expected {
+        options = options.expected_version(version);
+    }
+    state.bank.app.dispatch_with(command, options).await?;
+    Ok(())
+}
+
+async fn current(state: &AppState, account: Uuid) -> Result<AccountView, ApiError> {
+    state.bank.queries.account(account).await?.ok_or(ApiError::NotFound)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct OpenBody {
+    account: OpenParams,
+}
+
+#[derive(Deserialize)]
+struct OpenParams {
+    initial_balance: i64,
+}
+
+/// `POST /api/accounts`
+pub(crate) async fn open(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<OpenBody>,
+) -> Result<Response, ApiError> {
+    let scope = scope(&headers, "POST /api/accounts");
+    let account_uuid = derive(scope, "account");
+    let command = OpenAccount { account_uuid, initial_balance: body.account.initial_balance };
+    dispatch(&state, command, scope, None, &["accounts"]).await?;
+    Ok(account_response(StatusCode::CREATED, current(&state, account_uuid).await?))
+}
+
+/// `GET /api/accounts/:id`
+pub(crate) async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(account_response(StatusCode::OK, current(&state, account_id(&id)?).await?))
+}
+
+/// `DELETE /api/accounts/:id`
+pub(crate) async fn close(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let account_uuid = account_id(&id)?;
+    dispatch(&state, CloseAccount { account_uuid }, None, if_match(&headers)?, &["accounts"]).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DepositBody {
+    deposit_amount: i64,
+}
+
+/// `POST /api/accounts/:id/deposit`
+pub(crate) async fn deposit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<DepositBody>,
+) -> Result<Response, ApiError> {
+    let account_uuid = account_id(&id)?;
+    let scope = scope(&headers, &format!("POST /api/accounts/{account_uuid}/deposit"));
+    let command = DepositIntoAccount { account_uuid, deposit_amount: body.deposit_amount, transfer_uuid: None };
+    dispatch(&state, command, scope, if_match(&headers)?, &["accounts"]).await?;
+    Ok(account_response(StatusCode::OK, current(&state, account_uuid).await?))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WithdrawBody {
+    withdrawal_amount: i64,
+}
+
+/// `POST /api/accounts/:id/withdraw`
+pub(crate) async fn withdraw(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<WithdrawBody>,
+) -> Result<Response, ApiError> {
+    let account_uuid = account_id(&id)?;
+    let scope = scope(&headers, &format!("POST /api/accounts/{account_uuid}/withdraw"));
+    let command = WithdrawFromAccount { account_uuid, withdraw_amount: body.withdrawal_amount, transfer_uuid: None };
+    dispatch(&state, command, scope, if_match(&headers)?, &["accounts"]).await?;
+    Ok(account_response(StatusCode::OK, current(&state, account_uuid).await?))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TransferBody {
+    transfer_amount: i64,
+    destination_account: String,
+}
+
+/// `POST /api/accounts/:id/transfer`: 201 with the transfer, which settles shortly after.
+pub(crate) async fn transfer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<TransferBody>,
+) -> Result<Response, ApiError> {
+    let account_uuid = account_id(&id)?;
+    let destination_account_uuid = body
+        .destination_account
+        .parse()
+        .map_err(|_| ApiError::field("destination_account", "must be an account uuid"))?;
+    let scope = scope(&headers, &format!("POST /api/accounts/{account_uuid}/transfer"));
+    let transfer_uuid = derive(scope, "transfer");
+    let command = TransferBetweenAccounts {
+        account_uuid,
+        transfer_uuid,
+        transfer_amount: body.transfer_amount,
+        destination_account_uuid,
+    };
+    dispatch(&state, command, scope, if_match(&headers)?, &["accounts", "transfers"]).await?;
+    let view = state.bank.queries.transfer(transfer_uuid).await?.ok_or(ApiError::NotFound)?;
+    Ok((StatusCode::CREATED, Json(json!({ "data": view }))).into_response())
+}
+
+/// `GET /api/accounts/:id/transactions`
+pub(crate) async fn transactions(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let account_uuid = account_id(&id)?;
+    current(&state, account_uuid).await?;
+    let list = state.bank.queries.transactions(account_uuid).await?;
+    Ok(Json(json!({ "data": list })).into_response())
+}
+
+/// `GET /api/transfers/:id`
+pub(crate) async fn show_transfer(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let view = state.bank.queries.transfer(account_id(&id)?).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(json!({ "data": view })).into_response())
+}

@@ -1,0 +1,113 @@
+//! Every error the API answers, mapped to HTTP in one place.
+//!
+//! Domain and validation errors are 422 with `{"errors": {"message": …}}` (plus
+//! per-field details), an unknown account is 404 `{"errors": {"detail": "Not Found"}}`,
+//! malformed input is 400 or 422, a stale `If-Match` is 412, and anything
+//! unexpected is a 500 whose details go to the log, not to the client.
+
+use crate::domain::AccountError;
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use rewind::{DispatchError, Rejection, ValidationErrors};
+use serde_json::json;
+
+/// An error answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 404: no such account or transfer.
+    #[error("not found")]
+    NotFound,
+    /// 400: the body is not JSON, or not the JSON expected.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// 422: the command's fields are invalid.
+    #[error("invalid: {0}")]
+    Invalid(ValidationErrors),
+    /// 422: the bank's rules refuse the command.
+    #[error("{0}")]
+    Refused(String),
+    /// 412: `If-Match` named another version.
+    #[error("the account changed since version {expected}")]
+    PreconditionFailed {
+        /// The version the client had.
+        expected: u64,
+    },
+    /// 409: other writers kept winning.
+    #[error("the account is busy; try again")]
+    Conflict,
+    /// 401: missing or wrong bearer token.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// 503: committed, but the read model has not caught up; or timed out.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Any other refusal of the request itself (413 for a body over the limit, 415, …).
+    #[error("{1}")]
+    Http(StatusCode, String),
+    /// 500: logged, answered generically.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid(_) | ApiError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::Conflict => StatusCode::CONFLICT,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Http(status, _) => *status,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A single invalid field.
+    pub fn field(field: &str, message: &str) -> ApiError {
+        let mut errors = ValidationErrors::new();
+        errors.add(field, message);
+        ApiError::Invalid(errors)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = match &self {
+            ApiError::NotFound => json!({"errors": {"detail": "Not Found"}}),
+            ApiError::Invalid(errors) => json!({"errors": {"message": "invalid request", "fields": errors}}),
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                json!({"errors": {"message": "internal server error"}})
+            }
+            other => json!({"errors": {"message": other.to_string()}}),
+        };
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<DispatchError<AccountError>> for ApiError {
+    fn from(error: DispatchError<AccountError>) -> ApiError {
+        match error {
+            DispatchError::Domain(AccountError::NotFound) => ApiError::NotFound,
+            DispatchError::Domain(refusal) => ApiError::Refused(refusal.to_string()),
+            DispatchError::Rejected(Rejection::Invalid(errors)) => ApiError::Invalid(errors),
+            DispatchError::Rejected(rejection) => ApiError::Refused(rejection.to_string()),
+            DispatchError::WrongVersion { expected, .. } => ApiError::PreconditionFailed { expected: expected.0 },
+            DispatchError::Conflict { .. } => ApiError::Conflict,
+            DispatchError::ConsistencyTimeout { .. } => {
+                ApiError::Unavailable("committed; the read model has not caught up yet".into())
+            }
+            DispatchError::Timeout(_) => ApiError::Unavailable("timed out; retry with the same Idempotency-Key".into()),
+            other => ApiError::Internal(rewind::subscription::describe(&other)),
+        }
+    }
+}
+
+impl From<rewind::StoreError> for ApiError {
+    fn from(error: rewind::StoreError) -> ApiError {
+        ApiError::Internal(rewind::subscription::describe(&error))
+    }
+}

@@ -1,0 +1,89 @@
+//! The HTTP API (axum): routes, the layers around them, and the state they share.
+//!
+//! Built by [`router`] so tests can drive it without a socket; the `bank serve`
+//! binary serves the same router.
+
+mod accounts;
+pub mod error;
+pub mod idempotency;
+mod json;
+pub mod metrics;
+
+use crate::service::Bank;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use error::ApiError;
+use std::sync::Arc;
+
+/// Request bodies beyond this are refused with 413.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The bank.
+    pub bank: Arc<Bank>,
+    /// Metrics, also fed by the command middleware.
+    pub metrics: Arc<metrics::Metrics>,
+    /// First answers to idempotent requests.
+    pub replies: Arc<idempotency::Replies>,
+    /// When set, every `/api` request needs `Authorization: Bearer <token>`.
+    pub token: Option<Arc<str>>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/accounts", post(accounts::open))
+        .route("/accounts/{id}", get(accounts::show).delete(accounts::close))
+        .route("/accounts/{id}/deposit", post(accounts::deposit))
+        .route("/accounts/{id}/withdraw", post(accounts::withdraw))
+        .route("/accounts/{id}/transfer", post(accounts::transfer))
+        .route("/accounts/{id}/transactions", get(accounts::transactions))
+        .route("/transfers/{id}", get(accounts::show_transfer))
+        .route("/openapi.json", get(openapi))
+        .layer(middleware::from_fn_with_state(state.replies.clone(), idempotency::layer))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .nest("/api", api)
+        .route("/health", get(health))
+        .route("/metrics", get(render_metrics))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::layer))
+        .with_state(state)
+}
+
+async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if presented.and_then(|v| v.strip_prefix("Bearer ")) != Some(&**token) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    match state.bank.head().await {
+        Ok(head) => axum::Json(serde_json::json!({"status": "ok", "head": head})).into_response(),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "unavailable", "error": error.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render(&state.bank.subscriptions.status());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
+}

@@ -1,0 +1,73 @@
+//! The `bank` binary: parse the command line, set up logging, call the library.
+
+use bank::database::Database;
+use bank::server::{ServeConfig, serve};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "bank", version, about = "BankAPI on Rewind: accounts, deposits, withdrawals, transfers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Serve the HTTP API.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "BANK_LISTEN", default_value = "127.0.0.1:4000")]
+        listen: SocketAddr,
+        /// `sqlite://PATH` (created if missing) or `postgres://USER@HOST/DB[?schema=NAME]`.
+        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://bank.db")]
+        database: Database,
+        /// Bearer token every /api request must carry (required off loopback).
+        #[arg(long, env = "BANK_API_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rewind=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match Cli::parse().command {
+        Commands::Serve { listen, database, token } => {
+            serve(ServeConfig { listen, database, token }, shutdown_signal()).await
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bank: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
