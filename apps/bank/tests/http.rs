@@ -1,0 +1,326 @@
+//! The HTTP API driven in process (`router(state).oneshot(request)`) on a fresh
+//! SQLite file per test, and on PostgreSQL when `TEST_DATABASE_URL` is set: the
+//! original wire format, every error, idempotency, ETag / If-Match, auth and limits.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use bank::database::Database;
+use bank::http::{AppState, metrics::CommandMetrics, metrics::Metrics, router};
+use bank::service::Bank;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+struct Api {
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+async fn api_on(database: Database, token: Option<&str>, dir: tempfile::TempDir) -> Api {
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let command_metrics: Arc<dyn rewind::Middleware> = Arc::new(CommandMetrics(metrics.clone()));
+    let bank = Arc::new(Bank::start(&database, vec![command_metrics]).await.expect("bank"));
+    let state = AppState { bank, metrics, replies: Arc::default(), token: token.map(Arc::from) };
+    Api { state, _dir: dir }
+}
+
+async fn sqlite_api() -> Api {
+    let dir = tempfile::tempdir().expect("dir");
+    api_on(Database::Sqlite(dir.path().join("bank.db")), None, dir).await
+}
+
+/// Both backends, when PostgreSQL is configured.
+async fn apis() -> Vec<Api> {
+    let mut apis = vec![sqlite_api().await];
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            // The `rwt_<seconds>_` prefix lets the store tests' sweeper drop it later.
+            let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let schema = format!("rwt_{seconds}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            let database = Database::Postgres { url, schema };
+            apis.push(api_on(database, None, tempfile::tempdir().expect("dir")).await);
+        }
+        _ => eprintln!("PostgreSQL part skipped: TEST_DATABASE_URL is not set"),
+    }
+    apis
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+impl Api {
+    async fn send(&self, request: Request<Body>) -> Reply {
+        let response = router(self.state.clone()).oneshot(request).await.expect("response");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Reply { status, headers, body }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Reply {
+        self.post_with(path, body.to_string(), &[]).await
+    }
+
+    async fn post_with(&self, path: &str, body: String, headers: &[(&str, &str)]) -> Reply {
+        let mut request = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request.body(Body::from(body)).expect("request")).await
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.send(Request::get(path).body(Body::empty()).expect("request")).await
+    }
+
+    async fn open(&self, balance: i64) -> String {
+        let reply = self.post("/api/accounts", json!({"account": {"initial_balance": balance}})).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        reply.body["data"]["uuid"].as_str().expect("uuid").to_owned()
+    }
+
+    async fn head(&self) -> u64 {
+        self.state.bank.head().await.expect("head").0
+    }
+
+    async fn settle(&self) {
+        loop {
+            let head = self.state.bank.head().await.expect("head");
+            self.state.bank.subscriptions.wait_for(bank::service::TRANSFER_PROCESS, head).await.expect("wait");
+            for table in bank::read_model::Table::ALL {
+                self.state.bank.subscriptions.wait_for(table.projector(), head).await.expect("wait");
+            }
+            if self.state.bank.head().await.expect("head") == head {
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_lifecycle_in_the_original_wire_format() {
+    for api in apis().await {
+        let reply = api.post("/api/accounts", json!({"account": {"initial_balance": 1000}})).await;
+        assert_eq!(reply.status, StatusCode::CREATED);
+        let id = reply.body["data"]["uuid"].as_str().expect("uuid").to_owned();
+        assert_eq!(reply.body, json!({"data": {"uuid": id, "current_balance": 1000, "status": "open"}}));
+
+        let reply = api.get(&format!("/api/accounts/{id}")).await;
+        assert_eq!((reply.status, reply.headers[header::ETAG].to_str().unwrap()), (StatusCode::OK, "\"1\""));
+        assert_eq!(reply.body["data"]["current_balance"], 1000);
+
+        let reply = api.post(&format!("/api/accounts/{id}/deposit"), json!({"deposit_amount": 42})).await;
+        assert_eq!(
+            (reply.status, &reply.body["data"]["current_balance"]),
+            (StatusCode::OK, &json!(1042)),
+            "the new balance"
+        );
+        let reply = api.post(&format!("/api/accounts/{id}/withdraw"), json!({"withdrawal_amount": 40})).await;
+        assert_eq!((reply.status, &reply.body["data"]["current_balance"]), (StatusCode::OK, &json!(1002)));
+
+        let other = api.open(5).await;
+        let reply = api
+            .post(&format!("/api/accounts/{id}/transfer"), json!({"transfer_amount": 2, "destination_account": other}))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        let transfer = reply.body["data"]["uuid"].as_str().expect("transfer uuid").to_owned();
+        assert_eq!(reply.body["data"]["status"], "pending");
+        api.settle().await;
+        assert_eq!(api.get(&format!("/api/transfers/{transfer}")).await.body["data"]["status"], "completed");
+        assert_eq!(api.get(&format!("/api/accounts/{other}")).await.body["data"]["current_balance"], 7);
+        let kinds: Vec<Value> = api.get(&format!("/api/accounts/{id}/transactions")).await.body["data"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|t| t["kind"].clone())
+            .collect();
+        assert_eq!(kinds, [json!("deposit"), json!("withdrawal"), json!("transfer_out")]);
+
+        let reply = api.send(Request::delete(format!("/api/accounts/{id}")).body(Body::empty()).unwrap()).await;
+        assert_eq!((reply.status, reply.body), (StatusCode::OK, Value::Null), "200 with an empty body");
+        assert_eq!(api.get(&format!("/api/accounts/{id}")).await.body["data"]["status"], "closed");
+        api.state.bank.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domain_errors_are_422_and_change_nothing() {
+    let api = sqlite_api().await;
+    let id = api.open(10).await;
+    let closed = api.open(1).await;
+    api.send(Request::delete(format!("/api/accounts/{closed}")).body(Body::empty()).unwrap()).await;
+    let before = api.head().await;
+    let cases = [
+        (format!("/api/accounts/{id}/withdraw"), json!({"withdrawal_amount": 11}), "insufficient funds"),
+        (format!("/api/accounts/{id}/deposit"), json!({"deposit_amount": i64::MAX}), "balance would overflow"),
+        (format!("/api/accounts/{closed}/deposit"), json!({"deposit_amount": 1}), "account closed"),
+        (
+            format!("/api/accounts/{id}/transfer"),
+            json!({"transfer_amount": 11, "destination_account": closed}),
+            "invalid request",
+        ),
+        (
+            format!("/api/accounts/{id}/transfer"),
+            json!({"transfer_amount": 1, "destination_account": id}),
+            "invalid request",
+        ),
+        (format!("/api/accounts/{id}/deposit"), json!({"deposit_amount": 0}), "invalid request"),
+    ];
+    for (path, body, message) in cases {
+        let reply = api.post(&path, body.clone()).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{path} {body}: {:?}", reply.body);
+        assert_eq!(reply.body["errors"]["message"], message, "{path} {body}");
+    }
+    let reply = api
+        .post(&format!("/api/accounts/{id}/transfer"), json!({"transfer_amount": 1, "destination_account": closed}))
+        .await;
+    assert_eq!(reply.body["errors"]["fields"]["destination_account"], json!(["account is closed"]));
+    let reply = api.send(Request::delete(format!("/api/accounts/{closed}")).body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        (reply.status, &reply.body["errors"]["message"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("account already closed"))
+    );
+    assert_eq!(api.head().await, before, "refused commands appended nothing");
+    api.state.bank.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_accounts_are_404() {
+    let api = sqlite_api().await;
+    let unknown = uuid::Uuid::new_v4();
+    for path in [
+        format!("/api/accounts/{unknown}"),
+        "/api/accounts/not-a-uuid".into(),
+        format!("/api/transfers/{unknown}"),
+        "/nowhere".into(),
+    ] {
+        let reply = api.get(&path).await;
+        assert_eq!(
+            (reply.status, reply.body),
+            (StatusCode::NOT_FOUND, json!({"errors": {"detail": "Not Found"}})),
+            "{path}"
+        );
+    }
+    let reply = api.post(&format!("/api/accounts/{unknown}/deposit"), json!({"deposit_amount": 1})).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(api.head().await, 0);
+    api.state.bank.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_4xx_with_a_json_error_and_changes_nothing() {
+    let api = sqlite_api().await;
+    let id = api.open(10).await;
+    let before = api.head().await;
+    let deposit = format!("/api/accounts/{id}/deposit");
+    let bodies = [
+        "{\"deposit_amount\": ".to_owned(),
+        "not json".into(),
+        "{}".into(),
+        "{\"deposit_amount\": \"12\"}".into(),
+        "{\"deposit_amount\": 1.5}".into(),
+        "{\"deposit_amount\": 99999999999999999999999}".into(),
+        "{\"deposit_amount\": -5}".into(),
+        "[1, 2]".into(),
+        "{\"deposit_amount\": null}".into(),
+    ];
+    for body in bodies {
+        let reply = api.post_with(&deposit, body.clone(), &[]).await;
+        assert!(matches!(reply.status.as_u16(), 400 | 422), "{body}: {}", reply.status);
+        assert!(reply.body["errors"].is_object(), "{body}: {:?}", reply.body);
+    }
+    let huge = format!("{{\"deposit_amount\": 1, \"padding\": \"{}\"}}", "x".repeat(2 << 20));
+    assert_eq!(api.post_with(&deposit, huge, &[]).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let no_type = api.send(Request::post(&deposit).body(Body::from("{\"deposit_amount\": 1}")).unwrap()).await;
+    assert!(no_type.status.is_client_error() && no_type.body["errors"].is_object());
+    let bad_uuid = api
+        .post(&format!("/api/accounts/{id}/transfer"), json!({"transfer_amount": 1, "destination_account": "nope"}))
+        .await;
+    assert_eq!(bad_uuid.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(api.head().await, before, "nothing changed");
+    assert_eq!(api.get(&format!("/api/accounts/{id}")).await.body["data"]["current_balance"], 10);
+    api.state.bank.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_makes_a_retry_return_the_first_answer() {
+    let api = sqlite_api().await;
+    let key = [("idempotency-key", "open-once")];
+    let first = api.post_with("/api/accounts", json!({"account": {"initial_balance": 70}}).to_string(), &key).await;
+    let again = api.post_with("/api/accounts", json!({"account": {"initial_balance": 70}}).to_string(), &key).await;
+    assert_eq!((first.status, &first.body), (again.status, &again.body), "same answer");
+    let id = first.body["data"]["uuid"].as_str().expect("uuid").to_owned();
+    let heads = api.head().await;
+    let deposit = format!("/api/accounts/{id}/deposit");
+    let key = [("idempotency-key", "deposit-1")];
+    for _ in 0..3 {
+        let reply = api.post_with(&deposit, json!({"deposit_amount": 5}).to_string(), &key).await;
+        assert_eq!(reply.body["data"]["current_balance"], 75);
+    }
+    assert_eq!(api.head().await, heads + 1, "one deposit, however often it was sent");
+
+    // After a restart the remembered answers are gone, but the command ids are not.
+    let fresh = AppState { replies: Arc::default(), ..api.state.clone() };
+    let restarted = Api { state: fresh, _dir: tempfile::tempdir().unwrap() };
+    let reply = restarted.post_with(&deposit, json!({"deposit_amount": 5}).to_string(), &key).await;
+    assert_eq!((reply.status, &reply.body["data"]["current_balance"]), (StatusCode::OK, &json!(75)));
+    assert_eq!(api.head().await, heads + 1);
+    api.state.bank.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_if_match_is_refused_with_412() {
+    let api = sqlite_api().await;
+    let id = api.open(10).await;
+    let etag = api.get(&format!("/api/accounts/{id}")).await.headers[header::ETAG].to_str().unwrap().to_owned();
+    let deposit = format!("/api/accounts/{id}/deposit");
+    let reply = api.post_with(&deposit, json!({"deposit_amount": 1}).to_string(), &[("if-match", &etag)]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let before = api.head().await;
+    let reply = api.post_with(&deposit, json!({"deposit_amount": 1}).to_string(), &[("if-match", &etag)]).await;
+    assert_eq!(reply.status, StatusCode::PRECONDITION_FAILED, "{:?}", reply.body);
+    assert_eq!(api.head().await, before, "nothing changed");
+    api.state.bank.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_the_api_but_not_health() {
+    let dir = tempfile::tempdir().expect("dir");
+    let api = api_on(Database::Sqlite(dir.path().join("bank.db")), Some("s3cret"), dir).await;
+    let open = || json!({"account": {"initial_balance": 1}}).to_string();
+    assert_eq!(api.post_with("/api/accounts", open(), &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        api.post_with("/api/accounts", open(), &[("authorization", "Bearer nope")]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        api.post_with("/api/accounts", open(), &[("authorization", "Bearer s3cret")]).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(api.get("/health").await.status, StatusCode::OK);
+    api.state.bank.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_openapi_are_served() {
+    let api = sqlite_api().await;
+    api.open(3).await;
+    let metrics = api.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    let text = metrics.body.as_str().expect("text").to_owned();
+    for name in ["bank_http_request_duration_seconds", "bank_command_duration_seconds", "rewind_subscription_lag"] {
+        assert!(text.contains(name), "{name} missing");
+    }
+    assert!(text.contains("rewind_subscription_lag{subscription=\"accounts\"}"));
+    let spec = api.get("/api/openapi.json").await;
+    assert_eq!(spec.body["openapi"], "3.0.3");
+    assert!(spec.body["paths"]["/api/accounts/{id}/transfer"]["post"].is_object());
+    api.state.bank.shutdown().await;
+}
