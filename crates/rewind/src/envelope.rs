@@ -84,7 +84,8 @@ pub struct RecordedEvent {
     pub data: String,
     /// Causation, correlation and user keys.
     pub metadata: Metadata,
-    /// When the append that wrote it committed.
+    /// When the append that wrote it committed, to the microsecond (what every
+    /// store keeps).
     pub created_at: DateTime<Utc>,
 }
 

@@ -157,6 +157,8 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Appends to several streams atomically: all are written or none is.
     /// A stream may appear only once per batch. Results come in the order given.
+    /// An unusable request ([`StoreError::Invalid`]) is refused before any append in
+    /// it is checked; otherwise the first failing append, in order, decides the error.
     fn append_batch(
         &self,
         appends: Vec<StreamAppend>,

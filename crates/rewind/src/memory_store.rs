@@ -7,7 +7,7 @@
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::event_store::{AppendOutcome, AppendResult, EventFilter, EventStore, Snapshot, StoreError, StreamAppend};
 use crate::stream::{Direction, ExpectedVersion, GlobalPosition, StreamVersion};
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::watch;
@@ -84,9 +84,6 @@ impl Inner {
 
     /// Decides what an append would do without changing anything.
     fn check(&self, append: &StreamAppend) -> Result<Option<AppendResult>, StoreError> {
-        if append.stream_id.is_empty() {
-            return Err(StoreError::Invalid("stream id is empty".into()));
-        }
         if let Some(first) = append.events.first() {
             if self.ids.contains_key(&first.event_id) {
                 return self.already_appended(append).map(Some);
@@ -187,13 +184,19 @@ impl EventStore for MemoryStore {
     }
 
     async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
-        let mut inner = self.lock();
-        let mut plan = Vec::with_capacity(appends.len());
+        // An unusable request is refused before any append is checked.
         let mut streams = std::collections::HashSet::with_capacity(appends.len());
         for append in &appends {
+            if append.stream_id.is_empty() {
+                return Err(StoreError::Invalid("stream id is empty".into()));
+            }
             if !streams.insert(append.stream_id.as_str()) {
                 return Err(StoreError::Invalid(format!("stream `{}` appears twice in one batch", append.stream_id)));
             }
+        }
+        let mut inner = self.lock();
+        let mut plan = Vec::with_capacity(appends.len());
+        for append in &appends {
             plan.push(inner.check(append)?);
         }
         if appends.len() > 1 {
@@ -209,7 +212,8 @@ impl EventStore for MemoryStore {
                 }
             }
         }
-        let now = Utc::now();
+        // Durable stores keep microseconds; so does this one, so timestamps compare alike.
+        let now = Utc::now().trunc_subsecs(6);
         let results = appends
             .into_iter()
             .zip(plan)

@@ -37,12 +37,3 @@ CREATE TABLE snapshots (
     data       TEXT    NOT NULL,                   -- JSON text, as given
     created_at INTEGER NOT NULL                    -- microseconds since the Unix epoch
 ) STRICT;
-
--- Reserved for subscription checkpoints (issue 4), so that they live in the same
--- file as the events. Nothing in this crate reads or writes it yet; a later
--- migration may reshape it.
-CREATE TABLE subscriptions (
-    name          TEXT    PRIMARY KEY,
-    last_position INTEGER NOT NULL DEFAULT 0,      -- the last position the subscriber processed
-    updated_at    INTEGER NOT NULL                 -- microseconds since the Unix epoch
-) STRICT;

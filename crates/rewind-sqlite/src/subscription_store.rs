@@ -1,0 +1,198 @@
+//! Subscription bookkeeping in SQLite: checkpoints, dead letters and process manager
+//! state, in the same file as the events by default.
+//!
+//! Instance changes and a process manager's checkpoint commit in one transaction.
+//! Leases are exclusive within the process: the embedded store serves one process.
+
+use crate::read_model::SqliteReadModel;
+use async_trait::async_trait;
+use rewind::{
+    DeadLetter, GlobalPosition, InstanceChange, Lease, MemorySubscriptionStore, StoreError, SubscriptionStore,
+};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use uuid::Uuid;
+
+/// [`SubscriptionStore`] on SQLite.
+pub struct SqliteSubscriptionStore {
+    model: SqliteReadModel,
+    /// In-process leases (the memory store's are exactly that).
+    leases: MemorySubscriptionStore,
+}
+
+fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::backend(error)
+}
+
+fn checkpoint(conn: &Connection, name: &str) -> rusqlite::Result<Option<GlobalPosition>> {
+    conn.query_row("SELECT position FROM rewind_subscriptions WHERE name = ?1", [name], |row| row.get::<_, i64>(0))
+        .optional()
+        .map(|p| p.map(|p| GlobalPosition(p as u64)))
+}
+
+fn save_checkpoint(tx: &Transaction<'_>, name: &str, position: GlobalPosition) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO rewind_subscriptions (name, position) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET position = max(position, excluded.position)",
+        params![name, position.0 as i64],
+    )
+    .map(drop)
+}
+
+impl SqliteSubscriptionStore {
+    /// Creates the bookkeeping tables in `model` (usually the event store's file).
+    pub async fn open(model: &SqliteReadModel) -> Result<SqliteSubscriptionStore, StoreError> {
+        model.write(|conn| conn.execute_batch(include_str!("read_model/bookkeeping.sql")).map_err(backend)).await?;
+        Ok(SqliteSubscriptionStore { model: model.clone(), leases: MemorySubscriptionStore::new() })
+    }
+
+    async fn transaction<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.model
+            .write(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+                let value = work(&tx).map_err(backend)?;
+                tx.commit().map_err(backend)?;
+                Ok(value)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl SubscriptionStore for SqliteSubscriptionStore {
+    async fn load_checkpoint(&self, subscription: &str) -> Result<Option<GlobalPosition>, StoreError> {
+        let name = subscription.to_owned();
+        self.model.read(move |conn| checkpoint(conn, &name)).await
+    }
+
+    async fn save_checkpoint(&self, subscription: &str, position: GlobalPosition) -> Result<(), StoreError> {
+        let name = subscription.to_owned();
+        self.transaction(move |tx| save_checkpoint(tx, &name, position)).await
+    }
+
+    async fn delete_checkpoint(&self, subscription: &str) -> Result<(), StoreError> {
+        let name = subscription.to_owned();
+        self.transaction(move |tx| tx.execute("DELETE FROM rewind_subscriptions WHERE name = ?1", [name]).map(drop))
+            .await
+    }
+
+    async fn add_dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError> {
+        let event = serde_json::to_string(&letter.event).map_err(backend)?;
+        self.transaction(move |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO rewind_dead_letters (subscription, position, event_id, event, error, failed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    letter.subscription,
+                    letter.event.position.0 as i64,
+                    letter.event.event_id.to_string(),
+                    event,
+                    letter.error,
+                    letter.failed_at.to_rfc3339()
+                ],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, subscription: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        let filter = subscription.map(str::to_owned);
+        let rows = self
+            .model
+            .read(move |conn| {
+                let mut statement = conn.prepare(
+                    "SELECT subscription, event, error, failed_at FROM rewind_dead_letters
+                     WHERE ?1 IS NULL OR subscription = ?1 ORDER BY position, subscription",
+                )?;
+                let rows = statement.query_map([filter], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, String>(3)?,
+                    ))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(subscription, event, error, failed_at)| {
+                Ok(DeadLetter {
+                    subscription,
+                    event: serde_json::from_str(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    error,
+                    failed_at: chrono::DateTime::parse_from_rfc3339(&failed_at)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                        .to_utc(),
+                })
+            })
+            .collect()
+    }
+
+    async fn remove_dead_letter(&self, subscription: &str, event_id: Uuid) -> Result<bool, StoreError> {
+        let name = subscription.to_owned();
+        self.transaction(move |tx| {
+            tx.execute(
+                "DELETE FROM rewind_dead_letters WHERE subscription = ?1 AND event_id = ?2",
+                params![name, event_id.to_string()],
+            )
+            .map(|deleted| deleted > 0)
+        })
+        .await
+    }
+
+    async fn load_instance(&self, manager: &str, instance: &str) -> Result<Option<String>, StoreError> {
+        let (manager, instance) = (manager.to_owned(), instance.to_owned());
+        self.model
+            .read(move |conn| {
+                conn.query_row(
+                    "SELECT state FROM rewind_process_instances WHERE manager = ?1 AND instance = ?2",
+                    [manager, instance],
+                    |row| row.get(0),
+                )
+                .optional()
+            })
+            .await
+    }
+
+    async fn commit_instances(
+        &self,
+        manager: &str,
+        changes: Vec<InstanceChange>,
+        position: GlobalPosition,
+    ) -> Result<(), StoreError> {
+        let manager = manager.to_owned();
+        self.transaction(move |tx| {
+            for change in &changes {
+                match change {
+                    InstanceChange::Save(instance, state) => tx.execute(
+                        "INSERT OR REPLACE INTO rewind_process_instances (manager, instance, state) VALUES (?1, ?2, ?3)",
+                        params![manager, instance, state],
+                    )?,
+                    InstanceChange::Delete(instance) => tx.execute(
+                        "DELETE FROM rewind_process_instances WHERE manager = ?1 AND instance = ?2",
+                        params![manager, instance],
+                    )?,
+                };
+            }
+            save_checkpoint(tx, &manager, position)
+        })
+        .await
+    }
+
+    async fn reset_instances(&self, manager: &str) -> Result<(), StoreError> {
+        let manager = manager.to_owned();
+        self.transaction(move |tx| {
+            tx.execute("DELETE FROM rewind_process_instances WHERE manager = ?1", [&manager])?;
+            tx.execute("DELETE FROM rewind_subscriptions WHERE name = ?1", [&manager]).map(drop)
+        })
+        .await
+    }
+
+    async fn try_lease(&self, subscription: &str) -> Result<Option<Lease>, StoreError> {
+        self.leases.try_lease(subscription).await
+    }
+}

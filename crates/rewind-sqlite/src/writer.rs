@@ -1,0 +1,319 @@
+//! The writer thread: the only owner of the write connection, and the place where
+//! group commit happens.
+//!
+//! Requests (appends, batches, snapshot saves) arrive on a channel. The writer
+//! takes every request waiting at that moment (up to
+//! [`SqliteConfig::max_group_events`](crate::SqliteConfig::max_group_events)) into
+//! one transaction, so appends that arrive together share one `COMMIT` and one
+//! fsync. Each request keeps its own fate: one that fails (a version conflict, a
+//! duplicate id) is undone alone, by a savepoint when it could have written part
+//! of itself (see `Writer::apply_group`), and the rest of the group still commits.
+//! A batch is one request, so all its streams commit or none does.
+//!
+//! Promises:
+//! * A caller is answered only after `COMMIT` returned (with `synchronous=FULL`,
+//!   after the write-ahead log is on disk).
+//! * After each commit the head [`watch`] is raised to the new last position, so
+//!   followers wake without polling; positions are assigned in commit order by this
+//!   one thread, so everything below the published head is committed.
+//! * If the transaction itself fails, every request of the group that had not
+//!   already failed gets [`StoreError::Backend`]; the writer goes on with the next
+//!   group.
+
+use crate::append::Appender;
+use crate::config::SqliteConfig;
+use crate::connection::open_writer;
+use crate::error::{GroupError, store_error};
+use crate::row::{get_u64, micros, sql_int};
+use crate::schema::migrate;
+use crate::stats::StatsCounters;
+use chrono::Utc;
+use rewind::{AppendResult, GlobalPosition, Snapshot, StoreError, StreamAppend};
+use rusqlite::{Connection, params};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How many requests may wait for the writer before senders wait for room.
+const QUEUE: usize = 4_096;
+
+/// What a request asks the writer to do.
+pub(crate) enum Work {
+    /// `append` (one element) or `append_batch`: one atomic unit.
+    Append(Vec<StreamAppend>),
+    /// `save_snapshot`.
+    SaveSnapshot(Snapshot),
+}
+
+impl Work {
+    /// Roughly how much of a group this request fills.
+    fn weight(&self) -> usize {
+        match self {
+            Work::Append(appends) => appends.iter().map(|a| a.events.len()).sum::<usize>().max(1),
+            Work::SaveSnapshot(_) => 1,
+        }
+    }
+
+    /// Whether the request writes with at most one statement that can fail by its
+    /// own decision, so that a failure leaves nothing of it behind without a
+    /// savepoint: a snapshot save, or a single append of at most one event. (A
+    /// batch can fail in a later stream after writing an earlier one.)
+    fn writes_at_most_once(&self) -> bool {
+        match self {
+            Work::Append(appends) => appends.len() == 1 && appends[0].events.len() <= 1,
+            Work::SaveSnapshot(_) => true,
+        }
+    }
+}
+
+/// What a request ends with: its results (empty for a snapshot save) or its error.
+pub(crate) type Outcome = Result<Vec<AppendResult>, StoreError>;
+
+/// Where a request's outcome goes.
+pub(crate) type Reply = oneshot::Sender<Outcome>;
+
+/// One request with the channel its caller waits on.
+pub(crate) struct Request {
+    pub(crate) work: Work,
+    pub(crate) reply: Reply,
+}
+
+/// The store's side of the writer: where requests go, and the thread to join.
+pub(crate) struct WriterHandle {
+    requests: mpsc::Sender<Request>,
+    thread: JoinHandle<Result<(), StoreError>>,
+}
+
+impl WriterHandle {
+    /// Starts the writer thread: opens and migrates the file, then serves requests.
+    /// Returns once the file is ready, with the head watch set to the last position.
+    pub(crate) async fn start(
+        path: PathBuf,
+        config: &SqliteConfig,
+        stats: Arc<StatsCounters>,
+    ) -> Result<(WriterHandle, watch::Receiver<GlobalPosition>), StoreError> {
+        let (requests, receiver) = mpsc::channel(QUEUE);
+        let (head, watcher) = watch::channel(GlobalPosition::START);
+        let (ready, opened) = oneshot::channel();
+        let config = config.clone();
+        let thread = std::thread::Builder::new()
+            .name("rewind-sqlite-writer".into())
+            .spawn(move || {
+                let writer = match Writer::open(path, &config, head, stats) {
+                    Ok(writer) => writer,
+                    Err(error) => {
+                        let _ = ready.send(Err(error));
+                        return Ok(());
+                    }
+                };
+                let _ = ready.send(Ok(()));
+                writer.run(receiver)
+            })
+            .map_err(StoreError::backend)?;
+        opened.await.map_err(|_| StoreError::Closed)??;
+        Ok((WriterHandle { requests, thread }, watcher))
+    }
+
+    /// Hands a request to the writer and waits for its answer.
+    pub(crate) async fn submit(&self, work: Work) -> Result<Vec<AppendResult>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(Request { work, reply }).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stops taking requests and returns the thread, which ends once it has
+    /// answered every request already queued.
+    pub(crate) fn stop(self) -> JoinHandle<Result<(), StoreError>> {
+        drop(self.requests);
+        self.thread
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    conn: Connection,
+    /// Raised after every commit; never lowered.
+    head: watch::Sender<GlobalPosition>,
+    stats: Arc<StatsCounters>,
+    max_group_events: usize,
+}
+
+impl Writer {
+    fn open(
+        path: PathBuf,
+        config: &SqliteConfig,
+        head: watch::Sender<GlobalPosition>,
+        stats: Arc<StatsCounters>,
+    ) -> Result<Writer, StoreError> {
+        let conn = open_writer(&path, config)?;
+        migrate(&conn)?;
+        let last = read_head(&conn).map_err(store_error)?;
+        head.send_replace(GlobalPosition(last));
+        Ok(Writer { conn, head, stats, max_group_events: config.max_group_events })
+    }
+
+    fn run(self, mut requests: mpsc::Receiver<Request>) -> Result<(), StoreError> {
+        while let Some(first) = requests.blocking_recv() {
+            let group = self.gather(first, &mut requests);
+            self.commit_group(group);
+        }
+        let Writer { conn, .. } = self;
+        conn.close().map_err(|(_, error)| store_error(error))
+    }
+
+    /// The first request plus whatever else is already waiting, up to the limit.
+    fn gather(&self, first: Request, requests: &mut mpsc::Receiver<Request>) -> Vec<Request> {
+        let mut weight = first.work.weight();
+        let mut group = vec![first];
+        while weight < self.max_group_events {
+            let Ok(next) = requests.try_recv() else { break };
+            weight += next.work.weight();
+            group.push(next);
+        }
+        group
+    }
+
+    fn commit_group(&self, group: Vec<Request>) {
+        let (works, replies): (Vec<Work>, Vec<Reply>) = group.into_iter().map(|r| (r.work, r.reply)).unzip();
+        let outcomes = self.write_group(&works);
+        debug_assert_eq!(outcomes.len(), replies.len(), "one outcome per request");
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            // A caller that stopped waiting (its future was dropped) needs no answer.
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// Runs one group in one transaction; returns one outcome per request.
+    fn write_group(&self, works: &[Work]) -> Vec<Outcome> {
+        if let Err(error) = execute(&self.conn, "BEGIN IMMEDIATE") {
+            return self.fail_group(works.len(), store_error(error));
+        }
+        let mut outcomes = Vec::with_capacity(works.len());
+        let (before, after) = match self.apply_group(works, &mut outcomes) {
+            Ok(heads) => heads,
+            Err(error) => {
+                let _ = execute(&self.conn, "ROLLBACK");
+                return self.fail_group(works.len(), error);
+            }
+        };
+        if works.len() == 1 && outcomes[0].is_err() {
+            let _ = execute(&self.conn, "ROLLBACK");
+            self.stats.record_group(1, 0, false);
+            return outcomes;
+        }
+        if let Err(error) = execute(&self.conn, "COMMIT") {
+            let _ = execute(&self.conn, "ROLLBACK");
+            let failed = self.fail_group(works.len(), store_error(error));
+            // Requests that failed on their own keep their own error.
+            return outcomes.into_iter().zip(failed).map(|(own, group)| own.and(group)).collect();
+        }
+        debug_assert!(after >= before, "a transaction only appends");
+        self.publish(after);
+        self.stats.record_group(works.len() as u64, after - before, true);
+        outcomes
+    }
+
+    /// Applies each request of the group in turn, pushing its outcome. Returns the
+    /// head before and after; an error dooms the whole group.
+    ///
+    /// Savepoints cost two statements per request, so a request gets one only when
+    /// it could fail after writing part of itself while others share the
+    /// transaction. A request alone in its group needs none (if it fails, the
+    /// transaction is rolled back), and neither does a single append of at most one
+    /// event or a snapshot save: its own decisions (conflict, duplicate) come before
+    /// it writes, and a failed statement undoes itself; any other error fails the
+    /// group.
+    fn apply_group(&self, works: &[Work], outcomes: &mut Vec<Outcome>) -> Result<(u64, u64), StoreError> {
+        let head = read_head(&self.conn).map_err(store_error)?;
+        let mut appender = Appender::new(&self.conn, head, micros(Utc::now()));
+        let alone = works.len() == 1;
+        for work in works {
+            let outcome = if alone || work.writes_at_most_once() {
+                let before = appender.head;
+                match apply(&self.conn, &mut appender, work) {
+                    Err(error) if !alone && !is_decision(&error) => return Err(error),
+                    outcome => {
+                        debug_assert!(alone || outcome.is_ok() || appender.head == before, "a decision wrote nothing");
+                        outcome
+                    }
+                }
+            } else {
+                apply_in_savepoint(&self.conn, &mut appender, work).map_err(store_error)?
+            };
+            outcomes.push(outcome);
+        }
+        Ok((head, appender.head))
+    }
+
+    /// The outcome of every request of a group whose transaction failed.
+    fn fail_group(&self, requests: usize, error: StoreError) -> Vec<Outcome> {
+        tracing::warn!(%error, requests, "sqlite group commit failed");
+        self.stats.record_group(requests as u64, 0, false);
+        let shared = GroupError(Arc::new(error));
+        (0..requests).map(|_| Err(shared.to_store_error())).collect()
+    }
+
+    fn publish(&self, head: u64) {
+        let head = GlobalPosition(head);
+        self.head.send_if_modified(|current| {
+            let newer = head > *current;
+            if newer {
+                *current = head;
+            }
+            newer
+        });
+    }
+}
+
+/// Whether a request failed by its own decision (which it takes before writing)
+/// rather than because the database failed.
+fn is_decision(error: &StoreError) -> bool {
+    matches!(error, StoreError::Conflict { .. } | StoreError::DuplicateEvent { .. } | StoreError::Invalid(_))
+}
+
+/// Runs one request in a savepoint, rolled back if the request fails. The outer
+/// error is a failure of the savepoint itself, which dooms the whole group.
+fn apply_in_savepoint(conn: &Connection, appender: &mut Appender<'_>, work: &Work) -> Result<Outcome, rusqlite::Error> {
+    execute(conn, "SAVEPOINT request")?;
+    let head = appender.head;
+    let outcome = apply(conn, appender, work);
+    if outcome.is_err() {
+        execute(conn, "ROLLBACK TO request")?;
+        appender.head = head;
+    }
+    execute(conn, "RELEASE request")?;
+    Ok(outcome)
+}
+
+/// Runs one request; on error it may have written part of itself, which the caller
+/// must roll back.
+fn apply(conn: &Connection, appender: &mut Appender<'_>, work: &Work) -> Outcome {
+    match work {
+        Work::Append(appends) => appender.apply(appends),
+        Work::SaveSnapshot(snapshot) => save_snapshot(conn, snapshot).map(|()| Vec::new()),
+    }
+}
+
+fn save_snapshot(conn: &Connection, snapshot: &Snapshot) -> Result<(), StoreError> {
+    let mut statement = conn.prepare_cached(include_str!("writer/save_snapshot.sql")).map_err(store_error)?;
+    statement
+        .execute(params![
+            snapshot.stream_id,
+            sql_int(snapshot.version.0),
+            snapshot.tag,
+            snapshot.data,
+            micros(snapshot.created_at)
+        ])
+        .map_err(store_error)?;
+    Ok(())
+}
+
+fn read_head(conn: &Connection) -> Result<u64, rusqlite::Error> {
+    conn.prepare_cached(include_str!("writer/head.sql"))?.query_row([], |row| get_u64(row, 0))
+}
+
+/// Runs a transaction-control statement, prepared once per connection.
+fn execute(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}

@@ -1,0 +1,109 @@
+//! What the SQLite store's integration tests share: a store on a fresh temporary
+//! file that deletes the file when dropped, and small event helpers.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use rewind::{
+    AppendResult, Direction, EventFilter, EventStore, ExpectedVersion, GlobalPosition, Metadata, NewEvent,
+    RecordedEvent, Snapshot, StoreError, StreamAppend, StreamVersion,
+};
+use rewind_sqlite::{SqliteConfig, SqliteStore};
+use tempfile::TempDir;
+use tokio::sync::watch;
+
+/// A [`SqliteStore`] on a file in its own temporary directory, removed on drop
+/// (after the store, which is declared first, has closed its connections).
+pub struct TempStore {
+    pub store: SqliteStore,
+    pub dir: TempDir,
+}
+
+impl TempStore {
+    pub async fn new() -> TempStore {
+        TempStore::with_config(SqliteConfig::default()).await
+    }
+
+    pub async fn with_config(config: SqliteConfig) -> TempStore {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open_with(dir.path().join("events.db"), config).await.expect("open store");
+        TempStore { store, dir }
+    }
+}
+
+impl EventStore for TempStore {
+    async fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        self.store.append(stream_id, expected, events).await
+    }
+
+    async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
+        self.store.append_batch(appends).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from: StreamVersion,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.store.read_stream(stream_id, from, direction, limit).await
+    }
+
+    async fn read_all(
+        &self,
+        from: GlobalPosition,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.store.read_all(from, limit, filter).await
+    }
+
+    async fn stream_version(&self, stream_id: &str) -> Result<StreamVersion, StoreError> {
+        self.store.stream_version(stream_id).await
+    }
+
+    async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
+        self.store.head_position().await
+    }
+
+    fn watch_head(&self) -> watch::Receiver<GlobalPosition> {
+        self.store.watch_head()
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.store.save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        self.store.load_snapshot(stream_id).await
+    }
+}
+
+/// `n` small events with fresh ids.
+pub fn events(n: usize) -> Vec<NewEvent> {
+    (0..n)
+        .map(|i| NewEvent {
+            event_id: uuid::Uuid::now_v7(),
+            event_type: "Happened".into(),
+            data: format!(r#"{{"i":{i}}}"#),
+            metadata: Metadata::default(),
+        })
+        .collect()
+}
+
+/// Every event of the global order.
+pub async fn read_everything(store: &impl EventStore) -> Vec<RecordedEvent> {
+    let mut all = Vec::new();
+    let mut from = GlobalPosition::START.next();
+    loop {
+        let batch = store.read_all(from, 1_000, &EventFilter::all()).await.expect("read_all");
+        let Some(last) = batch.last() else { return all };
+        from = last.position.next();
+        all.extend(batch);
+    }
+}
