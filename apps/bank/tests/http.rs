@@ -324,3 +324,36 @@ async fn metrics_and_openapi_are_served() {
     assert!(spec.body["paths"]["/api/accounts/{id}/transfer"]["post"].is_object());
     api.state.bank.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_whose_destination_closes_mid_way_is_refunded() {
+    for api in apis().await {
+        let (a, b) = (api.open(100).await, api.open(5).await);
+        // Hold the transfer process so the destination can close in between.
+        api.state.bank.subscriptions.pause(bank::service::TRANSFER_PROCESS).await.expect("pause");
+        let reply = api
+            .post(&format!("/api/accounts/{a}/transfer"), json!({"transfer_amount": 30, "destination_account": b}))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED);
+        let transfer = reply.body["data"]["uuid"].as_str().expect("uuid").to_owned();
+        let closed = api.send(Request::delete(format!("/api/accounts/{b}")).body(Body::empty()).unwrap()).await;
+        assert_eq!(closed.status, StatusCode::OK);
+        api.state.bank.subscriptions.resume(bank::service::TRANSFER_PROCESS).await.expect("resume");
+        api.settle().await;
+        let transfer = api.get(&format!("/api/transfers/{transfer}")).await.body["data"].clone();
+        assert_eq!(
+            (transfer["status"].as_str(), transfer["reason"].as_str()),
+            (Some("failed"), Some("account closed"))
+        );
+        assert_eq!(api.get(&format!("/api/accounts/{a}")).await.body["data"]["current_balance"], 100, "refunded");
+        assert_eq!(api.get(&format!("/api/accounts/{b}")).await.body["data"]["current_balance"], 5);
+        let kinds: Vec<String> = api.get(&format!("/api/accounts/{a}/transactions")).await.body["data"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|t| t["kind"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(kinds, ["transfer_out", "refund"]);
+        api.state.bank.shutdown().await;
+    }
+}

@@ -87,8 +87,12 @@ impl SubscriptionsBuilder {
 
     /// Starts every subscription on the current tokio runtime.
     pub fn start(self) -> Result<Subscriptions, SubscriptionError> {
-        let subscriptions =
-            Subscriptions { app: self.app, bookkeeping: self.bookkeeping, running: Mutex::new(BTreeMap::new()) };
+        let subscriptions = Subscriptions {
+            app: self.app,
+            bookkeeping: self.bookkeeping,
+            running: Mutex::default(),
+            paused: Mutex::default(),
+        };
         for Registered { name, consumer, options } in self.registered {
             subscriptions.add(name, consumer, options)?;
         }
@@ -111,6 +115,8 @@ pub struct Subscriptions {
     bookkeeping: Arc<dyn SubscriptionStore>,
     /// Plain mutex: held only to look up or swap entries, never across an await.
     running: Mutex<BTreeMap<String, Running>>,
+    /// Paused subscriptions, to resume. Same locking rule.
+    paused: Mutex<BTreeMap<String, (Arc<dyn Consumer>, SubscriptionOptions)>>,
 }
 
 impl Subscriptions {
@@ -188,18 +194,45 @@ impl Subscriptions {
     /// Resets a projector's read model and checkpoint and replays it from the origin;
     /// returns once it is running again (not once it has caught up).
     pub async fn rebuild(&self, name: &str) -> Result<(), SubscriptionError> {
-        let entry = self.lock().remove(name).ok_or_else(|| SubscriptionError::Unknown(name.into()))?;
-        if entry.tracker.kind != ConsumerKind::Projector {
-            self.lock().insert(name.to_owned(), entry);
+        let kind =
+            self.lock().get(name).map(|r| r.tracker.kind).ok_or_else(|| SubscriptionError::Unknown(name.into()))?;
+        if kind != ConsumerKind::Projector {
             return Err(SubscriptionError::NotRebuildable(name.into()));
         }
+        let (consumer, options) = self.halt(name).await?;
+        let reset = consumer.reset().await.map_err(SubscriptionError::Failed);
+        let restarted = self.spawn(name.to_owned(), consumer, options);
+        self.lock().insert(name.to_owned(), restarted);
+        reset
+    }
+
+    /// Stops one subscription at a checkpoint; [`Subscriptions::resume`] starts it again.
+    pub async fn pause(&self, name: &str) -> Result<(), SubscriptionError> {
+        let (consumer, options) = self.halt(name).await?;
+        self.paused.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), (consumer, options));
+        Ok(())
+    }
+
+    /// Starts a paused subscription again, or restarts one that stopped on an error
+    /// (after its cause was fixed), from its checkpoint.
+    pub async fn resume(&self, name: &str) -> Result<(), SubscriptionError> {
+        let paused = self.paused.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        let (consumer, options) = match paused {
+            Some(paused) => paused,
+            None => self.halt(name).await?,
+        };
+        let restarted = self.spawn(name.to_owned(), consumer, options);
+        self.lock().insert(name.to_owned(), restarted);
+        Ok(())
+    }
+
+    /// Stops a running subscription's task and takes it out of the running set.
+    async fn halt(&self, name: &str) -> Result<(Arc<dyn Consumer>, SubscriptionOptions), SubscriptionError> {
+        let entry = self.lock().remove(name).ok_or_else(|| SubscriptionError::Unknown(name.into()))?;
         self.app.consistency().unregister(name);
         let _ = entry.stop.send(true);
         let _ = entry.task.await;
-        let reset = entry.consumer.reset().await.map_err(SubscriptionError::Failed);
-        let restarted = self.spawn(name.to_owned(), entry.consumer, entry.options);
-        self.lock().insert(name.to_owned(), restarted);
-        reset
+        Ok((entry.consumer, entry.options))
     }
 
     /// Names of the projectors (what `rebuild --all` rebuilds).

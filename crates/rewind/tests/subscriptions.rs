@@ -504,3 +504,27 @@ async fn a_process_manager_dispatches_compensates_and_survives_redelivery() {
     assert_eq!((balance(&app, "src").await, balance(&app, "src-savings").await), (1250, 51));
     subs.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_subscription_pauses_and_resumes_and_a_stopped_one_restarts() {
+    let app = app();
+    open(&app, "a", 1).await;
+    let recorder = Recorder::default().fail(2, 1);
+    let subs = Subscriptions::builder(&app, bookkeeping())
+        .handler("h", recorder.clone(), SubscriptionOptions::new().on_error(ErrorPolicy::Stop))
+        .start()
+        .expect("start");
+    deposit(&app, "a", 1).await;
+    while subs.status_of("h").expect("status").state != SubscriptionState::Stopped {
+        tokio::task::yield_now().await;
+    }
+    subs.resume("h").await.expect("restart after the cause is gone");
+    subs.wait_for("h", GlobalPosition(2)).await.expect("wait");
+    subs.pause("h").await.expect("pause");
+    assert!(subs.status_of("h").is_none(), "a paused subscription is not running");
+    deposit(&app, "a", 1).await;
+    subs.resume("h").await.expect("resume");
+    subs.wait_for("h", GlobalPosition(3)).await.expect("wait");
+    assert_eq!(recorder.seen(), vec![1, 2, 3]);
+    subs.shutdown().await;
+}
