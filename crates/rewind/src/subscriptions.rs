@@ -100,6 +100,9 @@ impl SubscriptionsBuilder {
     }
 }
 
+/// A subscription taken out of the running set: what it takes to start it again.
+type Halted = (Arc<dyn Consumer>, SubscriptionOptions);
+
 struct Running {
     tracker: Arc<Tracker>,
     consumer: Arc<dyn Consumer>,
@@ -116,7 +119,7 @@ pub struct Subscriptions {
     /// Plain mutex: held only to look up or swap entries, never across an await.
     running: Mutex<BTreeMap<String, Running>>,
     /// Paused subscriptions, to resume. Same locking rule.
-    paused: Mutex<BTreeMap<String, (Arc<dyn Consumer>, SubscriptionOptions)>>,
+    paused: Mutex<BTreeMap<String, Halted>>,
 }
 
 impl Subscriptions {
@@ -227,7 +230,7 @@ impl Subscriptions {
     }
 
     /// Stops a running subscription's task and takes it out of the running set.
-    async fn halt(&self, name: &str) -> Result<(Arc<dyn Consumer>, SubscriptionOptions), SubscriptionError> {
+    async fn halt(&self, name: &str) -> Result<Halted, SubscriptionError> {
         let entry = self.lock().remove(name).ok_or_else(|| SubscriptionError::Unknown(name.into()))?;
         self.app.consistency().unregister(name);
         let _ = entry.stop.send(true);
