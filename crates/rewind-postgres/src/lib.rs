@@ -1,1 +1,67 @@
-//! Rewind event store on postgres (in progress).
+//! Rewind's event store on PostgreSQL: the scale-out backend.
+//!
+//! [`PostgresStore`] implements [`rewind::EventStore`] in one PostgreSQL schema, so
+//! one database can hold several stores. Many processes may open the same schema:
+//! optimistic concurrency keeps their streams consistent and they all see one
+//! global order that is safe to follow.
+//!
+//! # Promises
+//!
+//! * An append is acknowledged only after its transaction committed.
+//! * Appends arriving together share one transaction (group commit), each keeping its
+//!   own expected-version check; `append_batch` is one unit, all or nothing.
+//! * Global positions are dense and committed in increasing order across all
+//!   processes, so a reader following `position > last_seen` never skips an event
+//!   that commits late and never waits on a hole (the argument is in [`writer`]).
+//! * `watch_head` wakes on commits of any process (LISTEN/NOTIFY, with polling as the
+//!   fallback), at once for commits of this store.
+//!
+//! # Layout
+//!
+//! * [`postgres_store`]: the store: reads, and handing appends to the writer.
+//! * [`writer`]: the group-commit task and the append lock.
+//! * `layer`: the writer's fast path, a group decided and written by one statement.
+//! * `careful`: the writer's careful path; `group`: its decisions in Rust (versions,
+//!   duplicates, positions).
+//! * `codec`: envelope ⇄ columns. `sql` and `src/sql/*.sql`: every statement.
+//! * [`schema`]: creating and migrating the schema. [`listener`]: the head watch, and
+//!   announcing this store's commits to other processes.
+//! * [`options`]: connection settings.
+//!
+//! The read side, in the same schema by default:
+//!
+//! * [`read_model`]: a read model database (a pool working in one schema).
+//! * [`projector`]: [`PostgresProjection`]s run as exactly-once subscription consumers.
+//! * [`subscription_store`]: checkpoints, dead letters, process manager state, and the
+//!   advisory-lock leases that keep a subscription active in one process.
+//!
+//! # Schema
+//!
+//! `events` (one row per event; `data` and `metadata` as `jsonb`, causation and
+//! correlation ids as `uuid`, `created_at` the commit's `timestamptz`), `snapshots` and
+//! `schema_version` (see `src/sql/schema_v1.sql`); the read side adds `rewind_projections`,
+//! `rewind_subscriptions`, `rewind_dead_letters` and `rewind_process_instances`
+//! (`src/read_model/tables.sql`).
+
+mod careful;
+mod codec;
+mod error;
+mod group;
+mod layer;
+pub mod listener;
+pub mod options;
+pub mod postgres_store;
+pub mod projector;
+pub mod read_model;
+pub mod schema;
+mod sql;
+pub mod subscription_store;
+pub mod writer;
+
+pub use options::PostgresOptions;
+pub use postgres_store::PostgresStore;
+pub use projector::{PostgresProjection, PostgresProjector};
+pub use read_model::PostgresReadModel;
+pub use schema::SCHEMA_VERSION_CURRENT;
+pub use subscription_store::PostgresSubscriptionStore;
+pub use writer::WriterStats;

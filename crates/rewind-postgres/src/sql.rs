@@ -2,8 +2,9 @@
 //! per store for its schema.
 //!
 //! Every file names tables as `{schema}.table`; [`Sql::new`] replaces `{schema}` with
-//! the quoted schema name. The name was validated by [`crate::options`] to be a plain
-//! identifier, so the replacement cannot change the statement's meaning.
+//! the quoted schema name (and `{lock_key}` and `{channel}`, which derive from it).
+//! The name was validated by [`crate::options`] to be a plain identifier, so the
+//! replacements cannot change a statement's meaning.
 
 /// The bootstrap run before every migration (creates the schema and version table).
 pub(crate) const SCHEMA_VERSION: &str = include_str!("sql/schema_version.sql");
@@ -16,9 +17,17 @@ pub(crate) fn render(template: &str, schema: &str) -> String {
     template.replace("{schema}", &format!("\"{schema}\""))
 }
 
+/// The LISTEN/NOTIFY channel of a store: `rewind.<schema>` (a plain identifier, see
+/// [`crate::options`], so it can be written into SQL).
+pub(crate) fn channel(schema: &str) -> String {
+    format!("rewind.{schema}")
+}
+
 /// Every statement of one store, rendered for its schema.
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
+    pub append_layer: String,
+    pub begin_append: String,
     pub insert_events: String,
     pub stream_versions: String,
     pub stored_ids: String,
@@ -36,6 +45,9 @@ impl Sql {
     pub(crate) fn new(schema: &str) -> Sql {
         let r = |template| render(template, schema);
         Sql {
+            append_layer: r(include_str!("sql/append_layer.sql")),
+            begin_append: r(include_str!("sql/begin_append.sql"))
+                .replace("{lock_key}", &crate::schema::lock_key("append", schema).to_string()),
             insert_events: r(include_str!("sql/insert_events.sql")),
             stream_versions: r(include_str!("sql/stream_versions.sql")),
             stored_ids: r(include_str!("sql/stored_ids.sql")),

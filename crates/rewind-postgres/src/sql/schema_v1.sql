@@ -33,10 +33,3 @@ CREATE TABLE {schema}.snapshots (
     data       text        NOT NULL,
     created_at timestamptz NOT NULL
 );
-
--- Subscription checkpoints (filled by the subscription runtime, issue 4).
-CREATE TABLE {schema}.subscriptions (
-    name          text        NOT NULL PRIMARY KEY,
-    last_position bigint      NOT NULL DEFAULT 0,
-    updated_at    timestamptz NOT NULL DEFAULT now()
-);

@@ -1,0 +1,230 @@
+//! The writer's fast path: a group commit as one statement per layer, decided and
+//! written by PostgreSQL itself (`sql/append_layer.sql`), so the whole transaction
+//! is one round trip.
+//!
+//! A layer is a run of consecutive requests of a group that name distinct streams:
+//! within one statement no append can see another's rows, so a request naming a
+//! stream already in the layer starts the next layer (a later statement of the same
+//! transaction, which sees the earlier ones' rows). The statement decides each
+//! request as [`crate::group::Group`] would, except for events already stored, which
+//! it cannot tell apart: those fail the statement with a unique violation, and the
+//! writer redoes the group on the careful path.
+
+use crate::codec::{to_i64, to_u64};
+use crate::sql::Sql;
+use crate::writer::{Connection, Done, Pending, Reply, slow_down};
+use rewind::{AppendOutcome, AppendResult, ExpectedVersion, GlobalPosition, StoreError, StreamVersion};
+use std::collections::HashSet;
+use std::ops::Range;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+/// The parameters of one `append_layer.sql` statement.
+#[derive(Default)]
+pub(crate) struct Layer<'a> {
+    /// The requests of the group in this layer.
+    pub requests: Range<usize>,
+    request: Vec<i32>,
+    stream_id: Vec<&'a str>,
+    kind: Vec<i32>,
+    expected: Vec<i64>,
+    count: Vec<i64>,
+    append: Vec<i64>,
+    offset: Vec<i64>,
+    event_id: Vec<Uuid>,
+    event_type: Vec<&'a str>,
+    data: Vec<Option<&'a str>>,
+    data_text: Vec<Option<&'a str>>,
+    metadata: Vec<Option<&'a str>>,
+    metadata_text: Vec<Option<&'a str>>,
+    causation_id: Vec<Option<Uuid>>,
+    correlation_id: Vec<Option<Uuid>>,
+}
+
+/// Runs the fast path: `BEGIN`, the lock, one statement per layer,
+/// and `COMMIT`, pipelined in one round trip. If a statement fails, the
+/// ones after it fail too (the transaction is aborted) and `COMMIT` rolls back.
+pub(crate) async fn run_fast(
+    connection: &Connection,
+    sql: &Sql,
+    group: &[&Pending],
+    sleep: Option<f64>,
+) -> Result<Done, tokio_postgres::Error> {
+    let (client, st) = (&connection.client, &connection.statements);
+    let layers = layers(group);
+    let params: Vec<_> = layers.iter().map(Layer::params).collect();
+    let statements = params.iter().map(|p| client.query(&st.append_layer, p));
+    let (_, rows, _, _) = tokio::try_join!(
+        client.batch_execute(&sql.begin_append),
+        futures_util::future::try_join_all(statements),
+        slow_down(connection, sleep),
+        client.batch_execute("COMMIT"),
+    )?;
+    let mut done = Done { replies: Vec::with_capacity(group.len()), head: 0, events: 0 };
+    for (layer, rows) in layers.iter().zip(&rows) {
+        let (replies, head, events) = layer.replies(group, rows);
+        done.replies.extend(replies);
+        done.head = head;
+        done.events += events;
+    }
+    Ok(done)
+}
+
+/// Splits a group into layers of requests naming distinct streams, in order.
+pub(crate) fn layers<'a>(group: &[&'a Pending]) -> Vec<Layer<'a>> {
+    let mut layers = Vec::new();
+    let mut start = 0;
+    let mut streams = HashSet::new();
+    for (index, pending) in group.iter().enumerate() {
+        if pending.appends.iter().any(|a| streams.contains(a.stream_id.as_str())) {
+            layers.push(Layer::new(group, start..index));
+            streams.clear();
+            start = index;
+        }
+        streams.extend(pending.appends.iter().map(|a| a.stream_id.as_str()));
+    }
+    layers.push(Layer::new(group, start..group.len()));
+    layers
+}
+
+impl<'a> Layer<'a> {
+    fn new(group: &[&'a Pending], requests: Range<usize>) -> Layer<'a> {
+        let mut layer = Layer { requests: requests.clone(), ..Layer::default() };
+        for (request, pending) in group[requests].iter().copied().enumerate() {
+            for append in &pending.appends {
+                let (kind, expected) = match append.expected {
+                    ExpectedVersion::Any => (0, 0),
+                    ExpectedVersion::NoStream => (1, 0),
+                    ExpectedVersion::StreamExists => (2, 0),
+                    ExpectedVersion::Exact(v) => (3, to_i64(v.0)),
+                };
+                layer.request.push(request as i32);
+                layer.stream_id.push(&append.stream_id);
+                layer.kind.push(kind);
+                layer.expected.push(expected);
+                layer.count.push(append.events.len() as i64);
+                let ordinal = layer.request.len() as i64;
+                for (offset, event) in (1..).zip(&append.events) {
+                    layer.append.push(ordinal);
+                    layer.offset.push(offset);
+                    layer.event_id.push(event.event_id);
+                    layer.event_type.push(&event.event_type);
+                    layer.data.push(event.data.as_jsonb());
+                    layer.data_text.push(event.data.as_text());
+                    layer.metadata.push(event.custom.as_jsonb());
+                    layer.metadata_text.push(event.custom.as_text());
+                    layer.causation_id.push(event.causation_id);
+                    layer.correlation_id.push(event.correlation_id);
+                }
+            }
+        }
+        layer
+    }
+
+    /// The statement's parameters, in `$n` order.
+    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 15] {
+        [
+            &self.request,
+            &self.stream_id,
+            &self.kind,
+            &self.expected,
+            &self.count,
+            &self.append,
+            &self.offset,
+            &self.event_id,
+            &self.event_type,
+            &self.data,
+            &self.data_text,
+            &self.metadata,
+            &self.metadata_text,
+            &self.causation_id,
+            &self.correlation_id,
+        ]
+    }
+
+    /// Turns the statement's rows (one per append, in order) into each request's
+    /// reply (`None`: to be decided on the careful path); also returns the head after
+    /// the layer and the events it wrote.
+    ///
+    /// Runs after `COMMIT`, so it cannot fail the transaction: a row it cannot read
+    /// becomes a [`StoreError::Corrupt`] reply for its request (whose events may be
+    /// written; the error says so).
+    pub(crate) fn replies(&self, group: &[&Pending], rows: &[Row]) -> (Vec<Option<Reply>>, u64, u64) {
+        let mut rows = rows.iter();
+        let mut replies = Vec::with_capacity(self.requests.len());
+        let (mut head, mut inserted) = (0, 0);
+        for pending in &group[self.requests.clone()] {
+            let mut results = Vec::with_capacity(pending.appends.len());
+            let mut failure = None;
+            let mut stored = false;
+            for append in &pending.appends {
+                let outcome = match rows.next() {
+                    Some(row) => decode(row),
+                    None => Err("too few rows".to_owned()),
+                };
+                let outcome = match outcome {
+                    Ok(outcome) => outcome,
+                    Err(error) => {
+                        let message =
+                            format!("unreadable append outcome ({error}); read the stream to see if it was written");
+                        failure = Some(StoreError::Corrupt(message));
+                        break;
+                    }
+                };
+                (head, inserted) = (outcome.head, outcome.inserted);
+                stored |= outcome.stored;
+                let count = append.events.len() as u64;
+                if !outcome.passed && failure.is_none() {
+                    let (stream, expected) = (append.stream_id.clone(), append.expected);
+                    failure = Some(StoreError::Conflict { stream, expected, actual: StreamVersion(outcome.actual) });
+                }
+                if outcome.written {
+                    results.push(written_result(head + outcome.before, outcome.actual, count));
+                }
+            }
+            replies.push(if stored { None } else { Some(failure.map_or(Ok(results), Err)) });
+        }
+        (replies, head + inserted, inserted)
+    }
+}
+
+/// One row of `append_layer.sql`.
+struct Outcome {
+    written: bool,
+    passed: bool,
+    actual: u64,
+    before: u64,
+    head: u64,
+    inserted: u64,
+    stored: bool,
+}
+
+fn decode(row: &Row) -> Result<Outcome, String> {
+    let number = |i| {
+        row.try_get::<_, i64>(i).map_err(|e| e.to_string()).and_then(|n| to_u64(n, "count").map_err(|e| e.to_string()))
+    };
+    Ok(Outcome {
+        written: row.try_get(1).map_err(|e| e.to_string())?,
+        passed: row.try_get(2).map_err(|e| e.to_string())?,
+        actual: number(3)?,
+        before: number(4)?,
+        head: number(5)?,
+        inserted: number(6)?,
+        stored: row.try_get(7).map_err(|e| e.to_string())?,
+    })
+}
+
+fn written_result(before: u64, actual: u64, count: u64) -> AppendResult {
+    let (first, last) = if count == 0 {
+        (GlobalPosition::START, GlobalPosition::START)
+    } else {
+        (GlobalPosition(before + 1), GlobalPosition(before + count))
+    };
+    AppendResult {
+        outcome: AppendOutcome::Appended,
+        stream_version: StreamVersion(actual + count),
+        first_position: first,
+        last_position: last,
+    }
+}

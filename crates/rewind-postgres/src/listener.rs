@@ -1,0 +1,128 @@
+//! Keeps a store's head watch ([`rewind::EventStore::watch_head`]) current with commits
+//! made by any process, and announces this store's commits to the others.
+//!
+//! One task owns a dedicated connection that `LISTEN`s on the schema's channel. After
+//! the writer commits, this task `pg_notify`s the new head there, off the append
+//! path: notifying inside the append transaction would cost about as much as the
+//! rest of a small append, while the append lock is held. Announcements are
+//! coalesced: while one is sent, and for 2 ms after, further commits only move the
+//! head, and the next announcement carries the newest head, so other processes hear
+//! of a commit within a few milliseconds. An announcement is only a wake-up (readers
+//! read the log itself); the same connection reads the head every poll interval, and
+//! once right after each (re)connect, so a lost notification or a broken connection
+//! delays a wake-up by at most one interval and never loses one. On failure the task
+//! reconnects with backoff, forever, until the store is dropped. The head only ever
+//! moves forward.
+
+use futures_util::StreamExt;
+use rewind::GlobalPosition;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+/// Moves the head forward to `position` (never back), waking watchers if it moved.
+pub(crate) fn advance(head: &watch::Sender<GlobalPosition>, position: GlobalPosition) {
+    head.send_if_modified(|current| {
+        let newer = position > *current;
+        if newer {
+            *current = position;
+        }
+        newer
+    });
+}
+
+/// What the listener needs.
+pub(crate) struct Listener {
+    pub config: tokio_postgres::Config,
+    pub channel: String,
+    pub head_sql: String,
+    pub head: Arc<watch::Sender<GlobalPosition>>,
+    /// The head after this store's last commit, to announce (see the module docs).
+    pub committed: watch::Receiver<GlobalPosition>,
+    pub poll_interval: Duration,
+}
+
+/// The least time between two announcements of one store.
+const MIN_NOTIFY_INTERVAL: Duration = Duration::from_millis(2);
+
+impl Listener {
+    /// Starts the listener task; abort the handle to stop it.
+    pub(crate) fn spawn(mut self) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                let error = self.listen().await;
+                tracing::warn!(%error, channel = %self.channel, "event store listener failed; reconnecting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        })
+    }
+
+    /// Listens, polls and announces until the connection fails.
+    async fn listen(&mut self) -> tokio_postgres::Error {
+        let (client, mut connection) = match self.config.connect(NoTls).await {
+            Ok(pair) => pair,
+            Err(error) => return error,
+        };
+        let head = self.head.clone();
+        // The connection's messages are driven here; it stops when the client drops.
+        let driver = tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(note)) => match note.payload().parse::<u64>() {
+                        Ok(position) => advance(&head, GlobalPosition(position)),
+                        Err(_) => tracing::warn!(payload = note.payload(), "ignored a malformed head notification"),
+                    },
+                    Ok(_) => {}
+                    Err(error) => return Some(error),
+                }
+            }
+            None
+        });
+        let _stop_driver = AbortOnDrop(driver);
+        if let Err(error) = client.batch_execute(&format!("LISTEN \"{}\"", self.channel)).await {
+            return error;
+        }
+        let (head_statement, notify_statement) =
+            match tokio::try_join!(client.prepare(&self.head_sql), client.prepare("SELECT pg_notify($1, $2)")) {
+                Ok(statements) => statements,
+                Err(error) => return error,
+            };
+        // Announce once after every (re)connect: an announcement may have been lost.
+        self.committed.mark_changed();
+        let mut ticker = tokio::time::interval(self.poll_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    match client.query_one(&head_statement, &[]).await.and_then(|row| row.try_get::<_, i64>(0)) {
+                        Ok(position) => advance(&self.head, GlobalPosition(position.max(0) as u64)),
+                        Err(error) => return error,
+                    }
+                }
+                Ok(()) = self.committed.changed() => {
+                    let head = self.committed.borrow_and_update().0.to_string();
+                    if let Err(error) = client.execute(&notify_statement, &[&self.channel, &head]).await {
+                        self.committed.mark_changed();
+                        return error;
+                    }
+                    // Under load, each announcement then covers many commits.
+                    tokio::time::sleep(MIN_NOTIFY_INTERVAL).await;
+                }
+            }
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<Option<tokio_postgres::Error>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,258 @@
+//! [`PostgresStore`]: the [`EventStore`] on PostgreSQL.
+//!
+//! Appends go to the store's [writer](crate::writer) task, which group-commits them
+//! under the schema's append lock; reads go through a connection pool and see only
+//! committed events; the head watch is fed by the writer, by LISTEN/NOTIFY and by
+//! polling ([`crate::listener`]). Several `PostgresStore`s, in one process or many,
+//! may share one schema: they serialize their appends on the same lock and all see
+//! one global order.
+
+use crate::codec::{EncodedEvent, decode_row, to_i64, to_u64};
+use crate::error::{corrupt, from_pg, from_pool};
+use crate::group::PreparedAppend;
+use crate::listener::Listener;
+use crate::options::PostgresOptions;
+use crate::schema::migrate;
+use crate::sql::Sql;
+use crate::writer::{Counters, Pending, Writer, WriterSetup, WriterStats, connect};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use rewind::{
+    AppendResult, Direction, EventFilter, EventStore, ExpectedVersion, GlobalPosition, NewEvent, RecordedEvent,
+    Snapshot, StoreError, StreamAppend, StreamVersion,
+};
+use std::collections::HashSet;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+/// An event store in one PostgreSQL schema. See the crate docs.
+pub struct PostgresStore {
+    schema: String,
+    sql: Arc<Sql>,
+    pool: Pool,
+    writer: mpsc::Sender<Pending>,
+    head: Arc<watch::Sender<GlobalPosition>>,
+    counters: Arc<Counters>,
+    listener: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").field("schema", &self.schema).finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Opens the store in PostgreSQL schema `schema` of the database at `url`, creating
+    /// or migrating the schema first. Must be called inside a Tokio runtime; the store
+    /// runs a writer task and a listener task there until it is dropped.
+    ///
+    /// Errors: [`StoreError::Invalid`] for a bad URL or schema name,
+    /// [`StoreError::Corrupt`] if the schema is newer than this crate, and
+    /// [`StoreError::Backend`] if the database cannot be reached. Nothing is left
+    /// running on error; a migration either completed or changed nothing.
+    ///
+    /// ```no_run
+    /// use rewind::{EventStore, ExpectedVersion, NewEvent};
+    /// use rewind_postgres::PostgresStore;
+    ///
+    /// # async fn example() -> Result<(), rewind::StoreError> {
+    /// let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/bank", "rewind").await?;
+    /// let event = NewEvent {
+    ///     event_id: uuid::Uuid::now_v7(),
+    ///     event_type: "AccountOpened".into(),
+    ///     data: r#"{"owner":"ada"}"#.into(),
+    ///     metadata: Default::default(),
+    /// };
+    /// store.append("account-1", ExpectedVersion::NoStream, vec![event]).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(url: &str, schema: &str) -> Result<PostgresStore, StoreError> {
+        PostgresStore::connect_with(PostgresOptions::new(url, schema)).await
+    }
+
+    /// [`PostgresStore::connect`] with settings.
+    pub async fn connect_with(options: PostgresOptions) -> Result<PostgresStore, StoreError> {
+        options.validate_schema()?;
+        let config = options.pg_config()?;
+        let schema = options.schema.clone();
+        let mut client = connect(&config).await.map_err(from_pg)?;
+        migrate(&mut client, &schema).await?;
+        let sql = Arc::new(Sql::new(&schema));
+        let row = client.query_one(&sql.head, &[]).await.map_err(from_pg)?;
+        let start = to_u64(row.try_get(0).map_err(from_pg)?, "position")?;
+        let head = Arc::new(watch::channel(GlobalPosition(start)).0);
+        let counters = Arc::new(Counters::default());
+        let (committed, committed_watch) = watch::channel(GlobalPosition(start));
+        let channel = crate::sql::channel(&schema);
+        let setup = WriterSetup {
+            config: config.clone(),
+            sql: sql.clone(),
+            head: head.clone(),
+            committed,
+            counters: counters.clone(),
+            max_group_events: options.max_group_events,
+            slow: options.slow_commits,
+        };
+        let writer = Writer::new(setup, client).await?;
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager).max_size(options.pool_size).build().map_err(StoreError::backend)?;
+        let (sender, requests) = mpsc::channel(1024);
+        tokio::spawn(writer.run(requests));
+        let listener = Listener {
+            config,
+            channel,
+            head_sql: sql.head.clone(),
+            head: head.clone(),
+            committed: committed_watch,
+            poll_interval: options.poll_interval,
+        }
+        .spawn();
+        Ok(PostgresStore { schema, sql, pool, writer: sender, head, counters, listener })
+    }
+
+    /// The PostgreSQL schema holding this store.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// What the writer has done since this store was opened.
+    pub fn stats(&self) -> WriterStats {
+        self.counters.snapshot()
+    }
+
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+        let client = self.pool.get().await.map_err(from_pool)?;
+        let statement = client.prepare_cached(sql).await.map_err(from_pg)?;
+        client.query(&statement, params).await.map_err(from_pg)
+    }
+
+    async fn query_events(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.query(sql, params).await?.iter().map(decode_row).collect()
+    }
+
+    async fn query_number(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        let rows = self.query(sql, params).await?;
+        let row = rows.first().ok_or_else(|| corrupt("a count query returned no row"))?;
+        to_u64(row.try_get(0).map_err(from_pg)?, "number")
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // The writer stops by itself once `writer` (the last sender) is dropped, after
+        // answering what is queued; the listener would run forever.
+        self.listener.abort();
+    }
+}
+
+/// Checks a request's shape and encodes its events, on the caller's task.
+fn prepare(appends: Vec<StreamAppend>) -> Result<Vec<PreparedAppend>, StoreError> {
+    let mut streams = HashSet::with_capacity(appends.len());
+    let mut prepared = Vec::with_capacity(appends.len());
+    for append in appends {
+        if append.stream_id.is_empty() {
+            return Err(StoreError::Invalid("stream id is empty".into()));
+        }
+        if !streams.insert(append.stream_id.clone()) {
+            return Err(StoreError::Invalid(format!("stream `{}` appears twice in one batch", append.stream_id)));
+        }
+        let events = append.events.into_iter().map(EncodedEvent::encode).collect::<Result<Vec<_>, _>>()?;
+        prepared.push(PreparedAppend { stream_id: append.stream_id, expected: append.expected, events });
+    }
+    Ok(prepared)
+}
+
+impl EventStore for PostgresStore {
+    async fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        let append = StreamAppend { stream_id: stream_id.to_owned(), expected, events };
+        let mut results = self.append_batch(vec![append]).await?;
+        results.pop().ok_or_else(|| corrupt("the writer answered an append without a result"))
+    }
+
+    async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
+        if appends.is_empty() {
+            return Ok(Vec::new());
+        }
+        let appends = prepare(appends)?;
+        let (reply, answer) = oneshot::channel();
+        self.writer.send(Pending { appends, reply }).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from: StreamVersion,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (from, limit) = (to_i64(from.0), to_i64(limit as u64));
+        let sql = match direction {
+            Direction::Forward => &self.sql.read_stream_forward,
+            Direction::Backward => &self.sql.read_stream_backward,
+        };
+        self.query_events(sql, &[&stream_id, &from, &limit]).await
+    }
+
+    async fn read_all(
+        &self,
+        from: GlobalPosition,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (from, limit) = (to_i64(from.0), to_i64(limit as u64));
+        if filter.is_all() {
+            return self.query_events(&self.sql.read_all, &[&from, &limit]).await;
+        }
+        let prefix = filter.stream_prefix.as_deref();
+        self.query_events(&self.sql.read_all_filtered, &[&from, &limit, &prefix, &filter.event_types]).await
+    }
+
+    async fn stream_version(&self, stream_id: &str) -> Result<StreamVersion, StoreError> {
+        self.query_number(&self.sql.stream_version, &[&stream_id]).await.map(StreamVersion)
+    }
+
+    async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
+        self.query_number(&self.sql.head, &[]).await.map(GlobalPosition)
+    }
+
+    fn watch_head(&self) -> watch::Receiver<GlobalPosition> {
+        self.head.subscribe()
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let version = to_i64(snapshot.version.0);
+        let params: [&(dyn ToSql + Sync); 5] =
+            [&snapshot.stream_id, &version, &snapshot.tag, &snapshot.data, &snapshot.created_at];
+        self.query(&self.sql.save_snapshot, &params).await.map(drop)
+    }
+
+    async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        let rows = self.query(&self.sql.load_snapshot, &[&stream_id]).await?;
+        let Some(row) = rows.first() else { return Ok(None) };
+        let get_err = |e| corrupt(format!("unreadable snapshot row: {e}"));
+        Ok(Some(Snapshot {
+            stream_id: row.try_get(0).map_err(get_err)?,
+            version: StreamVersion(to_u64(row.try_get(1).map_err(get_err)?, "snapshot version")?),
+            tag: row.try_get(2).map_err(get_err)?,
+            data: row.try_get(3).map_err(get_err)?,
+            created_at: row.try_get(4).map_err(get_err)?,
+        }))
+    }
+}

@@ -1,0 +1,203 @@
+//! Subscription bookkeeping in PostgreSQL, and the leases that keep each named
+//! subscription active in exactly one process.
+//!
+//! A lease is a session-level advisory lock held on a connection of its own: when
+//! the holding process dies, PostgreSQL ends the session and frees the lock, and a
+//! process standing by takes over on its next try (every `lease_retry`, a second by
+//! default) and resumes from the checkpoint. If the lease's connection drops while
+//! the process lives, the lease reports itself lost and the subscription stands by.
+
+use crate::read_model::PostgresReadModel;
+use async_trait::async_trait;
+use rewind::{DeadLetter, GlobalPosition, InstanceChange, Lease, StoreError, SubscriptionStore};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// [`SubscriptionStore`] on PostgreSQL.
+#[derive(Clone)]
+pub struct PostgresSubscriptionStore {
+    model: PostgresReadModel,
+}
+
+fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::backend(error)
+}
+
+const SAVE_CHECKPOINT: &str = "INSERT INTO rewind_subscriptions (name, position) VALUES ($1, $2)
+     ON CONFLICT (name) DO UPDATE SET position = GREATEST(rewind_subscriptions.position, EXCLUDED.position)";
+
+impl PostgresSubscriptionStore {
+    /// Bookkeeping in `model`'s schema (its tables are created with the model).
+    pub fn new(model: &PostgresReadModel) -> PostgresSubscriptionStore {
+        PostgresSubscriptionStore { model: model.clone() }
+    }
+}
+
+/// Holds the lease's connection; dropping it closes the session and frees the lock.
+struct HeldLease {
+    _client: tokio_postgres::Client,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+#[async_trait]
+impl SubscriptionStore for PostgresSubscriptionStore {
+    async fn load_checkpoint(&self, subscription: &str) -> Result<Option<GlobalPosition>, StoreError> {
+        let client = self.model.client().await?;
+        let row = client
+            .query_opt("SELECT position FROM rewind_subscriptions WHERE name = $1", &[&subscription])
+            .await
+            .map_err(backend)?;
+        Ok(row.map(|row| GlobalPosition(row.get::<_, i64>(0).max(0) as u64)))
+    }
+
+    async fn save_checkpoint(&self, subscription: &str, position: GlobalPosition) -> Result<(), StoreError> {
+        let client = self.model.client().await?;
+        client.execute(SAVE_CHECKPOINT, &[&subscription, &(position.0 as i64)]).await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_checkpoint(&self, subscription: &str) -> Result<(), StoreError> {
+        let client = self.model.client().await?;
+        client.execute("DELETE FROM rewind_subscriptions WHERE name = $1", &[&subscription]).await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn add_dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError> {
+        let event = serde_json::to_value(&letter.event).map_err(backend)?;
+        let client = self.model.client().await?;
+        client
+            .execute(
+                "INSERT INTO rewind_dead_letters (subscription, position, event_id, event, error, failed_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (subscription, position) DO UPDATE
+                 SET event_id = EXCLUDED.event_id, event = EXCLUDED.event, error = EXCLUDED.error, failed_at = EXCLUDED.failed_at",
+                &[
+                    &letter.subscription,
+                    &(letter.event.position.0 as i64),
+                    &letter.event.event_id,
+                    &event,
+                    &letter.error,
+                    &letter.failed_at,
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, subscription: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        let client = self.model.client().await?;
+        let rows = client
+            .query(
+                "SELECT subscription, event, error, failed_at FROM rewind_dead_letters
+                 WHERE $1::text IS NULL OR subscription = $1 ORDER BY position, subscription",
+                &[&subscription],
+            )
+            .await
+            .map_err(backend)?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(DeadLetter {
+                    subscription: row.try_get(0).map_err(backend)?,
+                    event: serde_json::from_value(row.try_get(1).map_err(backend)?)
+                        .map_err(|e| StoreError::Corrupt(format!("dead letter event: {e}")))?,
+                    error: row.try_get(2).map_err(backend)?,
+                    failed_at: row.try_get(3).map_err(backend)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn remove_dead_letter(&self, subscription: &str, event_id: Uuid) -> Result<bool, StoreError> {
+        let client = self.model.client().await?;
+        let deleted = client
+            .execute(
+                "DELETE FROM rewind_dead_letters WHERE subscription = $1 AND event_id = $2",
+                &[&subscription, &event_id],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(deleted > 0)
+    }
+
+    async fn load_instance(&self, manager: &str, instance: &str) -> Result<Option<String>, StoreError> {
+        let client = self.model.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT state::text FROM rewind_process_instances WHERE manager = $1 AND instance = $2",
+                &[&manager, &instance],
+            )
+            .await
+            .map_err(backend)?;
+        row.map(|row| row.try_get(0).map_err(backend)).transpose()
+    }
+
+    async fn commit_instances(
+        &self,
+        manager: &str,
+        changes: Vec<InstanceChange>,
+        position: GlobalPosition,
+    ) -> Result<(), StoreError> {
+        let mut client = self.model.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        for change in &changes {
+            let written = match change {
+                InstanceChange::Save(instance, state) => {
+                    tx.execute(
+                        "INSERT INTO rewind_process_instances (manager, instance, state) VALUES ($1, $2, $3::text::jsonb)
+                         ON CONFLICT (manager, instance) DO UPDATE SET state = EXCLUDED.state",
+                        &[&manager, instance, state],
+                    )
+                    .await
+                }
+                InstanceChange::Delete(instance) => {
+                    tx.execute(
+                        "DELETE FROM rewind_process_instances WHERE manager = $1 AND instance = $2",
+                        &[&manager, instance],
+                    )
+                    .await
+                }
+            };
+            written.map_err(backend)?;
+        }
+        tx.execute(SAVE_CHECKPOINT, &[&manager, &(position.0 as i64)]).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn reset_instances(&self, manager: &str) -> Result<(), StoreError> {
+        let mut client = self.model.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        tx.execute("DELETE FROM rewind_process_instances WHERE manager = $1", &[&manager]).await.map_err(backend)?;
+        tx.execute("DELETE FROM rewind_subscriptions WHERE name = $1", &[&manager]).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn try_lease(&self, subscription: &str) -> Result<Option<Lease>, StoreError> {
+        let (client, mut driver) = self.model.dedicated().await?;
+        let held: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtext('rewind:lease:' || $1), hashtext($2))",
+                &[&self.model.schema(), &subscription],
+            )
+            .await
+            .map_err(backend)?
+            .get(0);
+        if !held {
+            driver.abort();
+            return Ok(None);
+        }
+        let (lost_tx, lost_rx) = watch::channel(false);
+        // Watch the session: if the connection ends, so does the lock.
+        let watcher = tokio::spawn(async move {
+            let _ = (&mut driver).await;
+            let _ = lost_tx.send(true);
+        });
+        Ok(Some(Lease::new(lost_rx, HeldLease { _client: client, driver: watcher })))
+    }
+}

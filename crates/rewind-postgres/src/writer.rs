@@ -1,0 +1,488 @@
+//! The writer: one task per store that turns pending appends into group commits.
+//!
+//! Callers hand their (already encoded) appends to the writer over a channel and wait
+//! for its reply. The writer takes everything waiting, up to a budget of events, and
+//! commits it in ONE transaction on its own connection. Only after `COMMIT` returns
+//! does any caller get its reply. Two ways to run that transaction:
+//!
+//! * The fast path (`layer.rs`, one round trip): `BEGIN` and the append lock,
+//!   one `append_layer.sql` statement per layer that checks every append's expected
+//!   version, assigns versions and positions and inserts the rows (a multi-row
+//!   `INSERT ... SELECT FROM unnest(...)`), then `COMMIT`, all pipelined. A conflict
+//!   fails its request alone; the others commit.
+//! * The careful path (two round trips): `BEGIN` and the lock, then read the head,
+//!   the streams' versions and which event ids are stored; decide in Rust
+//!   (`careful.rs`, `group.rs`: the exact rules of `rewind::MemoryStore`); insert; commit.
+//!
+//! After a commit the writer moves the store's head watch and hands the new head to
+//! the listener task ([`crate::listener`]), which tells other processes.
+//!
+//! Requests the fast path cannot decide (event ids stored already: a retry or a
+//! duplicate; an id repeated within one request; any SQL error) go to the careful
+//! path, in a transaction after the fast one. If the careful transaction fails with
+//! an SQL error, each of its requests is retried in a transaction of its own, so one
+//! bad request fails alone. If the connection is lost, the requests not yet answered
+//! get [`StoreError::Backend`] (outcome unknown, as the trait allows) and the next
+//! group reconnects.
+//!
+//! # Why followers never skip an event
+//!
+//! Every append transaction of every process takes the same transaction-scoped
+//! advisory lock before it reads the last position, and holds it until its commit is
+//! visible (PostgreSQL releases transaction locks after the commit record is flushed
+//! and the transaction is marked finished). So the transaction holding positions
+//! `n+1..=m` started after every transaction holding a position `<= n` had become
+//! visible, and positions are committed in strictly increasing order with no holes.
+//! Any snapshot that sees position `m` therefore sees every position below it: a
+//! reader doing `position > last_seen` can never skip an event that commits late,
+//! and never waits on a hole that might never fill. The version checks run under the
+//! same lock, so they are race-free across processes too. The lock is held for one
+//! transaction per group commit, so its cost is shared by the whole group.
+//!
+//! Both paths run with `enable_seqscan = off` and generic plans on the writer's
+//! connection (see `prepare`).
+
+use crate::careful::run_careful;
+use crate::error::{from_pg, from_pg_ref};
+use crate::group::PreparedAppend;
+use crate::layer::run_fast;
+use crate::listener::advance;
+use crate::options::SlowCommits;
+use crate::sql::Sql;
+use rewind::{AppendResult, GlobalPosition, StoreError};
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Statement};
+
+/// What the writer answers one request with.
+pub(crate) type Reply = Result<Vec<AppendResult>, StoreError>;
+
+/// One caller's request: a single append or an atomic `append_batch`.
+pub(crate) struct Pending {
+    pub appends: Vec<PreparedAppend>,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+impl Pending {
+    fn event_count(&self) -> usize {
+        self.appends.iter().map(|a| a.events.len()).sum()
+    }
+}
+
+/// Counts of the writer's work since the store was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Append transactions committed (each carries one group).
+    pub transactions: u64,
+    /// Requests (`append` or `append_batch` calls) answered with success.
+    pub appends: u64,
+    /// Events written.
+    pub events: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    transactions: AtomicU64,
+    appends: AtomicU64,
+    events: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> WriterStats {
+        WriterStats {
+            transactions: self.transactions.load(Ordering::Relaxed),
+            appends: self.appends.load(Ordering::Relaxed),
+            events: self.events.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The statements of the writer's connection, prepared once per connection.
+pub(crate) struct Statements {
+    pub append_layer: Statement,
+    pub head: Statement,
+    pub versions: Statement,
+    pub stored_ids: Statement,
+    pub insert: Statement,
+    pub sleep: Statement,
+}
+
+/// The writer's connection.
+pub(crate) struct Connection {
+    pub client: Client,
+    pub statements: Statements,
+}
+
+/// Everything the writer task owns.
+pub(crate) struct Writer {
+    config: tokio_postgres::Config,
+    sql: Arc<Sql>,
+    connection: Option<Arc<Connection>>,
+    head: Arc<watch::Sender<GlobalPosition>>,
+    /// The head after this writer's last commit, for the listener to announce.
+    committed: watch::Sender<GlobalPosition>,
+    counters: Arc<Counters>,
+    max_group_events: usize,
+    slow: Option<SlowCommits>,
+    groups: u64,
+}
+
+/// Why a group transaction failed.
+enum GroupError {
+    /// The connection is gone; whether the commit happened is unknown.
+    Lost(tokio_postgres::Error),
+    /// An SQL error; the transaction was rolled back and wrote nothing.
+    Sql(tokio_postgres::Error),
+}
+
+/// Settings the writer takes from the store.
+pub(crate) struct WriterSetup {
+    pub config: tokio_postgres::Config,
+    pub sql: Arc<Sql>,
+    pub head: Arc<watch::Sender<GlobalPosition>>,
+    pub committed: watch::Sender<GlobalPosition>,
+    pub counters: Arc<Counters>,
+    pub max_group_events: usize,
+    pub slow: Option<SlowCommits>,
+}
+
+/// Opens a connection whose driver runs on its own task; it ends when `Client` drops.
+pub(crate) async fn connect(config: &tokio_postgres::Config) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%error, "event store connection ended");
+        }
+    });
+    Ok(client)
+}
+
+impl Writer {
+    /// A writer starting on `client` (already migrated).
+    pub(crate) async fn new(setup: WriterSetup, client: Client) -> Result<Writer, StoreError> {
+        let statements = prepare(&client, &setup.sql).await.map_err(from_pg)?;
+        Ok(Writer {
+            config: setup.config,
+            sql: setup.sql,
+            connection: Some(Arc::new(Connection { client, statements })),
+            head: setup.head,
+            committed: setup.committed,
+            counters: setup.counters,
+            max_group_events: setup.max_group_events,
+            slow: setup.slow,
+            groups: 0,
+        })
+    }
+
+    /// Serves requests until every sender is dropped (the store was dropped); requests
+    /// already queued are still committed and answered.
+    ///
+    /// Up to [`MAX_FLIGHTS`] fast-path groups are in flight on the connection at once
+    /// (a group's whole transaction is sent before the writer moves on, so flights
+    /// reach the server in order). The careful path runs inline, with no new group
+    /// sent until it is done.
+    pub(crate) async fn run(mut self, mut requests: mpsc::Receiver<Pending>) {
+        let mut flights: VecDeque<Flight> = VecDeque::new();
+        let mut open = true;
+        while open || !flights.is_empty() {
+            let can_launch = open && flights.len() < MAX_FLIGHTS;
+            tokio::select! {
+                biased;
+                landed = next_landing(&mut flights) => {
+                    flights.pop_front();
+                    self.land(landed).await;
+                }
+                received = requests.recv(), if can_launch => match received {
+                    Some(first) => {
+                        let group = self.gather(first, &mut requests);
+                        self.launch(group, &mut flights).await;
+                    }
+                    None => open = false,
+                },
+            }
+        }
+    }
+
+    /// Takes the first request and everything waiting behind it, up to the budget.
+    fn gather(&self, first: Pending, requests: &mut mpsc::Receiver<Pending>) -> Vec<Pending> {
+        let mut events = first.event_count();
+        let mut group = vec![first];
+        while events < self.max_group_events {
+            let Ok(next) = requests.try_recv() else { break };
+            events += next.event_count();
+            group.push(next);
+        }
+        group
+    }
+
+    /// Sends a group's fast-path transaction (all of it, before returning) and queues
+    /// it, or commits the group inline if nothing of it can take the fast path.
+    async fn launch(&mut self, group: Vec<Pending>, flights: &mut VecDeque<Flight>) {
+        let (careful, fast): (Vec<usize>, Vec<usize>) = (0..group.len()).partition(|&i| repeats_ids(&group[i]));
+        if fast.is_empty() {
+            let landed = Landed { group, fast, careful, result: None, connection: None };
+            return self.land(landed).await;
+        }
+        let connection = match self.connection().await {
+            Ok(connection) => connection,
+            Err(error) => {
+                let unanswered = group.iter().map(|_| None).collect();
+                return answer(group, finish(unanswered, &Some(error)));
+            }
+        };
+        let sleep = self.sleep();
+        let sql = self.sql.clone();
+        let mut flight: Flight = Box::pin(async move {
+            let result = {
+                let pending: Vec<&Pending> = fast.iter().map(|&i| &group[i]).collect();
+                run_fast(&connection, &sql, &pending, sleep).await
+            };
+            let result = result.map_err(|error| match connection.client.is_closed() {
+                true => GroupError::Lost(error),
+                false => GroupError::Sql(error),
+            });
+            Landed { group, fast, careful, result: Some(result), connection: Some(connection) }
+        });
+        // The first poll sends every message of the transaction, so flights reach the
+        // server in launch order.
+        match futures_util::poll!(flight.as_mut()) {
+            std::task::Poll::Ready(landed) => self.land(landed).await,
+            std::task::Poll::Pending => flights.push_back(flight),
+        }
+    }
+
+    /// Finishes a group whose fast path is done: records it, decides on the careful
+    /// path what the fast path left, and answers every request.
+    ///
+    /// The careful path takes what the fast path could not decide (stored event ids,
+    /// ids repeated within a request, an SQL error) in one transaction; if that fails
+    /// with an SQL error, each of its requests gets a transaction of its own, so a bad
+    /// request fails alone.
+    async fn land(&mut self, landed: Landed) {
+        let Landed { group, fast, mut careful, result, connection } = landed;
+        let mut replies: Vec<Option<Reply>> = group.iter().map(|_| None).collect();
+        match result {
+            None => {}
+            Some(Ok(done)) => {
+                for (i, outcome) in fast.into_iter().zip(self.record(done)) {
+                    match outcome {
+                        Some(reply) => replies[i] = Some(reply),
+                        None => careful.push(i),
+                    }
+                }
+            }
+            // The pipeline's own COMMIT ended the failed transaction (as a rollback).
+            Some(Err(GroupError::Sql(_))) => careful.extend(fast),
+            Some(Err(GroupError::Lost(error))) => {
+                // Forget the broken connection, not a newer one a later flight opened.
+                if let (Some(ours), Some(broken)) = (&self.connection, &connection) {
+                    if Arc::ptr_eq(ours, broken) {
+                        self.connection = None;
+                    }
+                }
+                return answer(group, finish(replies, &Some(error)));
+            }
+        }
+        careful.sort_unstable();
+        if !careful.is_empty() {
+            if let Err(error) = self.careful(&group, &careful, &mut replies).await {
+                return answer(group, finish(replies, &Some(error)));
+            }
+        }
+        answer(group, finish(replies, &None))
+    }
+
+    /// Decides `careful` (indexes into `group`) on the careful path.
+    async fn careful(
+        &mut self,
+        group: &[Pending],
+        careful: &[usize],
+        replies: &mut [Option<Reply>],
+    ) -> Result<(), tokio_postgres::Error> {
+        let pending: Vec<&Pending> = careful.iter().map(|&i| &group[i]).collect();
+        match self.attempt_careful(&pending).await {
+            Ok(outcomes) => {
+                for (&i, outcome) in careful.iter().zip(outcomes) {
+                    replies[i] = outcome;
+                }
+            }
+            Err(GroupError::Lost(error)) => return Err(error),
+            Err(GroupError::Sql(error)) if careful.len() == 1 => replies[careful[0]] = Some(Err(from_pg_ref(&error))),
+            Err(GroupError::Sql(_)) => {
+                for &i in careful {
+                    replies[i] = match self.attempt_careful(&[&group[i]]).await {
+                        Ok(mut outcomes) => outcomes.pop().flatten(),
+                        Err(GroupError::Sql(error)) => Some(Err(from_pg_ref(&error))),
+                        Err(GroupError::Lost(error)) => return Err(error),
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn connection(&mut self) -> Result<Arc<Connection>, tokio_postgres::Error> {
+        if self.connection.as_ref().is_some_and(|c| c.client.is_closed()) {
+            self.connection = None;
+        }
+        if let Some(connection) = &self.connection {
+            return Ok(connection.clone());
+        }
+        let client = connect(&self.config).await?;
+        let statements = prepare(&client, &self.sql).await?;
+        let connection = Arc::new(Connection { client, statements });
+        self.connection = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// The test hook's pause for the next transaction, if any.
+    fn sleep(&mut self) -> Option<f64> {
+        self.groups += 1;
+        self.slow.filter(|s| self.groups % s.every.max(1) == 0).map(|s| s.delay.as_secs_f64())
+    }
+
+    /// Moves the head and the counters after a commit; returns the replies.
+    fn record(&mut self, done: Done) -> Vec<Option<Reply>> {
+        advance(&self.head, GlobalPosition(done.head));
+        if done.events > 0 {
+            advance(&self.committed, GlobalPosition(done.head));
+        }
+        self.counters.transactions.fetch_add(1, Ordering::Relaxed);
+        self.counters.events.fetch_add(done.events, Ordering::Relaxed);
+        let ok = done.replies.iter().filter(|r| matches!(r, Some(Ok(_)))).count() as u64;
+        self.counters.appends.fetch_add(ok, Ordering::Relaxed);
+        done.replies
+    }
+
+    /// One careful transaction; on `Err` it is rolled back or the connection is gone.
+    async fn attempt_careful(&mut self, group: &[&Pending]) -> Result<Vec<Option<Reply>>, GroupError> {
+        let sleep = self.sleep();
+        let sql = self.sql.clone();
+        let connection = self.connection().await.map_err(GroupError::Lost)?;
+        match run_careful(&connection, &sql, group, sleep).await {
+            Ok(done) => Ok(self.record(done)),
+            Err(error) => {
+                let client = &connection.client;
+                if client.is_closed() || client.batch_execute("ROLLBACK").await.is_err() {
+                    self.connection = None;
+                    Err(GroupError::Lost(error))
+                } else {
+                    Err(GroupError::Sql(error))
+                }
+            }
+        }
+    }
+}
+
+/// Fast-path transactions sent and not yet answered, at most.
+///
+/// With 2, the next group is sent while one commits, so the server never waits a
+/// round trip between groups; but each group is then smaller, and on the 2-core
+/// development machine, where PostgreSQL and the application share the CPU, more
+/// and smaller transactions lost: 32 appenders reached about 17,000 appends/s with 2
+/// and about 20,000/s with 1 (benches/append.rs). Worth measuring again on more cores.
+const MAX_FLIGHTS: usize = 1;
+
+/// A fast-path transaction in flight; it hands its group back when it lands.
+type Flight = Pin<Box<dyn Future<Output = Landed> + Send>>;
+
+/// A group back from its fast path (`result` is `None` if it had no fast part).
+struct Landed {
+    group: Vec<Pending>,
+    /// Indexes of the requests that took the fast path, in order.
+    fast: Vec<usize>,
+    /// Indexes of the requests left to the careful path.
+    careful: Vec<usize>,
+    result: Option<Result<Done, GroupError>>,
+    /// The connection the fast path ran on.
+    connection: Option<Arc<Connection>>,
+}
+
+/// The oldest flight's landing (flights land in launch order); pending if none.
+async fn next_landing(flights: &mut VecDeque<Flight>) -> Landed {
+    match flights.front_mut() {
+        Some(flight) => flight.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends each request its reply.
+fn answer(group: Vec<Pending>, replies: Vec<Reply>) {
+    for (pending, reply) in group.into_iter().zip(replies) {
+        // The caller may have stopped waiting; its append stands regardless.
+        let _ = pending.reply.send(reply);
+    }
+}
+
+/// A committed group: the replies, the head after it, the events it wrote.
+pub(crate) struct Done {
+    pub replies: Vec<Option<Reply>>,
+    pub head: u64,
+    pub events: u64,
+}
+
+async fn prepare(client: &Client, sql: &Sql) -> Result<Statements, tokio_postgres::Error> {
+    // Every writer statement is made of index lookups, but while a table has no
+    // statistics PostgreSQL may cost `event_id = ANY($1)` as cheaper by sequential
+    // scan, a cost that then grows with the log. The writer never wants a sequential
+    // scan; without that choice its plans do not depend on the parameters, so generic
+    // plans are used from the first execution (planning the fast path's statement
+    // each time would cost about as much as running it).
+    client.batch_execute("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan").await?;
+    Ok(Statements {
+        append_layer: client.prepare(&sql.append_layer).await?,
+        head: client.prepare(&sql.head).await?,
+        versions: client.prepare(&sql.stream_versions).await?,
+        stored_ids: client.prepare(&sql.stored_ids).await?,
+        insert: client.prepare(&sql.insert_events).await?,
+        sleep: client.prepare("SELECT pg_sleep($1)").await?,
+    })
+}
+
+/// Statement parameters, bound before the statements are pipelined.
+pub(crate) type Params<'a, const N: usize> = [&'a (dyn ToSql + Sync); N];
+
+/// The test hook's pause, pipelined before `COMMIT`.
+pub(crate) async fn slow_down(connection: &Connection, sleep: Option<f64>) -> Result<(), tokio_postgres::Error> {
+    match sleep {
+        Some(seconds) => connection.client.execute(&connection.statements.sleep, &[&seconds]).await.map(drop),
+        None => Ok(()),
+    }
+}
+
+/// Whether a request carries an event id twice (decided on the careful path, where
+/// the rule "the first failing check wins" can be kept).
+fn repeats_ids(pending: &Pending) -> bool {
+    let mut ids = HashSet::new();
+    !pending.appends.iter().flat_map(|a| &a.events).all(|e| ids.insert(e.event_id))
+}
+
+/// Completes the replies; requests still unanswered get the lost-connection error.
+fn finish(replies: Vec<Option<Reply>>, lost_with: &Option<tokio_postgres::Error>) -> Vec<Reply> {
+    if let Some(error) = lost_with {
+        tracing::warn!(%error, "event store writer lost its connection");
+    }
+    replies
+        .into_iter()
+        .map(|reply| {
+            reply.unwrap_or_else(|| {
+                Err(match lost_with {
+                    Some(error) => lost(error),
+                    None => StoreError::Corrupt("the writer left an append unanswered".into()),
+                })
+            })
+        })
+        .collect()
+}
+
+/// The connection died during the transaction: the outcome is unknown.
+fn lost(error: &tokio_postgres::Error) -> StoreError {
+    StoreError::backend(std::io::Error::other(format!(
+        "connection lost during append, outcome unknown (read the stream to find out): {error}"
+    )))
+}
