@@ -40,11 +40,11 @@ for _ in range(1000):
                                      headers={"content-type": "application/json"}, method="POST")
     print(json.load(urllib.request.urlopen(request))["data"]["uuid"])
 PY
-regex="${base//./\\.}/api/accounts/($(paste -sd'|' "$work/accounts"))/deposit"
+sed "s|.*|$base/api/accounts/&/deposit|" "$work/accounts" > "$work/urls"
 
 run() { # $1 = extra oha flags; prints oha's JSON summary
   oha --no-tui --output-format json -z "${seconds}s" -c 64 -m POST -H 'content-type: application/json' \
-      -d '{"deposit_amount": 1}' --rand-regex-url $1 "$regex"
+      -d '{"deposit_amount": 1}' --urls-from-file $1 "$work/urls"
 }
 summary() {
   python3 -c '
@@ -52,7 +52,8 @@ import json, sys
 r = json.load(sys.stdin)
 s, p = r["summary"], r["latencyPercentiles"]
 codes = r.get("statusCodeDistribution", {})
-print(f"{sys.argv[1]:<10} {s[\"requestsPerSec\"]:>10.0f} req/s  p50 {p[\"p50\"]*1000:6.2f} ms  p99 {p[\"p99\"]*1000:6.2f} ms  status {codes}")
+rate, p50, p99 = s["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000
+print("%-10s %10.0f req/s  p50 %6.2f ms  p99 %6.2f ms  status %s" % (sys.argv[1], rate, p50, p99, codes))
 ' "$1"
 }
 
