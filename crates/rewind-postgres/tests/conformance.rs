@@ -2,8 +2,8 @@
 
 mod common;
 
-async fn make_store() -> Option<rewind_postgres::PostgresStore> {
-    common::fresh_store("conformance").await
+async fn make_store() -> Option<(rewind_postgres::PostgresStore, ())> {
+    Some((common::fresh_store("conformance").await?, ()))
 }
 
 rewind::event_store_conformance!(make_store);

@@ -18,10 +18,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio_postgres::Transaction;
 
-async fn make_bookkeeping() -> Option<PostgresSubscriptionStore> {
+async fn make_bookkeeping() -> Option<(PostgresSubscriptionStore, ())> {
     let url = database_url("subscription store conformance")?;
     let model = PostgresReadModel::connect(&url, &fresh_schema()).await.expect("read model");
-    Some(PostgresSubscriptionStore::new(&model))
+    Some((PostgresSubscriptionStore::new(&model), ()))
 }
 
 rewind::subscription_store_conformance!(make_bookkeeping);

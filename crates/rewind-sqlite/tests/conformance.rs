@@ -6,8 +6,8 @@ mod common;
 use common::TempStore;
 use std::sync::Arc;
 
-async fn make_store() -> Option<TempStore> {
-    Some(TempStore::new().await)
+async fn make_store() -> Option<(TempStore, ())> {
+    Some((TempStore::new().await, ()))
 }
 
 rewind::event_store_conformance!(make_store);

@@ -15,55 +15,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use tempfile::TempDir;
 
-/// Bookkeeping on a fresh file; the directory lives as long as the store.
-struct TempBookkeeping {
-    store: SqliteSubscriptionStore,
-    _dir: TempDir,
-}
-
-#[async_trait::async_trait]
-impl SubscriptionStore for TempBookkeeping {
-    async fn load_checkpoint(&self, s: &str) -> Result<Option<GlobalPosition>, rewind::StoreError> {
-        self.store.load_checkpoint(s).await
-    }
-    async fn save_checkpoint(&self, s: &str, p: GlobalPosition) -> Result<(), rewind::StoreError> {
-        self.store.save_checkpoint(s, p).await
-    }
-    async fn delete_checkpoint(&self, s: &str) -> Result<(), rewind::StoreError> {
-        self.store.delete_checkpoint(s).await
-    }
-    async fn add_dead_letter(&self, l: rewind::DeadLetter) -> Result<(), rewind::StoreError> {
-        self.store.add_dead_letter(l).await
-    }
-    async fn dead_letters(&self, s: Option<&str>) -> Result<Vec<rewind::DeadLetter>, rewind::StoreError> {
-        self.store.dead_letters(s).await
-    }
-    async fn remove_dead_letter(&self, s: &str, id: uuid::Uuid) -> Result<bool, rewind::StoreError> {
-        self.store.remove_dead_letter(s, id).await
-    }
-    async fn load_instance(&self, m: &str, i: &str) -> Result<Option<String>, rewind::StoreError> {
-        self.store.load_instance(m, i).await
-    }
-    async fn commit_instances(
-        &self,
-        m: &str,
-        c: Vec<rewind::InstanceChange>,
-        p: GlobalPosition,
-    ) -> Result<(), rewind::StoreError> {
-        self.store.commit_instances(m, c, p).await
-    }
-    async fn reset_instances(&self, m: &str) -> Result<(), rewind::StoreError> {
-        self.store.reset_instances(m).await
-    }
-    async fn try_lease(&self, s: &str) -> Result<Option<rewind::Lease>, rewind::StoreError> {
-        self.store.try_lease(s).await
-    }
-}
-
-async fn make_bookkeeping() -> Option<TempBookkeeping> {
+async fn make_bookkeeping() -> Option<(SqliteSubscriptionStore, TempDir)> {
     let dir = tempfile::tempdir().expect("dir");
     let model = SqliteReadModel::open(dir.path().join("read.db")).await.expect("open");
-    Some(TempBookkeeping { store: SqliteSubscriptionStore::open(&model).await.expect("bookkeeping"), _dir: dir })
+    Some((SqliteSubscriptionStore::open(&model).await.expect("bookkeeping"), dir))
 }
 
 rewind::subscription_store_conformance!(make_bookkeeping);

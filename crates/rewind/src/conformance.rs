@@ -4,13 +4,17 @@
 //! A backend runs the whole suite with one line in its tests:
 //!
 //! ```ignore
-//! async fn make_store() -> Option<MyStore> { Some(MyStore::open_fresh().await) }
+//! async fn make_store() -> Option<(MyStore, tempfile::TempDir)> {
+//!     let dir = tempfile::tempdir().unwrap();
+//!     Some((MyStore::open(dir.path().join("events.db")).await.unwrap(), dir))
+//! }
 //! rewind::event_store_conformance!(make_store);
 //! ```
 //!
-//! `make_store` returns a fresh, empty store for each test, or `None` to skip (for a
-//! backend whose database is not configured). Each check panics with a message
-//! saying which promise broke.
+//! `make_store` returns a fresh, empty store for each test together with a guard
+//! that must outlive it (a temporary directory; `()` when there is none), or `None`
+//! to skip (for a backend whose database is not configured). Each check panics with a
+//! message saying which promise broke.
 
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
 use crate::event_store::{AppendOutcome, EventFilter, EventStore, Snapshot, StoreError, StreamAppend};
@@ -58,7 +62,7 @@ macro_rules! event_store_conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $name() {
                 match $make_store().await {
-                    Some(store) => $crate::conformance::$name(::std::sync::Arc::new(store)).await,
+                    Some((store, _guard)) => $crate::conformance::$name(::std::sync::Arc::new(store)).await,
                     None => eprintln!("skipped {}: store not configured", stringify!($name)),
                 }
             }

@@ -2,7 +2,8 @@
 //! process manager state and leases, written once for every backend.
 //!
 //! ```ignore
-//! async fn make_bookkeeping() -> Option<MyBookkeeping> { Some(MyBookkeeping::open_fresh().await) }
+//! async fn make_bookkeeping() -> Option<(MyBookkeeping, ())> { Some((MyBookkeeping::open_fresh().await, ())) }
+//! // The second value is a guard that must outlive the store (a temporary directory).
 //! rewind::subscription_store_conformance!(make_bookkeeping);
 //! ```
 
@@ -30,7 +31,7 @@ macro_rules! subscription_store_conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 match $make().await {
-                    Some(store) => $crate::subscription_store_conformance::$name(::std::sync::Arc::new(store)).await,
+                    Some((store, _guard)) => $crate::subscription_store_conformance::$name(::std::sync::Arc::new(store)).await,
                     None => eprintln!("skipped {}: store not configured", stringify!($name)),
                 }
             }

@@ -2,8 +2,8 @@
 
 use rewind::MemoryStore;
 
-async fn make_store() -> Option<MemoryStore> {
-    Some(MemoryStore::new())
+async fn make_store() -> Option<(MemoryStore, ())> {
+    Some((MemoryStore::new(), ()))
 }
 
 rewind::event_store_conformance!(make_store);

@@ -2,8 +2,8 @@
 
 use rewind::MemorySubscriptionStore;
 
-async fn make_bookkeeping() -> Option<MemorySubscriptionStore> {
-    Some(MemorySubscriptionStore::new())
+async fn make_bookkeeping() -> Option<(MemorySubscriptionStore, ())> {
+    Some((MemorySubscriptionStore::new(), ()))
 }
 
 rewind::subscription_store_conformance!(make_bookkeeping);
