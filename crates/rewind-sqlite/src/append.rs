@@ -32,6 +32,12 @@ pub(crate) fn validate(appends: &[StreamAppend]) -> Result<(), StoreError> {
         if !streams.insert(append.stream_id.as_str()) {
             return Err(StoreError::Invalid(format!("stream `{}` appears twice in one batch", append.stream_id)));
         }
+        // Checked here, on the caller's task, so the writer thread never parses JSON.
+        for event in &append.events {
+            if serde_json::from_str::<serde::de::IgnoredAny>(&event.data).is_err() {
+                return Err(StoreError::Invalid(format!("event {} has data that is not JSON", event.event_id)));
+            }
+        }
     }
     Ok(())
 }

@@ -36,6 +36,7 @@ macro_rules! event_store_conformance {
             expected_version_exact,
             empty_append_only_checks_the_version,
             empty_stream_id_is_rejected,
+            data_that_is_not_json_is_rejected,
             concurrent_appends_with_one_expected_version_have_one_winner,
             reappending_the_same_events_is_idempotent,
             partially_duplicated_append_is_rejected,
@@ -174,6 +175,18 @@ pub async fn empty_stream_id_is_rejected<S: EventStore>(store: Arc<S>) {
         Err(StoreError::Invalid(_)) => {}
         other => panic!("expected Invalid, got {other:?}"),
     }
+}
+
+/// Event data must be JSON; nothing of a refused append is written.
+pub async fn data_that_is_not_json_is_rejected<S: EventStore>(store: Arc<S>) {
+    let mut bad = event("Happened", serde_json::json!({}));
+    bad.data = "{not json".into();
+    let batch = vec![event("Happened", serde_json::json!(1)), bad];
+    match store.append("s", ExpectedVersion::Any, batch).await {
+        Err(StoreError::Invalid(_)) => {}
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert_eq!(store.stream_version("s").await.expect("version"), StreamVersion::NONE);
 }
 
 /// Many writers expecting the same version: exactly one wins each version.

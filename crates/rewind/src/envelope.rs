@@ -48,7 +48,8 @@ pub struct NewEvent {
     pub event_id: Uuid,
     /// The stable type name.
     pub event_type: String,
-    /// JSON text.
+    /// JSON text (any JSON value); a store refuses anything else with
+    /// [`StoreError::Invalid`](crate::StoreError::Invalid).
     pub data: String,
     /// Causation, correlation and user keys.
     pub metadata: Metadata,
@@ -80,7 +81,8 @@ pub struct RecordedEvent {
     pub position: GlobalPosition,
     /// The stable type name, as stored (before upcasting).
     pub event_type: String,
-    /// JSON text, as stored.
+    /// The JSON document appended. A store may normalise its text (PostgreSQL's
+    /// `jsonb` reorders keys and spacing), so compare documents, not strings.
     pub data: String,
     /// Causation, correlation and user keys.
     pub metadata: Metadata,

@@ -148,6 +148,8 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// On `Err` nothing was written, except for [`StoreError::Backend`], where the
     /// outcome is unknown. Appending no events only checks the expected version.
+    /// Dropping the returned future does not cancel an append the store has already
+    /// taken on: it may still commit, so re-send with the same event ids to find out.
     fn append(
         &self,
         stream_id: &str,

@@ -84,6 +84,11 @@ impl Inner {
 
     /// Decides what an append would do without changing anything.
     fn check(&self, append: &StreamAppend) -> Result<Option<AppendResult>, StoreError> {
+        for event in &append.events {
+            if serde_json::from_str::<serde::de::IgnoredAny>(&event.data).is_err() {
+                return Err(StoreError::Invalid(format!("event {} has data that is not JSON", event.event_id)));
+            }
+        }
         if let Some(first) = append.events.first() {
             if self.ids.contains_key(&first.event_id) {
                 return self.already_appended(append).map(Some);
