@@ -4,8 +4,6 @@
 //! The defaults keep every promise of `DESIGN.md`; the one knob that weakens a
 //! promise, [`Synchronous::Normal`], says so.
 
-use std::time::Duration;
-
 /// When SQLite waits for the disk (`PRAGMA synchronous`). The store always runs in
 /// WAL mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,17 +42,11 @@ pub struct SqliteConfig {
     pub(crate) synchronous: Synchronous,
     pub(crate) readers: usize,
     pub(crate) max_group_events: usize,
-    pub(crate) busy_timeout: Duration,
 }
 
 impl Default for SqliteConfig {
     fn default() -> Self {
-        SqliteConfig {
-            synchronous: Synchronous::Full,
-            readers: 4,
-            max_group_events: 10_000,
-            busy_timeout: Duration::from_secs(5),
-        }
+        SqliteConfig { synchronous: Synchronous::Full, readers: 4, max_group_events: 10_000 }
     }
 }
 
@@ -82,13 +74,6 @@ impl SqliteConfig {
     /// still one group). Bounds the latency of one commit. Default 10,000.
     pub fn max_group_events(mut self, events: usize) -> SqliteConfig {
         self.max_group_events = events.max(1);
-        self
-    }
-
-    /// How long a connection waits for a lock held by another connection (another
-    /// process sharing the file, a long checkpoint) before failing. Default 5 s.
-    pub fn busy_timeout(mut self, timeout: Duration) -> SqliteConfig {
-        self.busy_timeout = timeout;
         self
     }
 }

@@ -10,11 +10,6 @@ use rewind::StoreError;
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// How long a write waits for another writer of the same file (the event store's
-/// writer, another projector) before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A SQLite read model database. Cheap to clone.
 ///
@@ -57,8 +52,8 @@ impl SqliteReadModel {
         let path = path.as_ref().to_path_buf();
         let writer_path = path.clone();
         let writer = blocking(move || {
-            let conn = Connection::open(&writer_path).map_err(backend)?;
-            conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+            let mut conn = Connection::open(&writer_path).map_err(backend)?;
+            conn.busy_handler(Some(crate::connection::retry_soon)).map_err(backend)?;
             conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
             conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
             conn.execute_batch(include_str!("read_model/checkpoints.sql")).map_err(backend)?;
@@ -100,8 +95,8 @@ impl SqliteReadModel {
                 Some(conn) => conn,
                 None => {
                     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                    let conn = Connection::open_with_flags(&inner.path, flags).map_err(backend)?;
-                    conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+                    let mut conn = Connection::open_with_flags(&inner.path, flags).map_err(backend)?;
+                    conn.busy_handler(Some(crate::connection::retry_soon)).map_err(backend)?;
                     conn.pragma_update(None, "query_only", true).map_err(backend)?;
                     conn
                 }

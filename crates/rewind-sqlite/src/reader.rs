@@ -40,10 +40,10 @@ impl ReaderPool {
         let mut opened = Vec::with_capacity(config.readers);
         for index in 0..config.readers {
             let (ready, open) = oneshot::channel();
-            let (path, config, queue) = (path.to_owned(), config.clone(), queue.clone());
+            let (path, queue) = (path.to_owned(), queue.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("rewind-sqlite-reader-{index}"))
-                .spawn(move || match open_reader(&path, &config) {
+                .spawn(move || match open_reader(&path) {
                     Ok(conn) => {
                         let _ = ready.send(Ok(()));
                         serve(conn, &queue)

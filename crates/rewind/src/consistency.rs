@@ -2,15 +2,15 @@
 //! the events it appended.
 //!
 //! Each running subscription registers its progress here. A waiting dispatch watches
-//! the in-process progress and, as a fallback, polls the subscription's persisted
-//! checkpoint, so it also completes when the subscription runs in another process on
-//! the same database. Subscriptions whose filter matches none of the appended events
-//! are not waited for.
+//! the in-process progress; while the subscription stands by here (another process
+//! holds its lease), it polls the persisted checkpoint instead, so it also completes
+//! when the subscription runs in another process on the same database.
+//! Subscriptions whose filter matches none of the appended events are not waited for.
 
 use crate::dispatch::Consistency;
 use crate::event_store::EventFilter;
 use crate::stream::GlobalPosition;
-use crate::subscription::Consumer;
+use crate::subscription::{Consumer, Tracker};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -23,7 +23,7 @@ const CHECKPOINT_POLL: Duration = Duration::from_millis(20);
 struct Entry {
     strong: bool,
     filter: EventFilter,
-    position: watch::Receiver<GlobalPosition>,
+    tracker: Arc<Tracker>,
     consumer: Arc<dyn Consumer>,
 }
 
@@ -45,6 +45,7 @@ pub(crate) struct Appended<'a> {
 pub(crate) struct Wait {
     target: GlobalPosition,
     position: watch::Receiver<GlobalPosition>,
+    tracker: Arc<Tracker>,
     consumer: Arc<dyn Consumer>,
 }
 
@@ -54,10 +55,10 @@ impl ConsistencyRegistry {
         name: &str,
         strong: bool,
         filter: EventFilter,
-        position: watch::Receiver<GlobalPosition>,
+        tracker: Arc<Tracker>,
         consumer: Arc<dyn Consumer>,
     ) {
-        let entry = Entry { strong, filter, position, consumer };
+        let entry = Entry { strong, filter, tracker, consumer };
         self.entries.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), entry);
     }
 
@@ -89,7 +90,8 @@ impl ConsistencyRegistry {
                     .rposition(|event_type| entry.filter.matches(appended.stream_id, event_type))?;
                 Some(Wait {
                     target: GlobalPosition(appended.first_position.0 + last_match as u64),
-                    position: entry.position.clone(),
+                    position: entry.tracker.position.subscribe(),
+                    tracker: entry.tracker.clone(),
                     consumer: entry.consumer.clone(),
                 })
             })
@@ -106,13 +108,17 @@ impl Wait {
             }
             tokio::select! {
                 changed = self.position.changed() => {
-                    if changed.is_err() {
-                        // The subscription stopped in this process; only its
-                        // checkpoint (maybe advanced elsewhere) can tell now.
-                        tokio::time::sleep(CHECKPOINT_POLL).await;
+                    if changed.is_ok() {
+                        continue;
+                    }
+                    // The subscription stopped here: only its checkpoint can tell now.
+                    tokio::time::sleep(CHECKPOINT_POLL).await;
+                }
+                _ = tokio::time::sleep(CHECKPOINT_POLL) => {
+                    if self.tracker.is_active() {
+                        continue;
                     }
                 }
-                _ = tokio::time::sleep(CHECKPOINT_POLL) => {}
             }
             if let Ok(Some(position)) = self.consumer.checkpoint().await
                 && position >= self.target

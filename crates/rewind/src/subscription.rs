@@ -253,6 +253,14 @@ impl Tracker {
         }
     }
 
+    /// Whether this process runs the subscription right now (holds its lease).
+    pub(crate) fn is_active(&self) -> bool {
+        !matches!(
+            self.status.lock().unwrap_or_else(|p| p.into_inner()).0,
+            SubscriptionState::Standby | SubscriptionState::Stopped
+        )
+    }
+
     fn set(&self, state: SubscriptionState) {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).0 = state;
     }

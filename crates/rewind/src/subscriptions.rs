@@ -156,7 +156,7 @@ impl Subscriptions {
             &name,
             options.strong,
             options.filter.clone(),
-            tracker.position.subscribe(),
+            tracker.clone(),
             consumer.clone(),
         );
         let runner = Runner {
