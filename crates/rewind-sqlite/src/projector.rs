@@ -68,17 +68,18 @@ impl<P: SqliteProjection> SqliteProjector<P> {
 }
 
 fn stored_checkpoint(conn: &Connection, name: &str) -> rusqlite::Result<Option<GlobalPosition>> {
-    conn.query_row("SELECT position FROM rewind_projections WHERE name = ?1", [name], |row| row.get::<_, i64>(0))
+    conn.prepare_cached("SELECT position FROM rewind_projections WHERE name = ?1")?
+        .query_row([name], |row| row.get::<_, i64>(0))
         .optional()
         .map(|p| p.map(|p| GlobalPosition(p as u64)))
 }
 
 fn save_checkpoint(tx: &Transaction<'_>, name: &str, position: GlobalPosition) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO rewind_projections (name, position) VALUES (?1, ?2)
          ON CONFLICT (name) DO UPDATE SET position = max(position, excluded.position)",
-        params![name, position.0 as i64],
-    )
+    )?
+    .execute(params![name, position.0 as i64])
     .map(drop)
 }
 

@@ -12,25 +12,20 @@ pub struct SqliteBankProjection(pub Table);
 
 fn write(tx: &Transaction<'_>, change: &Change) -> rusqlite::Result<usize> {
     match change {
-        Change::Opened { uuid, balance, version, at } => tx.execute(
-            "INSERT INTO accounts VALUES (?1, ?2, 'open', ?3, ?4, ?4) ON CONFLICT (uuid) DO NOTHING",
+        Change::Opened { uuid, balance, version, at } => tx.prepare_cached("INSERT INTO accounts VALUES (?1, ?2, 'open', ?3, ?4, ?4) ON CONFLICT (uuid) DO NOTHING")?.execute(
             params![uuid.to_string(), balance, version, at.to_rfc3339()],
         ),
-        Change::Balance { uuid, balance, version, at } => tx.execute(
-            "UPDATE accounts SET current_balance = ?2, version = ?3, updated_at = ?4 WHERE uuid = ?1",
+        Change::Balance { uuid, balance, version, at } => tx.prepare_cached("UPDATE accounts SET current_balance = ?2, version = ?3, updated_at = ?4 WHERE uuid = ?1")?.execute(
             params![uuid.to_string(), balance, version, at.to_rfc3339()],
         ),
-        Change::Closed { uuid, version, at } => tx.execute(
-            "UPDATE accounts SET status = 'closed', version = ?2, updated_at = ?3 WHERE uuid = ?1",
+        Change::Closed { uuid, version, at } => tx.prepare_cached("UPDATE accounts SET status = 'closed', version = ?2, updated_at = ?3 WHERE uuid = ?1")?.execute(
             params![uuid.to_string(), version, at.to_rfc3339()],
         ),
-        Change::Version { uuid, version, at } => tx.execute(
-            "UPDATE accounts SET version = ?2, updated_at = ?3 WHERE uuid = ?1",
+        Change::Version { uuid, version, at } => tx.prepare_cached("UPDATE accounts SET version = ?2, updated_at = ?3 WHERE uuid = ?1")?.execute(
             params![uuid.to_string(), version, at.to_rfc3339()],
         ),
         Change::Transaction { event_id, position, account_uuid, kind, amount, balance_after, transfer_uuid, at } => {
-            tx.execute(
-                "INSERT INTO account_transactions VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (event_id) DO NOTHING",
+            tx.prepare_cached("INSERT INTO account_transactions VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (event_id) DO NOTHING")?.execute(
                 params![
                     event_id.to_string(),
                     position,
@@ -43,12 +38,10 @@ fn write(tx: &Transaction<'_>, change: &Change) -> rusqlite::Result<usize> {
                 ],
             )
         }
-        Change::TransferRequested { uuid, source, destination, amount, at } => tx.execute(
-            "INSERT INTO transfers VALUES (?1, ?2, ?3, ?4, 'pending', NULL, ?5, ?5) ON CONFLICT (uuid) DO NOTHING",
+        Change::TransferRequested { uuid, source, destination, amount, at } => tx.prepare_cached("INSERT INTO transfers VALUES (?1, ?2, ?3, ?4, 'pending', NULL, ?5, ?5) ON CONFLICT (uuid) DO NOTHING")?.execute(
             params![uuid.to_string(), source.to_string(), destination.to_string(), amount, at.to_rfc3339()],
         ),
-        Change::TransferSettled { uuid, status, reason, at } => tx.execute(
-            "UPDATE transfers SET status = ?2, reason = ?3, updated_at = ?4 WHERE uuid = ?1",
+        Change::TransferSettled { uuid, status, reason, at } => tx.prepare_cached("UPDATE transfers SET status = ?2, reason = ?3, updated_at = ?4 WHERE uuid = ?1")?.execute(
             params![uuid.to_string(), status, reason, at.to_rfc3339()],
         ),
     }
@@ -96,19 +89,16 @@ impl Queries for SqliteQueries {
     async fn account(&self, id: Uuid) -> Result<Option<AccountView>, StoreError> {
         self.0
             .read(move |conn| {
-                conn.query_row(
-                    "SELECT uuid, current_balance, status, version FROM accounts WHERE uuid = ?1",
-                    [id.to_string()],
-                    |row| {
+                conn.prepare_cached("SELECT uuid, current_balance, status, version FROM accounts WHERE uuid = ?1")?
+                    .query_row([id.to_string()], |row| {
                         Ok(AccountView {
                             uuid: uuid(row, 0)?,
                             current_balance: row.get(1)?,
                             status: row.get(2)?,
                             version: row.get(3)?,
                         })
-                    },
-                )
-                .optional()
+                    })
+                    .optional()
             })
             .await
     }
@@ -138,8 +128,7 @@ impl Queries for SqliteQueries {
     async fn transfer(&self, id: Uuid) -> Result<Option<TransferView>, StoreError> {
         self.0
             .read(move |conn| {
-                conn.query_row(
-                    "SELECT uuid, source_account_uuid, destination_account_uuid, amount, status, reason FROM transfers WHERE uuid = ?1",
+                conn.prepare_cached("SELECT uuid, source_account_uuid, destination_account_uuid, amount, status, reason FROM transfers WHERE uuid = ?1")?.query_row(
                     [id.to_string()],
                     |row| {
                         Ok(TransferView {
