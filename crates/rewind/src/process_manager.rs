@@ -24,6 +24,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
 /// Namespace of the deterministic command ids process managers send.
@@ -150,7 +151,15 @@ pub(crate) struct ProcessManagerConsumer<P> {
     manager: P,
     app: Application,
     bookkeeping: Arc<dyn SubscriptionStore>,
+    /// The checkpoint last written. Batches that touch no instance (most events, for
+    /// most managers) skip the write until [`CHECKPOINT_EVERY`] events have passed:
+    /// redelivering them after a crash does nothing.
+    saved: AtomicU64,
 }
+
+/// The most events a manager's stored checkpoint may lag behind, when they touched
+/// no instance.
+const CHECKPOINT_EVERY: u64 = 1_000;
 
 /// One event routed to an instance.
 struct Routed<E> {
@@ -169,7 +178,7 @@ struct InstanceRun<S> {
 
 impl<P: ProcessManager> ProcessManagerConsumer<P> {
     pub(crate) fn new(name: String, manager: P, app: Application, bookkeeping: Arc<dyn SubscriptionStore>) -> Self {
-        ProcessManagerConsumer { name, manager, app, bookkeeping }
+        ProcessManagerConsumer { name, manager, app, bookkeeping, saved: AtomicU64::new(0) }
     }
 
     /// Groups the batch's events by instance, keeping their order.
@@ -294,7 +303,12 @@ impl<P: ProcessManager> ProcessManagerConsumer<P> {
                 None => InstanceChange::Delete(run.id.clone()),
             });
         }
-        Ok(self.bookkeeping.commit_instances(&self.name, changes, last).await?)
+        if changes.is_empty() && last.0.saturating_sub(self.saved.load(Ordering::Relaxed)) < CHECKPOINT_EVERY {
+            return Ok(());
+        }
+        self.bookkeeping.commit_instances(&self.name, changes, last).await?;
+        self.saved.fetch_max(last.0, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -305,7 +319,11 @@ impl<P: ProcessManager> Consumer for ProcessManagerConsumer<P> {
     }
 
     async fn checkpoint(&self) -> Result<Option<GlobalPosition>, ConsumerError> {
-        Ok(self.bookkeeping.load_checkpoint(&self.name).await?)
+        let stored = self.bookkeeping.load_checkpoint(&self.name).await?;
+        if let Some(position) = stored {
+            self.saved.fetch_max(position.0, Ordering::Relaxed);
+        }
+        Ok(stored)
     }
 
     async fn process(&self, events: Arc<[RecordedEvent]>) -> Result<(), BatchFailure> {

@@ -528,3 +528,28 @@ async fn a_subscription_pauses_and_resumes_and_a_stopped_one_restarts() {
     assert_eq!(recorder.seen(), vec![1, 2, 3]);
     subs.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_process_manager_writes_its_checkpoint_lazily_for_events_it_ignores() {
+    let app =
+        Application::builder(MemoryStore::new()).router(router(AggregateConfig::new()).command::<Refund>()).build();
+    let store = bookkeeping();
+    open(&app, "src", 1).await;
+    let subs = Subscriptions::builder(&app, store.clone())
+        .process_manager("sweeper", Sweeper, SubscriptionOptions::new())
+        .start()
+        .expect("start");
+    for _ in 0..10 {
+        deposit(&app, "src", 1).await;
+    }
+    subs.wait_for("sweeper", head(&app).await).await.expect("wait");
+    assert_eq!(store.load_checkpoint("sweeper").await.expect("load"), None, "ten ignored events: nothing written");
+    let events = (0..1_000).map(|_| Deposit { id: "src".into(), amount: 1 });
+    for command in events {
+        app.dispatch(command).await.expect("deposit");
+    }
+    subs.wait_for("sweeper", head(&app).await).await.expect("wait");
+    let saved = store.load_checkpoint("sweeper").await.expect("load").expect("written by now");
+    assert!(head(&app).await.0 - saved.0 < 1_000, "the stored checkpoint lags by less than 1,000 events");
+    subs.shutdown().await;
+}
