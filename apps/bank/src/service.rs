@@ -2,8 +2,8 @@
 //! on one database, SQLite or PostgreSQL.
 //!
 //! Everything the HTTP layer needs is here: [`Bank::app`] for commands and
-//! [`Bank::queries`] for reads. The three projections are strongly consistent, so a
-//! write can answer with the account as the read model shows it.
+//! [`Bank::queries`] for reads. The read model projection is strongly consistent, so
+//! a write can answer with the account as the read model shows it.
 
 use crate::app::router;
 use crate::database::Database;
@@ -11,7 +11,7 @@ use crate::destination_check::DestinationCheck;
 use crate::domain::TransferProcess;
 use crate::read_model::postgres::{PostgresBankProjection, PostgresQueries};
 use crate::read_model::sqlite::{SqliteBankProjection, SqliteQueries};
-use crate::read_model::{Queries, Table};
+use crate::read_model::{PROJECTOR, Queries};
 use rewind::{
     Application, Consumer, EventStore, LoggingMiddleware, Middleware, StoreError, SubscriptionOptions,
     SubscriptionStore, Subscriptions, ValidationMiddleware,
@@ -55,7 +55,7 @@ struct Parts {
     store: rewind::SharedStore,
     queries: Arc<dyn Queries>,
     bookkeeping: Arc<dyn SubscriptionStore>,
-    projectors: Vec<(Table, Arc<dyn Consumer>)>,
+    projector: Arc<dyn Consumer>,
 }
 
 async fn sqlite(path: &std::path::Path) -> Result<Parts, StoreError> {
@@ -64,34 +64,24 @@ async fn sqlite(path: &std::path::Path) -> Result<Parts, StoreError> {
     }
     let store = SqliteStore::open(path).await?;
     let model = SqliteReadModel::open(path).await?;
-    let mut projectors: Vec<(Table, Arc<dyn Consumer>)> = Vec::new();
-    for table in Table::ALL {
-        projectors.push((
-            table,
-            Arc::new(SqliteProjector::new(table.projector(), SqliteBankProjection(table), &model).await?),
-        ));
-    }
+    let projector = Arc::new(SqliteProjector::new(PROJECTOR, SqliteBankProjection, &model).await?);
     Ok(Parts {
         store: rewind::SharedStore::new(store),
         bookkeeping: Arc::new(SqliteSubscriptionStore::open(&model).await?),
         queries: Arc::new(SqliteQueries(model)),
-        projectors,
+        projector,
     })
 }
 
 async fn postgres(url: &str, schema: &str) -> Result<Parts, StoreError> {
     let store = PostgresStore::connect(url, schema).await?;
     let model = PostgresReadModel::connect(url, schema).await?;
-    let mut projectors: Vec<(Table, Arc<dyn Consumer>)> = Vec::new();
-    for table in Table::ALL {
-        let projector = PostgresProjector::new(table.projector(), PostgresBankProjection(table), &model).await?;
-        projectors.push((table, Arc::new(projector)));
-    }
+    let projector = Arc::new(PostgresProjector::new(PROJECTOR, PostgresBankProjection, &model).await?);
     Ok(Parts {
         store: rewind::SharedStore::new(store),
         bookkeeping: Arc::new(PostgresSubscriptionStore::new(&model)),
         queries: Arc::new(PostgresQueries(model)),
-        projectors,
+        projector,
     })
 }
 
@@ -113,12 +103,10 @@ impl Bank {
             builder = builder.middleware_shared(middleware);
         }
         let app = builder.build();
-        let mut subscriptions = Subscriptions::builder(&app, parts.bookkeeping);
-        for (table, projector) in parts.projectors {
-            subscriptions = subscriptions.consumer(table.projector(), projector, SubscriptionOptions::new().strong());
-        }
-        let subscriptions =
-            subscriptions.process_manager(TRANSFER_PROCESS, TransferProcess, SubscriptionOptions::new()).start()?;
+        let subscriptions = Subscriptions::builder(&app, parts.bookkeeping)
+            .consumer(PROJECTOR, parts.projector, SubscriptionOptions::new().strong())
+            .process_manager(TRANSFER_PROCESS, TransferProcess, SubscriptionOptions::new())
+            .start()?;
         Ok(Bank { app, queries: parts.queries, subscriptions })
     }
 

@@ -8,7 +8,7 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::idempotency::{derive, scope};
 use crate::http::json::ApiJson;
-use crate::read_model::AccountView;
+use crate::read_model::{AccountView, PROJECTOR};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -86,7 +86,7 @@ pub(crate) async fn open(
     let scope = scope(&headers, "POST /api/accounts");
     let account_uuid = derive(scope, "account");
     let command = OpenAccount { account_uuid, initial_balance: body.account.initial_balance };
-    dispatch(&state, command, scope, None, &["accounts"]).await?;
+    dispatch(&state, command, scope, None, &[PROJECTOR]).await?;
     Ok(account_response(StatusCode::CREATED, current(&state, account_uuid).await?))
 }
 
@@ -102,7 +102,7 @@ pub(crate) async fn close(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let account_uuid = account_id(&id)?;
-    dispatch(&state, CloseAccount { account_uuid }, None, if_match(&headers)?, &["accounts"]).await?;
+    dispatch(&state, CloseAccount { account_uuid }, None, if_match(&headers)?, &[PROJECTOR]).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -121,7 +121,7 @@ pub(crate) async fn deposit(
     let account_uuid = account_id(&id)?;
     let scope = scope(&headers, &format!("POST /api/accounts/{account_uuid}/deposit"));
     let command = DepositIntoAccount { account_uuid, deposit_amount: body.deposit_amount, transfer_uuid: None };
-    dispatch(&state, command, scope, if_match(&headers)?, &["accounts"]).await?;
+    dispatch(&state, command, scope, if_match(&headers)?, &[PROJECTOR]).await?;
     Ok(account_response(StatusCode::OK, current(&state, account_uuid).await?))
 }
 
@@ -140,7 +140,7 @@ pub(crate) async fn withdraw(
     let account_uuid = account_id(&id)?;
     let scope = scope(&headers, &format!("POST /api/accounts/{account_uuid}/withdraw"));
     let command = WithdrawFromAccount { account_uuid, withdraw_amount: body.withdrawal_amount, transfer_uuid: None };
-    dispatch(&state, command, scope, if_match(&headers)?, &["accounts"]).await?;
+    dispatch(&state, command, scope, if_match(&headers)?, &[PROJECTOR]).await?;
     Ok(account_response(StatusCode::OK, current(&state, account_uuid).await?))
 }
 
@@ -170,7 +170,7 @@ pub(crate) async fn transfer(
         transfer_amount: body.transfer_amount,
         destination_account_uuid,
     };
-    dispatch(&state, command, scope, if_match(&headers)?, &["accounts", "transfers"]).await?;
+    dispatch(&state, command, scope, if_match(&headers)?, &[PROJECTOR]).await?;
     let view = state.bank.queries.transfer(transfer_uuid).await?.ok_or(ApiError::NotFound)?;
     Ok((StatusCode::CREATED, Json(json!({ "data": view }))).into_response())
 }

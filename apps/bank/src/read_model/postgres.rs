@@ -7,8 +7,8 @@ use rewind_postgres::{PostgresProjection, PostgresReadModel};
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-/// One of the bank's projections, on PostgreSQL.
-pub struct PostgresBankProjection(pub Table);
+/// The bank's read model projection, on PostgreSQL.
+pub struct PostgresBankProjection;
 
 async fn write(tx: &Transaction<'_>, change: &Change) -> Result<u64, tokio_postgres::Error> {
     match change {
@@ -61,19 +61,17 @@ impl PostgresProjection for PostgresBankProjection {
     }
 
     async fn project(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ConsumerError> {
-        for change in changes(event)?.iter().filter(|c| c.table() == self.0) {
+        for change in changes(event)?.iter() {
             write(tx, change).await?;
         }
         Ok(())
     }
 
     async fn reset(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
-        let table = match self.0 {
-            Table::Accounts => "accounts",
-            Table::Transactions => "account_transactions",
-            Table::Transfers => "transfers",
-        };
-        tx.batch_execute(&format!("DELETE FROM {table}")).await
+        for table in Table::ALL {
+            tx.batch_execute(&format!("DELETE FROM {}", table.name())).await?;
+        }
+        Ok(())
     }
 }
 

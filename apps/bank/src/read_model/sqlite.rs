@@ -7,8 +7,8 @@ use rewind_sqlite::{SqliteProjection, SqliteReadModel};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use uuid::Uuid;
 
-/// One of the bank's projections, on SQLite.
-pub struct SqliteBankProjection(pub Table);
+/// The bank's read model projection, on SQLite.
+pub struct SqliteBankProjection;
 
 fn write(tx: &Transaction<'_>, change: &Change) -> rusqlite::Result<usize> {
     match change {
@@ -53,19 +53,17 @@ impl SqliteProjection for SqliteBankProjection {
     }
 
     fn project(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ConsumerError> {
-        for change in changes(event)?.iter().filter(|c| c.table() == self.0) {
+        for change in changes(event)?.iter() {
             write(tx, change)?;
         }
         Ok(())
     }
 
     fn reset(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
-        let table = match self.0 {
-            Table::Accounts => "accounts",
-            Table::Transactions => "account_transactions",
-            Table::Transfers => "transfers",
-        };
-        tx.execute_batch(&format!("DELETE FROM {table}"))
+        for table in Table::ALL {
+            tx.execute_batch(&format!("DELETE FROM {}", table.name()))?;
+        }
+        Ok(())
     }
 }
 
