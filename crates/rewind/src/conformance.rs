@@ -537,61 +537,42 @@ pub async fn follower_never_skips_or_reorders<S: EventStore>(store: Arc<S>) {
     follow_while_writing(store, 16, 300).await;
 }
 
-/// The follower check with a chosen load; backends call it with more appends.
-pub async fn follow_while_writing<S: EventStore>(store: Arc<S>, writers: usize, appends_per_writer: usize) {
+/// The follower check with a chosen load on one store; backends call it with more appends.
+pub async fn follow_while_writing<S: EventStore>(
+    store: Arc<S>,
+    writers: usize,
+    appends_per_writer: usize,
+) -> FollowReport {
+    follow_across(store.clone(), vec![store; writers], appends_per_writer).await
+}
+
+/// What a follower saw while writers appended, after every check passed.
+#[derive(Debug)]
+pub struct FollowReport {
+    /// (position, event id) in delivery order.
+    pub seen: Vec<(GlobalPosition, Uuid)>,
+    /// Events of acknowledged appends.
+    pub acknowledged: usize,
+    /// Events of appends that failed their version check.
+    pub failed: usize,
+}
+
+/// The follower check across store instances (as separate processes would open them):
+/// one writer task per entry of `writers`, each appending to random streams with some
+/// stale expected versions and some two-stream batches, while `follower` tails `$all`.
+/// Panics unless the follower saw every acknowledged event exactly once, in position
+/// order, and nothing of a failed append.
+pub async fn follow_across<F: EventStore, W: EventStore>(
+    follower: Arc<F>,
+    writers: Vec<Arc<W>>,
+    appends_per_writer: usize,
+) -> FollowReport {
     let done = Arc::new(tokio::sync::Notify::new());
-    let follower = {
-        let store = store.clone();
-        let done = done.clone();
-        tokio::spawn(async move {
-            let mut seen = Vec::new();
-            let mut watch = store.watch_head();
-            let mut from = GlobalPosition::START.next();
-            let mut finished = false;
-            loop {
-                let batch = store.read_all(from, 500, &EventFilter::all()).await.expect("read_all");
-                if let Some(last) = batch.last() {
-                    from = last.position.next();
-                    seen.extend(batch.iter().map(|e| (e.position, e.event_id)));
-                    continue;
-                }
-                if finished {
-                    return seen;
-                }
-                tokio::select! {
-                    _ = watch.changed() => {}
-                    _ = done.notified() => finished = true,
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                }
-            }
-        })
-    };
-    let tasks: Vec<_> = (0..writers)
-        .map(|w| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut acknowledged = Vec::new();
-                let mut failed = Vec::new();
-                for i in 0..appends_per_writer {
-                    let stream = format!("gap-{}", (w * 7 + i * 13) % 24);
-                    let version = store.stream_version(&stream).await.expect("version");
-                    // Every fifth append expects a stale version and must fail.
-                    let expected = if i % 5 == 4 && version.0 > 0 {
-                        ExpectedVersion::Exact(StreamVersion(version.0 - 1))
-                    } else {
-                        ExpectedVersion::Exact(version)
-                    };
-                    let batch = events(1 + i % 3);
-                    let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
-                    match store.append(&stream, expected, batch).await {
-                        Ok(_) => acknowledged.extend(ids),
-                        Err(StoreError::Conflict { .. }) => failed.extend(ids),
-                        Err(other) => panic!("append failed: {other}"),
-                    }
-                }
-                (acknowledged, failed)
-            })
-        })
+    let follower = tokio::spawn(follow(follower, done.clone()));
+    let tasks: Vec<_> = writers
+        .into_iter()
+        .enumerate()
+        .map(|(w, store)| tokio::spawn(write_randomly(store, w, appends_per_writer)))
         .collect();
     let mut acknowledged = HashSet::new();
     let mut failed = HashSet::new();
@@ -610,4 +591,66 @@ pub async fn follow_while_writing<S: EventStore>(store: Arc<S>, writers: usize, 
     assert_eq!(missed, 0, "follower skipped {missed} acknowledged events");
     assert_eq!(seen_ids, acknowledged);
     assert!(!failed.is_empty(), "the load included failing appends");
+    FollowReport { seen, acknowledged: acknowledged.len(), failed: failed.len() }
+}
+
+/// Tails `$all` until told to stop, then drains what is left.
+async fn follow<S: EventStore>(store: Arc<S>, done: Arc<tokio::sync::Notify>) -> Vec<(GlobalPosition, Uuid)> {
+    let mut seen = Vec::new();
+    let mut watch = store.watch_head();
+    let mut from = GlobalPosition::START.next();
+    let mut finished = false;
+    loop {
+        let batch = store.read_all(from, 500, &EventFilter::all()).await.expect("read_all");
+        if let Some(last) = batch.last() {
+            from = last.position.next();
+            seen.extend(batch.iter().map(|e| (e.position, e.event_id)));
+            continue;
+        }
+        if finished {
+            return seen;
+        }
+        tokio::select! {
+            _ = watch.changed() => {}
+            _ = done.notified() => finished = true,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
+/// One writer: (acknowledged ids, failed ids).
+async fn write_randomly<S: EventStore>(store: Arc<S>, writer: usize, appends: usize) -> (Vec<Uuid>, Vec<Uuid>) {
+    let mut acknowledged = Vec::new();
+    let mut failed = Vec::new();
+    for i in 0..appends {
+        let stream = format!("gap-{}", (writer * 7 + i * 13) % 24);
+        let version = store.stream_version(&stream).await.expect("version");
+        // Every fifth append expects a stale version and must fail.
+        let expected = if i % 5 == 4 && version.0 > 0 {
+            ExpectedVersion::Exact(StreamVersion(version.0 - 1))
+        } else {
+            ExpectedVersion::Exact(version)
+        };
+        let batch = events(1 + i % 3);
+        let mut ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
+        let result = if i % 10 == 7 {
+            // Now and then a two-stream batch, all or nothing.
+            let side = events(1);
+            ids.extend(side.iter().map(|e| e.event_id));
+            let side = StreamAppend {
+                stream_id: format!("side-{}", Uuid::new_v4()),
+                expected: ExpectedVersion::NoStream,
+                events: side,
+            };
+            store.append_batch(vec![StreamAppend { stream_id: stream, expected, events: batch }, side]).await.map(drop)
+        } else {
+            store.append(&stream, expected, batch).await.map(drop)
+        };
+        match result {
+            Ok(()) => acknowledged.extend(ids),
+            Err(StoreError::Conflict { .. }) => failed.extend(ids),
+            Err(other) => panic!("append failed: {other}"),
+        }
+    }
+    (acknowledged, failed)
 }
