@@ -209,6 +209,8 @@ pub enum SubscriptionState {
     },
     /// Halted on an event (see `failed_position` and `last_error`) or shut down.
     Stopped,
+    /// Paused by an operator; resumes from its checkpoint.
+    Paused,
 }
 
 /// A snapshot of one subscription's progress.
@@ -261,7 +263,7 @@ impl Tracker {
         )
     }
 
-    fn set(&self, state: SubscriptionState) {
+    pub(crate) fn set(&self, state: SubscriptionState) {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).0 = state;
     }
 

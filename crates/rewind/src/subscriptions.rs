@@ -101,7 +101,11 @@ impl SubscriptionsBuilder {
 }
 
 /// A subscription taken out of the running set: what it takes to start it again.
-type Halted = (Arc<dyn Consumer>, SubscriptionOptions);
+struct Halted {
+    consumer: Arc<dyn Consumer>,
+    options: SubscriptionOptions,
+    tracker: Arc<Tracker>,
+}
 
 struct Running {
     tracker: Arc<Tracker>,
@@ -171,16 +175,19 @@ impl Subscriptions {
         Running { tracker, consumer, options, stop, task }
     }
 
-    /// The status of every subscription, by name.
+    /// The status of every subscription, running or paused, by name.
     pub fn status(&self) -> Vec<SubscriptionStatus> {
         let head = *self.app.store().watch_head().borrow();
-        self.lock().values().map(|r| r.tracker.status(head)).collect()
+        let mut all: Vec<SubscriptionStatus> = self.lock().values().map(|r| r.tracker.status(head)).collect();
+        let paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        all.extend(paused.values().map(|h| h.tracker.status(head)));
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
     /// The status of one subscription.
     pub fn status_of(&self, name: &str) -> Option<SubscriptionStatus> {
-        let head = *self.app.store().watch_head().borrow();
-        self.lock().get(name).map(|r| r.tracker.status(head))
+        self.status().into_iter().find(|s| s.name == name)
     }
 
     /// Waits until subscription `name` has done `position` (for tests and tools).
@@ -202,7 +209,7 @@ impl Subscriptions {
         if kind != ConsumerKind::Projector {
             return Err(SubscriptionError::NotRebuildable(name.into()));
         }
-        let (consumer, options) = self.halt(name).await?;
+        let Halted { consumer, options, .. } = self.halt(name).await?;
         let reset = consumer.reset().await.map_err(SubscriptionError::Failed);
         let restarted = self.spawn(name.to_owned(), consumer, options);
         self.lock().insert(name.to_owned(), restarted);
@@ -211,8 +218,9 @@ impl Subscriptions {
 
     /// Stops one subscription at a checkpoint; [`Subscriptions::resume`] starts it again.
     pub async fn pause(&self, name: &str) -> Result<(), SubscriptionError> {
-        let (consumer, options) = self.halt(name).await?;
-        self.paused.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), (consumer, options));
+        let halted = self.halt(name).await?;
+        halted.tracker.set(crate::subscription::SubscriptionState::Paused);
+        self.paused.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), halted);
         Ok(())
     }
 
@@ -220,7 +228,7 @@ impl Subscriptions {
     /// (after its cause was fixed), from its checkpoint.
     pub async fn resume(&self, name: &str) -> Result<(), SubscriptionError> {
         let paused = self.paused.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
-        let (consumer, options) = match paused {
+        let Halted { consumer, options, .. } = match paused {
             Some(paused) => paused,
             None => self.halt(name).await?,
         };
@@ -235,7 +243,7 @@ impl Subscriptions {
         self.app.consistency().unregister(name);
         let _ = entry.stop.send(true);
         let _ = entry.task.await;
-        Ok((entry.consumer, entry.options))
+        Ok(Halted { consumer: entry.consumer, options: entry.options, tracker: entry.tracker })
     }
 
     /// Names of the projectors (what `rebuild --all` rebuilds).

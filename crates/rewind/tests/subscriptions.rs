@@ -521,7 +521,8 @@ async fn a_subscription_pauses_and_resumes_and_a_stopped_one_restarts() {
     subs.resume("h").await.expect("restart after the cause is gone");
     subs.wait_for("h", GlobalPosition(2)).await.expect("wait");
     subs.pause("h").await.expect("pause");
-    assert!(subs.status_of("h").is_none(), "a paused subscription is not running");
+    let paused = subs.status_of("h").expect("a paused subscription keeps its status");
+    assert_eq!((paused.state, paused.position), (SubscriptionState::Paused, GlobalPosition(2)));
     deposit(&app, "a", 1).await;
     subs.resume("h").await.expect("resume");
     subs.wait_for("h", GlobalPosition(3)).await.expect("wait");
