@@ -62,11 +62,11 @@ async fn sqlite(path: &std::path::Path) -> Result<Parts, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(StoreError::backend)?;
     }
-    let store = SqliteStore::open(path).await?;
-    let model = SqliteReadModel::open(path).await?;
+    let store = Arc::new(SqliteStore::open(path).await?);
+    let model = SqliteReadModel::sharing(store.clone()).await?;
     let projector = Arc::new(SqliteProjector::new(PROJECTOR, SqliteBankProjection, &model).await?);
     Ok(Parts {
-        store: rewind::SharedStore::new(store),
+        store: rewind::SharedStore::from(store),
         bookkeeping: Arc::new(SqliteSubscriptionStore::open(&model).await?),
         queries: Arc::new(SqliteQueries(model)),
         projector,

@@ -9,7 +9,7 @@ use rewind::{
     RecordedEvent, StreamAppend, SubscriptionOptions, Subscriptions,
 };
 use rewind_sqlite::{SqliteProjection, SqliteProjector, SqliteReadModel, SqliteStore, SqliteSubscriptionStore};
-use rusqlite::{Connection, Transaction};
+use rusqlite::Connection;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,12 +22,12 @@ impl SqliteProjection for Balances {
     fn create(&self, conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch("CREATE TABLE IF NOT EXISTS balances (stream_id TEXT PRIMARY KEY, balance INTEGER NOT NULL)")
     }
-    fn project(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ConsumerError> {
-        tx.prepare_cached(UPSERT)?.execute(rusqlite::params![event.stream_id, amount(event)])?;
+    fn project(&self, conn: &Connection, event: &RecordedEvent) -> Result<(), ConsumerError> {
+        conn.prepare_cached(UPSERT)?.execute(rusqlite::params![event.stream_id, amount(event)])?;
         Ok(())
     }
-    fn reset(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
-        tx.execute_batch("DELETE FROM balances")
+    fn reset(&self, conn: &Connection) -> rusqlite::Result<()> {
+        conn.execute_batch("DELETE FROM balances")
     }
 }
 
@@ -110,8 +110,8 @@ async fn rebuild(store: SqliteStore, model_path: &std::path::Path, events: u64) 
 /// Append one event at a time to a live system and time until it is projected.
 async fn latency(dir: &std::path::Path, samples: usize) -> (Duration, Duration) {
     let path = dir.join("live.db");
-    let store = SqliteStore::open(&path).await.expect("store");
-    let model = SqliteReadModel::open(&path).await.expect("model");
+    let store = Arc::new(SqliteStore::open(&path).await.expect("store"));
+    let model = SqliteReadModel::sharing(store.clone()).await.expect("model");
     let bookkeeping = Arc::new(SqliteSubscriptionStore::open(&model).await.expect("bookkeeping"));
     let app = Application::builder(store).build();
     let projector = SqliteProjector::new("balances", Balances, &model).await.expect("projector");

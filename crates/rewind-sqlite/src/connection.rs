@@ -54,7 +54,8 @@ pub(crate) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connecti
     conn.pragma_update_and_check(None, "journal_size_limit", WAL_SIZE_LIMIT, |_| Ok(())).map_err(store_error)?;
     conn.pragma_update(None, "cache_size", -CACHE_KIB).map_err(store_error)?;
     conn.pragma_update(None, "temp_store", "MEMORY").map_err(store_error)?;
-    conn.set_prepared_statement_cache_capacity(32);
+    // Room for the store's statements and those of read models sharing the writer.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 

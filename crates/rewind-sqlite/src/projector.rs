@@ -1,10 +1,11 @@
 //! Projectors on SQLite: read models written exactly once per event.
 //!
-//! A [`SqliteProjection`] gets a transaction for each batch; [`SqliteProjector`]
-//! writes the projector's checkpoint in that same transaction, so after a crash each
-//! event has taken effect exactly once. The transaction also re-reads the checkpoint
-//! and passes over events it already covers, so even two runners that both believe
-//! they hold the subscription cannot apply an event twice.
+//! A [`SqliteProjection`] writes each batch inside one transaction of its
+//! [`SqliteReadModel`]; [`SqliteProjector`] writes the projector's checkpoint in that
+//! same transaction, so after a crash each event has taken effect exactly once. The
+//! transaction also re-reads the checkpoint and passes over events it already covers,
+//! so even two runners that both believe they hold the subscription cannot apply an
+//! event twice.
 //!
 //! A failing event is isolated: the batch is rolled back, the events before the
 //! failing one are applied and checkpointed again in a fresh transaction, and the
@@ -13,30 +14,29 @@
 use crate::read_model::SqliteReadModel;
 use async_trait::async_trait;
 use rewind::{BatchFailure, Consumer, ConsumerError, ConsumerKind, GlobalPosition, RecordedEvent, StoreError};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::Arc;
 
-/// A read model written from events.
+/// A read model written from events. Every method runs inside a transaction that
+/// the projector opened (and commits), so none begins or commits one itself.
 ///
 /// ```
 /// use rewind::{ConsumerError, RecordedEvent};
-/// use rusqlite::Transaction;
+/// use rusqlite::Connection;
 ///
 /// struct EventCounts;
 ///
 /// impl rewind_sqlite::SqliteProjection for EventCounts {
-///     fn create(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+///     fn create(&self, conn: &Connection) -> rusqlite::Result<()> {
 ///         conn.execute_batch("CREATE TABLE IF NOT EXISTS event_counts (event_type TEXT PRIMARY KEY, n INTEGER NOT NULL)")
 ///     }
-///     fn project(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ConsumerError> {
-///         tx.execute(
-///             "INSERT INTO event_counts VALUES (?1, 1) ON CONFLICT (event_type) DO UPDATE SET n = n + 1",
-///             [&event.event_type],
-///         )?;
+///     fn project(&self, conn: &Connection, event: &RecordedEvent) -> Result<(), ConsumerError> {
+///         conn.prepare_cached("INSERT INTO event_counts VALUES (?1, 1) ON CONFLICT (event_type) DO UPDATE SET n = n + 1")?
+///             .execute([&event.event_type])?;
 ///         Ok(())
 ///     }
-///     fn reset(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
-///         tx.execute_batch("DELETE FROM event_counts")
+///     fn reset(&self, conn: &Connection) -> rusqlite::Result<()> {
+///         conn.execute_batch("DELETE FROM event_counts")
 ///     }
 /// }
 /// ```
@@ -44,9 +44,9 @@ pub trait SqliteProjection: Send + Sync + 'static {
     /// Creates the read model's tables if they do not exist.
     fn create(&self, conn: &Connection) -> rusqlite::Result<()>;
     /// Applies one event inside the batch's transaction.
-    fn project(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ConsumerError>;
+    fn project(&self, conn: &Connection, event: &RecordedEvent) -> Result<(), ConsumerError>;
     /// Deletes the read model's data, for a rebuild.
-    fn reset(&self, tx: &Transaction<'_>) -> rusqlite::Result<()>;
+    fn reset(&self, conn: &Connection) -> rusqlite::Result<()>;
 }
 
 /// Runs a [`SqliteProjection`] as a subscription consumer.
@@ -62,7 +62,7 @@ impl<P: SqliteProjection> SqliteProjector<P> {
     pub async fn new(name: &str, projection: P, model: &SqliteReadModel) -> Result<SqliteProjector<P>, StoreError> {
         let projection = Arc::new(projection);
         let create = projection.clone();
-        model.write(move |conn| create.create(conn).map_err(StoreError::backend)).await?;
+        model.transaction(move |conn| create.create(conn).map_err(StoreError::backend)).await?;
         Ok(SqliteProjector { name: name.into(), projection, model: model.clone() })
     }
 }
@@ -74,8 +74,8 @@ fn stored_checkpoint(conn: &Connection, name: &str) -> rusqlite::Result<Option<G
         .map(|p| p.map(|p| GlobalPosition(p as u64)))
 }
 
-fn save_checkpoint(tx: &Transaction<'_>, name: &str, position: GlobalPosition) -> rusqlite::Result<()> {
-    tx.prepare_cached(
+fn save_checkpoint(conn: &Connection, name: &str, position: GlobalPosition) -> rusqlite::Result<()> {
+    conn.prepare_cached(
         "INSERT INTO rewind_projections (name, position) VALUES (?1, ?2)
          ON CONFLICT (name) DO UPDATE SET position = max(position, excluded.position)",
     )?
@@ -83,47 +83,51 @@ fn save_checkpoint(tx: &Transaction<'_>, name: &str, position: GlobalPosition) -
     .map(drop)
 }
 
-/// Applies the events the checkpoint does not cover yet; on failure, says which.
+/// Why a batch's transaction rolled back.
+enum Rollback {
+    /// The projection failed on the event at this index.
+    Event(usize, ConsumerError),
+    /// The database failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Rollback {
+    fn from(error: StoreError) -> Self {
+        Rollback::Store(error)
+    }
+}
+
+/// Applies the events the checkpoint does not cover yet, and moves the checkpoint.
 fn apply<P: SqliteProjection>(
     projection: &P,
-    tx: &Transaction<'_>,
+    conn: &Connection,
+    name: &str,
     events: &[RecordedEvent],
-    covered: Option<GlobalPosition>,
-) -> Result<Option<GlobalPosition>, (usize, ConsumerError)> {
+) -> Result<(), Rollback> {
+    let covered = stored_checkpoint(conn, name).map_err(|e| Rollback::Store(StoreError::backend(e)))?;
     let mut last = None;
     for (index, event) in events.iter().enumerate() {
         if covered.is_some_and(|done| event.position <= done) {
             continue;
         }
-        projection.project(tx, event).map_err(|error| (index, error))?;
+        projection.project(conn, event).map_err(|error| Rollback::Event(index, error))?;
         last = Some(event.position);
     }
-    Ok(last)
-}
-
-/// One transaction: the events (or a prefix of them) and the checkpoint.
-fn commit<P: SqliteProjection>(
-    projection: &P,
-    conn: &mut Connection,
-    name: &str,
-    events: &[RecordedEvent],
-) -> Result<Result<(), (usize, ConsumerError)>, rusqlite::Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let covered = stored_checkpoint(&tx, name)?;
-    match apply(projection, &tx, events, covered) {
-        Ok(last) => {
-            if let Some(last) = last {
-                save_checkpoint(&tx, name, last)?;
-            }
-            tx.commit()?;
-            Ok(Ok(()))
-        }
-        Err(failure) => Ok(Err(failure)),
+    if let Some(last) = last {
+        save_checkpoint(conn, name, last).map_err(|e| Rollback::Store(StoreError::backend(e)))?;
     }
+    Ok(())
 }
 
 fn failure(failed_at: usize, error: impl Into<ConsumerError>) -> BatchFailure {
     BatchFailure { failed_at, error: error.into() }
+}
+
+impl<P: SqliteProjection> SqliteProjector<P> {
+    async fn commit(&self, events: Arc<[RecordedEvent]>, len: usize) -> Result<(), Rollback> {
+        let (name, projection) = (self.name.clone(), self.projection.clone());
+        self.model.transaction(move |conn| apply(&*projection, conn, &name, &events[..len])).await
+    }
 }
 
 #[async_trait]
@@ -138,64 +142,46 @@ impl<P: SqliteProjection> Consumer for SqliteProjector<P> {
     }
 
     async fn process(&self, events: Arc<[RecordedEvent]>) -> Result<(), BatchFailure> {
-        let (name, projection) = (self.name.clone(), self.projection.clone());
-        let outcome = self
-            .model
-            .write(move |conn| {
-                let failed = match commit(&*projection, conn, &name, &events).map_err(StoreError::backend)? {
-                    Ok(()) => return Ok(None),
-                    Err(failed) => failed,
-                };
-                // The batch rolled back: keep what came before the failing event.
-                let (index, error) = failed;
-                match commit(&*projection, conn, &name, &events[..index]).map_err(StoreError::backend)? {
-                    Ok(()) => Ok(Some((index, error))),
-                    Err((earlier, error)) => Ok(Some((earlier, error))),
-                }
-            })
-            .await
-            .map_err(|error| failure(0, error))?;
-        match outcome {
-            None => Ok(()),
-            Some((index, error)) => Err(failure(index, error)),
+        let (index, error) = match self.commit(events.clone(), events.len()).await {
+            Ok(()) => return Ok(()),
+            Err(Rollback::Store(error)) => return Err(failure(0, error)),
+            Err(Rollback::Event(index, error)) => (index, error),
+        };
+        // The batch rolled back: keep what came before the failing event.
+        match self.commit(events, index).await {
+            Ok(()) => Err(failure(index, error)),
+            Err(Rollback::Event(earlier, error)) => Err(failure(earlier, error)),
+            Err(Rollback::Store(store)) => Err(failure(0, store)),
         }
     }
 
     async fn skip(&self, event: &RecordedEvent) -> Result<(), ConsumerError> {
         let (name, position) = (self.name.clone(), event.position);
-        self.model
-            .write(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::backend)?;
-                save_checkpoint(&tx, &name, position).map_err(StoreError::backend)?;
-                tx.commit().map_err(StoreError::backend)
-            })
-            .await?;
+        self.model.transaction(move |conn| save_checkpoint(conn, &name, position).map_err(StoreError::backend)).await?;
         Ok(())
     }
 
     async fn replay(&self, event: &RecordedEvent) -> Result<(), ConsumerError> {
         let (projection, event) = (self.projection.clone(), event.clone());
-        self.model
-            .write(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::backend)?;
-                let applied = projection.project(&tx, &event);
-                match applied {
-                    Ok(()) => tx.commit().map_err(StoreError::backend).map(|()| Ok(())),
-                    Err(error) => Ok(Err(error.to_string())),
-                }
-            })
-            .await?
-            .map_err(ConsumerError::from)
+        let outcome: Result<(), Rollback> = self
+            .model
+            .transaction(move |conn| projection.project(conn, &event).map_err(|e| Rollback::Event(0, e)))
+            .await;
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(Rollback::Event(_, error)) => Err(error),
+            Err(Rollback::Store(error)) => Err(Box::new(error)),
+        }
     }
 
     async fn reset(&self) -> Result<(), ConsumerError> {
         let (name, projection) = (self.name.clone(), self.projection.clone());
         self.model
-            .write(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::backend)?;
-                projection.reset(&tx).map_err(StoreError::backend)?;
-                tx.execute("DELETE FROM rewind_projections WHERE name = ?1", [&*name]).map_err(StoreError::backend)?;
-                tx.commit().map_err(StoreError::backend)
+            .transaction(move |conn| {
+                projection.reset(conn).map_err(StoreError::backend)?;
+                conn.prepare_cached("DELETE FROM rewind_projections WHERE name = ?1")
+                    .and_then(|mut s| s.execute([&*name]))
+                    .map_err(StoreError::backend)
             })
             .await?;
         Ok(())

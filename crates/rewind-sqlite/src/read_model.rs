@@ -1,11 +1,15 @@
-//! A read model database on SQLite: one write connection that projectors share and a
-//! small pool of read connections for queries.
+//! A read model database on SQLite: transactions for projectors and a small pool of
+//! read connections for queries.
 //!
-//! The write connection is serialized by a mutex and used only on blocking threads
-//! (`spawn_blocking`), so projector transactions never stall the async workers. The
-//! file may be the event store's own file (the default in the BankAPI) or another;
-//! WAL mode lets queries read while a projector writes.
+//! Two ways to write. On a file of its own, the read model keeps one write
+//! connection, serialized by a mutex and used only on blocking threads. On the event
+//! store's own file ([`SqliteReadModel::sharing`], the BankAPI's default), every
+//! transaction runs on the store's writer thread inside its group commit: events and
+//! read model then share one writer (no lock hand-over between connections) and one
+//! fsync per group. Either way WAL mode lets queries read while writes go on.
 
+use crate::connection::retry_soon;
+use crate::sqlite_store::SqliteStore;
 use rewind::StoreError;
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
@@ -17,7 +21,10 @@ use std::sync::{Arc, Mutex};
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let dir = tempfile::tempdir().unwrap();
 /// let model = rewind_sqlite::SqliteReadModel::open(dir.path().join("read.db")).await.unwrap();
-/// model.write(|conn| conn.execute_batch("CREATE TABLE t (x INTEGER)").map_err(rewind::StoreError::backend)).await.unwrap();
+/// model
+///     .transaction(|conn| conn.execute_batch("CREATE TABLE t (x INTEGER)").map_err(rewind::StoreError::backend))
+///     .await
+///     .unwrap();
 /// let count: i64 = model.read(|conn| conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))).await.unwrap();
 /// assert_eq!(count, 0);
 /// # });
@@ -29,10 +36,16 @@ pub struct SqliteReadModel {
 
 struct Inner {
     path: PathBuf,
-    /// Held only on blocking threads, for one transaction at a time.
-    writer: Mutex<Connection>,
+    writer: Writer,
     /// Idle read connections; a busy pool opens another.
     readers: Mutex<Vec<Connection>>,
+}
+
+enum Writer {
+    /// Held only on blocking threads, for one transaction at a time.
+    Own(Mutex<Connection>),
+    /// The event store's writer thread.
+    Store(Arc<SqliteStore>),
 }
 
 fn backend(error: rusqlite::Error) -> StoreError {
@@ -45,24 +58,41 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work).await.map_err(|join| StoreError::Backend(Box::new(join)))?
 }
 
+fn execute(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 impl SqliteReadModel {
-    /// Opens (creating if needed) a read model database in WAL mode with
-    /// `synchronous=FULL`, and its projector checkpoint table.
+    /// Opens (creating if needed) a read model database of its own, in WAL mode with
+    /// `synchronous=FULL`, with its projector checkpoint table.
     pub async fn open(path: impl AsRef<Path>) -> Result<SqliteReadModel, StoreError> {
         let path = path.as_ref().to_path_buf();
         let writer_path = path.clone();
-        let writer = blocking(move || {
+        let conn = blocking(move || {
             let mut conn = Connection::open(&writer_path).map_err(backend)?;
-            conn.busy_handler(Some(crate::connection::retry_soon)).map_err(backend)?;
+            conn.busy_handler(Some(retry_soon)).map_err(backend)?;
             conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
             conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
-            conn.execute_batch(include_str!("read_model/checkpoints.sql")).map_err(backend)?;
+            conn.set_prepared_statement_cache_capacity(64);
             Ok(conn)
         })
         .await?;
-        Ok(SqliteReadModel {
-            inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }),
-        })
+        SqliteReadModel::with_writer(path, Writer::Own(Mutex::new(conn))).await
+    }
+
+    /// A read model in the event store's own file, written through the store's writer
+    /// (see the module docs).
+    pub async fn sharing(store: Arc<SqliteStore>) -> Result<SqliteReadModel, StoreError> {
+        let path = store.path().to_path_buf();
+        SqliteReadModel::with_writer(path, Writer::Store(store)).await
+    }
+
+    async fn with_writer(path: PathBuf, writer: Writer) -> Result<SqliteReadModel, StoreError> {
+        let model = SqliteReadModel { inner: Arc::new(Inner { path, writer, readers: Mutex::new(Vec::new()) }) };
+        model
+            .transaction(|conn| conn.execute_batch(include_str!("read_model/checkpoints.sql")).map_err(backend))
+            .await?;
+        Ok(model)
     }
 
     /// The database file.
@@ -70,17 +100,63 @@ impl SqliteReadModel {
         &self.inner.path
     }
 
-    /// Runs `work` with the write connection on a blocking thread.
-    pub async fn write<T: Send + 'static>(
+    /// Runs `work` in one write transaction: committed if it returns `Ok`, rolled
+    /// back if it returns `Err` (that error is returned). A failed commit is returned
+    /// as `E::from(StoreError)`.
+    pub async fn transaction<T, E>(
         &self,
-        work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let inner = self.inner.clone();
-        blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-            work(&mut conn)
-        })
-        .await
+        work: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        match &self.inner.writer {
+            Writer::Own(_) => {
+                let inner = self.inner.clone();
+                let outcome = blocking(move || {
+                    let Writer::Own(conn) = &inner.writer else {
+                        return Err(StoreError::Invalid("read model has no connection of its own".into()));
+                    };
+                    let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                    execute(&conn, "BEGIN IMMEDIATE").map_err(backend)?;
+                    let result = work(&conn);
+                    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                    if let Err(error) = execute(&conn, end) {
+                        let _ = execute(&conn, "ROLLBACK");
+                        return Err(backend(error));
+                    }
+                    Ok(result)
+                })
+                .await;
+                outcome.map_err(E::from)?
+            }
+            Writer::Store(store) => {
+                // The writer answers only "committed" or "rolled back"; the work's own
+                // value or error comes back through this slot.
+                let slot: Arc<Mutex<Option<Result<T, E>>>> = Arc::default();
+                let filled = slot.clone();
+                let run = store
+                    .run_in_group(Box::new(move |conn| {
+                        let result = work(conn);
+                        let failed = result.is_err();
+                        *filled.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                        if failed {
+                            Err(StoreError::Invalid("read-model work failed; rolled back".into()))
+                        } else {
+                            Ok(())
+                        }
+                    }))
+                    .await;
+                let result = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                match (run, result) {
+                    (Ok(()), Some(result)) => result,
+                    (Err(_), Some(Err(own))) => Err(own),
+                    (Err(error), _) => Err(E::from(error)),
+                    (Ok(()), None) => Err(E::from(StoreError::Invalid("read-model work did not run".into()))),
+                }
+            }
+        }
     }
 
     /// Runs a query on a read connection on a blocking thread.
@@ -96,7 +172,7 @@ impl SqliteReadModel {
                 None => {
                     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
                     let mut conn = Connection::open_with_flags(&inner.path, flags).map_err(backend)?;
-                    conn.busy_handler(Some(crate::connection::retry_soon)).map_err(backend)?;
+                    conn.busy_handler(Some(retry_soon)).map_err(backend)?;
                     conn.pragma_update(None, "query_only", true).map_err(backend)?;
                     conn
                 }

@@ -99,6 +99,13 @@ impl SqliteStore {
         self.stats.snapshot()
     }
 
+    /// Runs `work` on the write connection inside the writer's next group
+    /// transaction (in a savepoint of its own): `Ok` once that transaction committed;
+    /// on `Err` the work's writes were rolled back. For read models in this file.
+    pub(crate) async fn run_in_group(&self, work: crate::writer::RunWork) -> Result<(), StoreError> {
+        self.writer.submit(Work::Run(std::cell::Cell::new(Some(work)))).await.map(drop)
+    }
+
     /// Closes the store: answers every request already queued, then closes all
     /// connections (the last one checkpoints the write-ahead log into the file).
     /// Dropping the store instead does the same in the background.

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use rewind::{
     DeadLetter, GlobalPosition, InstanceChange, Lease, MemorySubscriptionStore, StoreError, SubscriptionStore,
 };
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 /// [`SubscriptionStore`] on SQLite.
@@ -29,7 +29,7 @@ fn checkpoint(conn: &Connection, name: &str) -> rusqlite::Result<Option<GlobalPo
         .map(|p| p.map(|p| GlobalPosition(p as u64)))
 }
 
-fn save_checkpoint(tx: &Transaction<'_>, name: &str, position: GlobalPosition) -> rusqlite::Result<()> {
+fn save_checkpoint(tx: &Connection, name: &str, position: GlobalPosition) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO rewind_subscriptions (name, position) VALUES (?1, ?2)
          ON CONFLICT (name) DO UPDATE SET position = max(position, excluded.position)",
@@ -41,22 +41,17 @@ fn save_checkpoint(tx: &Transaction<'_>, name: &str, position: GlobalPosition) -
 impl SqliteSubscriptionStore {
     /// Creates the bookkeeping tables in `model` (usually the event store's file).
     pub async fn open(model: &SqliteReadModel) -> Result<SqliteSubscriptionStore, StoreError> {
-        model.write(|conn| conn.execute_batch(include_str!("read_model/bookkeeping.sql")).map_err(backend)).await?;
+        model
+            .transaction(|conn| conn.execute_batch(include_str!("read_model/bookkeeping.sql")).map_err(backend))
+            .await?;
         Ok(SqliteSubscriptionStore { model: model.clone(), leases: MemorySubscriptionStore::new() })
     }
 
     async fn transaction<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+        work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.model
-            .write(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-                let value = work(&tx).map_err(backend)?;
-                tx.commit().map_err(backend)?;
-                Ok(value)
-            })
-            .await
+        self.model.transaction(move |conn| work(conn).map_err(backend)).await
     }
 }
 

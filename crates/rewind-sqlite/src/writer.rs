@@ -38,12 +38,19 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// How many requests may wait for the writer before senders wait for room.
 const QUEUE: usize = 4_096;
 
+/// Work run on the write connection inside a group's transaction.
+pub(crate) type RunWork = Box<dyn FnOnce(&Connection) -> Result<(), StoreError> + Send>;
+
 /// What a request asks the writer to do.
 pub(crate) enum Work {
     /// `append` (one element) or `append_batch`: one atomic unit.
     Append(Vec<StreamAppend>),
     /// `save_snapshot`.
     SaveSnapshot(Snapshot),
+    /// A read-model transaction sharing the file (a projector's batch): it joins the
+    /// group, so events and read model share one commit and one fsync. Taken out of
+    /// its cell when applied (groups are applied by reference).
+    Run(std::cell::Cell<Option<RunWork>>),
 }
 
 impl Work {
@@ -51,7 +58,7 @@ impl Work {
     fn weight(&self) -> usize {
         match self {
             Work::Append(appends) => appends.iter().map(|a| a.events.len()).sum::<usize>().max(1),
-            Work::SaveSnapshot(_) => 1,
+            Work::SaveSnapshot(_) | Work::Run(_) => 1,
         }
     }
 
@@ -63,6 +70,7 @@ impl Work {
         match self {
             Work::Append(appends) => appends.len() == 1 && appends[0].events.len() <= 1,
             Work::SaveSnapshot(_) => true,
+            Work::Run(_) => false,
         }
     }
 }
@@ -292,6 +300,14 @@ fn apply(conn: &Connection, appender: &mut Appender<'_>, work: &Work) -> Outcome
     match work {
         Work::Append(appends) => appender.apply(appends),
         Work::SaveSnapshot(snapshot) => save_snapshot(conn, snapshot).map(|()| Vec::new()),
+        Work::Run(cell) => {
+            let work = cell.take().ok_or_else(|| StoreError::Invalid("read-model work ran twice".into()))?;
+            // The writer thread must survive whatever the caller's code does.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn))) {
+                Ok(result) => result.map(|()| Vec::new()),
+                Err(_) => Err(StoreError::Backend("read-model work panicked; rolled back".into())),
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use rewind::{
     SubscriptionOptions, SubscriptionStore, Subscriptions,
 };
 use rewind_sqlite::{SqliteProjection, SqliteProjector, SqliteReadModel, SqliteStore, SqliteSubscriptionStore};
-use rusqlite::{Connection, Transaction};
+use rusqlite::Connection;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -33,19 +33,19 @@ impl SqliteProjection for StreamCounts {
     fn create(&self, conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch("CREATE TABLE IF NOT EXISTS stream_counts (stream_id TEXT PRIMARY KEY, n INTEGER NOT NULL)")
     }
-    fn project(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ConsumerError> {
+    fn project(&self, conn: &Connection, event: &RecordedEvent) -> Result<(), ConsumerError> {
         let value: serde_json::Value = serde_json::from_str(&event.data)?;
         if self.poison.is_some() && value["n"].as_i64() == self.poison {
             return Err(format!("poisoned event {}", event.position).into());
         }
-        tx.execute(
+        conn.execute(
             "INSERT INTO stream_counts VALUES (?1, 1) ON CONFLICT (stream_id) DO UPDATE SET n = n + 1",
             [&event.stream_id],
         )?;
         Ok(())
     }
-    fn reset(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
-        tx.execute_batch("DELETE FROM stream_counts")
+    fn reset(&self, conn: &Connection) -> rusqlite::Result<()> {
+        conn.execute_batch("DELETE FROM stream_counts")
     }
 }
 
@@ -79,8 +79,8 @@ async fn counts(model: &SqliteReadModel) -> HashMap<String, i64> {
 
 /// The store, its read model in the same file, and the bookkeeping.
 async fn open_all(path: &Path) -> (rewind::Application, SqliteReadModel, Arc<SqliteSubscriptionStore>) {
-    let store = SqliteStore::open(path).await.expect("store");
-    let model = SqliteReadModel::open(path).await.expect("model");
+    let store = Arc::new(SqliteStore::open(path).await.expect("store"));
+    let model = SqliteReadModel::sharing(store.clone()).await.expect("model");
     let bookkeeping = Arc::new(SqliteSubscriptionStore::open(&model).await.expect("bookkeeping"));
     (rewind::Application::builder(store).build(), model, bookkeeping)
 }

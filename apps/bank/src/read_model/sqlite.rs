@@ -4,28 +4,28 @@ use super::{AccountView, Change, Queries, Table, TransactionView, TransferView, 
 use async_trait::async_trait;
 use rewind::{ConsumerError, RecordedEvent, StoreError};
 use rewind_sqlite::{SqliteProjection, SqliteReadModel};
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
 /// The bank's read model projection, on SQLite.
 pub struct SqliteBankProjection;
 
-fn write(tx: &Transaction<'_>, change: &Change) -> rusqlite::Result<usize> {
+fn write(conn: &Connection, change: &Change) -> rusqlite::Result<usize> {
     match change {
-        Change::Opened { uuid, balance, version, at } => tx.prepare_cached("INSERT INTO accounts VALUES (?1, ?2, 'open', ?3, ?4, ?4) ON CONFLICT (uuid) DO NOTHING")?.execute(
+        Change::Opened { uuid, balance, version, at } => conn.prepare_cached("INSERT INTO accounts VALUES (?1, ?2, 'open', ?3, ?4, ?4) ON CONFLICT (uuid) DO NOTHING")?.execute(
             params![uuid.to_string(), balance, version, at.to_rfc3339()],
         ),
-        Change::Balance { uuid, balance, version, at } => tx.prepare_cached("UPDATE accounts SET current_balance = ?2, version = ?3, updated_at = ?4 WHERE uuid = ?1")?.execute(
+        Change::Balance { uuid, balance, version, at } => conn.prepare_cached("UPDATE accounts SET current_balance = ?2, version = ?3, updated_at = ?4 WHERE uuid = ?1")?.execute(
             params![uuid.to_string(), balance, version, at.to_rfc3339()],
         ),
-        Change::Closed { uuid, version, at } => tx.prepare_cached("UPDATE accounts SET status = 'closed', version = ?2, updated_at = ?3 WHERE uuid = ?1")?.execute(
+        Change::Closed { uuid, version, at } => conn.prepare_cached("UPDATE accounts SET status = 'closed', version = ?2, updated_at = ?3 WHERE uuid = ?1")?.execute(
             params![uuid.to_string(), version, at.to_rfc3339()],
         ),
-        Change::Version { uuid, version, at } => tx.prepare_cached("UPDATE accounts SET version = ?2, updated_at = ?3 WHERE uuid = ?1")?.execute(
+        Change::Version { uuid, version, at } => conn.prepare_cached("UPDATE accounts SET version = ?2, updated_at = ?3 WHERE uuid = ?1")?.execute(
             params![uuid.to_string(), version, at.to_rfc3339()],
         ),
         Change::Transaction { event_id, position, account_uuid, kind, amount, balance_after, transfer_uuid, at } => {
-            tx.prepare_cached("INSERT INTO account_transactions VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (event_id) DO NOTHING")?.execute(
+            conn.prepare_cached("INSERT INTO account_transactions VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (event_id) DO NOTHING")?.execute(
                 params![
                     event_id.to_string(),
                     position,
@@ -38,10 +38,10 @@ fn write(tx: &Transaction<'_>, change: &Change) -> rusqlite::Result<usize> {
                 ],
             )
         }
-        Change::TransferRequested { uuid, source, destination, amount, at } => tx.prepare_cached("INSERT INTO transfers VALUES (?1, ?2, ?3, ?4, 'pending', NULL, ?5, ?5) ON CONFLICT (uuid) DO NOTHING")?.execute(
+        Change::TransferRequested { uuid, source, destination, amount, at } => conn.prepare_cached("INSERT INTO transfers VALUES (?1, ?2, ?3, ?4, 'pending', NULL, ?5, ?5) ON CONFLICT (uuid) DO NOTHING")?.execute(
             params![uuid.to_string(), source.to_string(), destination.to_string(), amount, at.to_rfc3339()],
         ),
-        Change::TransferSettled { uuid, status, reason, at } => tx.prepare_cached("UPDATE transfers SET status = ?2, reason = ?3, updated_at = ?4 WHERE uuid = ?1")?.execute(
+        Change::TransferSettled { uuid, status, reason, at } => conn.prepare_cached("UPDATE transfers SET status = ?2, reason = ?3, updated_at = ?4 WHERE uuid = ?1")?.execute(
             params![uuid.to_string(), status, reason, at.to_rfc3339()],
         ),
     }
@@ -52,16 +52,16 @@ impl SqliteProjection for SqliteBankProjection {
         conn.execute_batch(include_str!("sqlite_tables.sql"))
     }
 
-    fn project(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ConsumerError> {
+    fn project(&self, conn: &Connection, event: &RecordedEvent) -> Result<(), ConsumerError> {
         for change in changes(event)?.iter() {
-            write(tx, change)?;
+            write(conn, change)?;
         }
         Ok(())
     }
 
-    fn reset(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    fn reset(&self, conn: &Connection) -> rusqlite::Result<()> {
         for table in Table::ALL {
-            tx.execute_batch(&format!("DELETE FROM {}", table.name()))?;
+            conn.execute_batch(&format!("DELETE FROM {}", table.name()))?;
         }
         Ok(())
     }
