@@ -17,8 +17,8 @@ use crate::sql::Sql;
 use crate::writer::{Counters, Pending, Writer, WriterSetup, WriterStats, connect};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use rewind::{
-    AppendResult, Direction, EventFilter, EventStore, ExpectedVersion, GlobalPosition, NewEvent, RecordedEvent,
-    Snapshot, StoreError, StreamAppend, StreamVersion,
+    AppendResult, Direction, EventFilter, EventStore, GlobalPosition, RecordedEvent, Snapshot, StoreError,
+    StreamAppend, StreamVersion,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -168,17 +168,6 @@ fn prepare(appends: Vec<StreamAppend>) -> Result<Vec<PreparedAppend>, StoreError
 }
 
 impl EventStore for PostgresStore {
-    async fn append(
-        &self,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, StoreError> {
-        let append = StreamAppend { stream_id: stream_id.to_owned(), expected, events };
-        let mut results = self.append_batch(vec![append]).await?;
-        results.pop().ok_or_else(|| corrupt("the writer answered an append without a result"))
-    }
-
     async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
         if appends.is_empty() {
             return Ok(Vec::new());

@@ -16,8 +16,8 @@ use crate::reader::{self, ReaderPool};
 use crate::stats::{SqliteStats, StatsCounters};
 use crate::writer::{Work, WriterHandle};
 use rewind::{
-    AppendResult, Direction, EventFilter, EventStore, ExpectedVersion, GlobalPosition, NewEvent, RecordedEvent,
-    Snapshot, StoreError, StreamAppend, StreamVersion,
+    AppendResult, Direction, EventFilter, EventStore, GlobalPosition, RecordedEvent, Snapshot, StoreError,
+    StreamAppend, StreamVersion,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,18 +131,6 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl EventStore for SqliteStore {
-    async fn append(
-        &self,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, StoreError> {
-        let append = StreamAppend { stream_id: stream_id.to_owned(), expected, events };
-        let mut results = self.append_batch(vec![append]).await?;
-        debug_assert_eq!(results.len(), 1, "one result per append");
-        results.pop().ok_or_else(|| StoreError::Invalid("the writer returned no result".into()))
-    }
-
     async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
         validate(&appends)?;
         self.writer.submit(Work::Append(appends)).await

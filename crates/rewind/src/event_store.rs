@@ -150,12 +150,21 @@ pub trait EventStore: Send + Sync + 'static {
     /// outcome is unknown. Appending no events only checks the expected version.
     /// Dropping the returned future does not cancel an append the store has already
     /// taken on: it may still commit, so re-send with the same event ids to find out.
+    ///
+    /// Provided as a batch of one; a backend overrides it only if it has a faster path.
     fn append(
         &self,
         stream_id: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> impl Future<Output = Result<AppendResult, StoreError>> + Send;
+    ) -> impl Future<Output = Result<AppendResult, StoreError>> + Send {
+        let batch = self.append_batch(vec![StreamAppend { stream_id: stream_id.to_owned(), expected, events }]);
+        async move {
+            let mut results = batch.await?;
+            debug_assert_eq!(results.len(), 1, "one result per append");
+            results.pop().ok_or_else(|| StoreError::Corrupt("the store answered an append without a result".into()))
+        }
+    }
 
     /// Appends to several streams atomically: all are written or none is.
     /// A stream may appear only once per batch. Results come in the order given.

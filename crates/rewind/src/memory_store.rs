@@ -4,9 +4,9 @@
 //! One `std::sync::Mutex` guards everything; no method awaits while holding it, so a
 //! plain mutex is both correct and faster than an async one here.
 
-use crate::envelope::{NewEvent, RecordedEvent};
+use crate::envelope::RecordedEvent;
 use crate::event_store::{AppendOutcome, AppendResult, EventFilter, EventStore, Snapshot, StoreError, StreamAppend};
-use crate::stream::{Direction, ExpectedVersion, GlobalPosition, StreamVersion};
+use crate::stream::{Direction, GlobalPosition, StreamVersion};
 use chrono::{SubsecRound, Utc};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -177,17 +177,6 @@ impl Inner {
 }
 
 impl EventStore for MemoryStore {
-    async fn append(
-        &self,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, StoreError> {
-        let append = StreamAppend { stream_id: stream_id.to_owned(), expected, events };
-        let mut results = self.append_batch(vec![append]).await?;
-        Ok(results.pop().expect("one result per append"))
-    }
-
     async fn append_batch(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
         // An unusable request is refused before any append is checked.
         let mut streams = std::collections::HashSet::with_capacity(appends.len());
