@@ -67,6 +67,14 @@ impl Server {
         body["data"]["uuid"].as_str().expect("uuid").to_owned()
     }
 
+    async fn open_many(&self, count: usize, balance: i64) -> Vec<String> {
+        let mut accounts = Vec::with_capacity(count);
+        for _ in 0..count {
+            accounts.push(self.open(balance).await);
+        }
+        accounts
+    }
+
     async fn balance(&self, account: &str) -> i64 {
         self.get(&format!("/api/accounts/{account}")).await.1["data"]["current_balance"].as_i64().expect("balance")
     }
@@ -309,11 +317,7 @@ async fn sixteen_clients_keep_the_books_balanced() {
     let dir = tempfile::tempdir().expect("dir");
     for database in databases(dir.path()) {
         let server = Arc::new(Server::start(&database));
-        let mut accounts = Vec::new();
-        for _ in 0..20 {
-            accounts.push(server.open(1_000).await);
-        }
-        let accounts = Arc::new(accounts);
+        let accounts = Arc::new(server.open_many(20, 1_000).await);
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         load(server.clone(), accounts.clone(), 16, 40, ledger.clone()).await;
         let (deposits, withdrawals) = check_books(&server, &database, &accounts, 1_000).await;
@@ -333,11 +337,7 @@ async fn kill_9_under_load_loses_no_acknowledged_command() {
     let dir = tempfile::tempdir().expect("dir");
     for database in databases(dir.path()) {
         let server = Arc::new(Server::start(&database));
-        let mut accounts = Vec::new();
-        for _ in 0..20 {
-            accounts.push(server.open(1_000).await);
-        }
-        let accounts = Arc::new(accounts);
+        let accounts = Arc::new(server.open_many(20, 1_000).await);
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let load = tokio::spawn(load(server.clone(), accounts.clone(), 16, 1_000, ledger.clone()));
         while ledger.lock().unwrap().acknowledged.len() < 100 + rand::rng().random_range(0..200) {

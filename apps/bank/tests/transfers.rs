@@ -20,6 +20,17 @@ async fn balance(app: &Application, account: Uuid) -> i64 {
     app.aggregate_state::<Account>(&account.to_string()).await.expect("state").0.balance
 }
 
+/// The newest event of an account's stream.
+async fn last_event(app: &Application, account: Uuid) -> AccountEvent {
+    let stream = format!("account-{account}");
+    let events = app
+        .store()
+        .read_stream(&stream, rewind::StreamVersion::END, rewind::Direction::Backward, 1)
+        .await
+        .expect("read");
+    events.first().expect("events").decode().expect("decode")
+}
+
 async fn transfer(app: &Application, from: Uuid, to: Uuid, amount: i64) -> Uuid {
     let transfer_uuid = Uuid::new_v4();
     let command = TransferBetweenAccounts {
@@ -72,12 +83,7 @@ async fn a_transfer_to_a_closed_account_is_refunded() {
     let subs = start(&app, bookkeeping.clone());
     settle(&app, &subs).await;
     assert_eq!((balance(&app, a).await, balance(&app, b).await), (100, 5));
-    let events = app
-        .store()
-        .read_stream(&format!("account-{a}"), rewind::StreamVersion(1), rewind::Direction::Forward, 100)
-        .await
-        .expect("read");
-    let last: AccountEvent = events.last().expect("events").decode().expect("decode");
+    let last = last_event(&app, a).await;
     assert!(
         matches!(last, AccountEvent::MoneyTransferRefunded { transfer_uuid, amount: 40, .. } if transfer_uuid == t)
     );
@@ -96,12 +102,7 @@ async fn a_transfer_whose_withdrawal_fails_is_recorded_as_failed() {
     let subs = start(&app, Arc::new(MemorySubscriptionStore::new()));
     settle(&app, &subs).await;
     assert_eq!((balance(&app, a).await, balance(&app, b).await), (50, 5));
-    let events = app
-        .store()
-        .read_stream(&format!("account-{a}"), rewind::StreamVersion(1), rewind::Direction::Forward, 100)
-        .await
-        .expect("read");
-    let last: AccountEvent = events.last().expect("events").decode().expect("decode");
+    let last = last_event(&app, a).await;
     assert_eq!(
         last,
         AccountEvent::MoneyTransferFailed { transfer_uuid: t, account_uuid: a, reason: "insufficient funds".into() }
