@@ -32,7 +32,7 @@ pub(crate) struct Json {
 }
 
 impl Json {
-    fn check(text: String, what: &str, event_id: Uuid) -> Result<Json, StoreError> {
+    pub(crate) fn check(text: String, what: &str, event_id: Uuid) -> Result<Json, StoreError> {
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {
             return Err(StoreError::Invalid(format!("event {event_id}: {what} is not JSON: {e}")));
         }

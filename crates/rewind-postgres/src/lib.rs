@@ -47,6 +47,7 @@ mod careful;
 mod codec;
 mod error;
 mod group;
+mod import;
 mod layer;
 pub mod listener;
 pub mod options;

@@ -18,7 +18,7 @@ use crate::writer::{Counters, Pending, Writer, WriterSetup, WriterStats, connect
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use rewind::{
     AppendResult, Direction, EventFilter, EventStore, GlobalPosition, RecordedEvent, Snapshot, StoreError,
-    StreamAppend, StreamVersion,
+    StreamAppend, StreamInfo, StreamVersion,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -243,5 +243,28 @@ impl EventStore for PostgresStore {
             data: row.try_get(3).map_err(get_err)?,
             created_at: row.try_get(4).map_err(get_err)?,
         }))
+    }
+
+    async fn list_streams(&self, prefix: &str, after: &str, limit: usize) -> Result<Vec<StreamInfo>, StoreError> {
+        let limit = to_i64(limit as u64);
+        let rows = self.query(&self.sql.list_streams, &[&prefix, &after, &limit]).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StreamInfo {
+                    stream_id: row.try_get(0).map_err(from_pg)?,
+                    version: StreamVersion(to_u64(row.try_get(1).map_err(from_pg)?, "stream version")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn import(&self, events: Vec<RecordedEvent>) -> Result<GlobalPosition, StoreError> {
+        if events.is_empty() {
+            return self.head_position().await;
+        }
+        let head = crate::import::import(&self.pool, &self.sql.import, &events).await?;
+        // This process's followers wake now; others learn it from the next poll.
+        crate::listener::advance(&self.head, head);
+        Ok(head)
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct Sql {
     pub stream_version: String,
     pub save_snapshot: String,
     pub load_snapshot: String,
+    pub list_streams: String,
+    pub import: crate::import::ImportSql,
 }
 
 impl Sql {
@@ -59,6 +61,13 @@ impl Sql {
             stream_version: r(include_str!("sql/stream_version.sql")),
             save_snapshot: r(include_str!("sql/save_snapshot.sql")),
             load_snapshot: r(include_str!("sql/load_snapshot.sql")),
+            list_streams: r(include_str!("sql/list_streams.sql")),
+            import: crate::import::ImportSql {
+                lock: format!("SELECT pg_advisory_xact_lock({})", crate::schema::lock_key("append", schema)),
+                head: r(include_str!("sql/head.sql")),
+                versions: r(include_str!("sql/import_versions.sql")),
+                copy: r(include_str!("sql/import_copy.sql")),
+            },
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One append request applied inside the writer's open transaction: the
 //! idempotency check, the expected-version check and the inserts.
 //!
+//! It also writes imports (events copied verbatim, see [`rewind::import`]).
 //! This is the only code that writes `events` and `streams`, and it keeps their
 //! invariants (see `schema/0001_initial.sql`): positions are assigned here, one
 //! after the other from the transaction's head, and stream versions from the
@@ -15,8 +16,8 @@
 //! *earlier* events (or a batch's earlier streams) are left to roll back.
 
 use crate::error::{is_duplicate_event_id, store_error};
-use crate::row::{get_u64, sql_int};
-use rewind::{AppendOutcome, AppendResult, GlobalPosition, StoreError, StreamAppend, StreamVersion};
+use crate::row::{get_u64, micros, sql_int};
+use rewind::{AppendOutcome, AppendResult, GlobalPosition, RecordedEvent, StoreError, StreamAppend, StreamVersion};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashSet;
 use uuid::Uuid;
@@ -135,6 +136,43 @@ impl<'c> Appender<'c> {
             first_position: GlobalPosition(first_position),
             last_position: GlobalPosition(self.head),
         })
+    }
+
+    /// Writes events exactly as recorded elsewhere, if they continue the store
+    /// ([`rewind::check_import`]). On error the caller rolls back.
+    pub(crate) fn import(&mut self, events: &[RecordedEvent]) -> Result<(), StoreError> {
+        let versions = rewind::check_import(events, GlobalPosition(self.head), |stream| self.stream_version(stream))?;
+        let mut insert = self.conn.prepare_cached(include_str!("append/insert_event.sql")).map_err(store_error)?;
+        for event in events {
+            let inserted = insert.execute(params![
+                sql_int(event.position.0),
+                event.event_id.as_bytes(),
+                event.stream_id,
+                sql_int(event.stream_version.0),
+                event.event_type,
+                event.data,
+                event.metadata.causation_id.as_ref().map(Uuid::as_bytes),
+                event.metadata.correlation_id.as_ref().map(Uuid::as_bytes),
+                event.metadata.custom_json(),
+                micros(event.created_at),
+            ]);
+            match inserted {
+                Ok(_) => self.head = event.position.0,
+                Err(error) if is_duplicate_event_id(&error) => {
+                    return Err(StoreError::DuplicateEvent {
+                        stream: event.stream_id.clone(),
+                        event_id: event.event_id,
+                    });
+                }
+                Err(error) => return Err(store_error(error)),
+            }
+        }
+        let mut set_version =
+            self.conn.prepare_cached(include_str!("append/set_stream_version.sql")).map_err(store_error)?;
+        for (stream, version) in versions {
+            set_version.execute(params![stream, sql_int(version.0)]).map_err(store_error)?;
+        }
+        Ok(())
     }
 
     /// The events are stored already: succeed only if they are exactly this append

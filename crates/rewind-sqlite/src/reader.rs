@@ -12,7 +12,7 @@ use crate::config::SqliteConfig;
 use crate::connection::open_reader;
 use crate::error::store_error;
 use crate::row::{get_u64, recorded_event, snapshot, sql_int};
-use rewind::{Direction, EventFilter, GlobalPosition, RecordedEvent, Snapshot, StoreError, StreamVersion};
+use rewind::{Direction, EventFilter, GlobalPosition, RecordedEvent, Snapshot, StoreError, StreamInfo, StreamVersion};
 use rusqlite::{Connection, OptionalExtension, Params, Statement, params};
 use std::path::Path;
 use std::sync::mpsc;
@@ -145,6 +145,22 @@ pub(crate) fn stream_version(conn: &Connection, stream_id: &str) -> Result<Strea
     let mut statement = conn.prepare_cached(include_str!("reader/stream_version.sql")).map_err(store_error)?;
     let version = statement.query_row([stream_id], |row| get_u64(row, 0)).optional().map_err(store_error)?;
     Ok(StreamVersion(version.unwrap_or(0)))
+}
+
+/// A page of streams whose id starts with `prefix`, after `after`, in id order.
+pub(crate) fn list_streams(
+    conn: &Connection,
+    prefix: &str,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<StreamInfo>, StoreError> {
+    let mut statement = conn.prepare_cached(include_str!("reader/list_streams.sql")).map_err(store_error)?;
+    let rows = statement
+        .query_map(params![prefix, after, sql_int(limit as u64)], |row| {
+            Ok(StreamInfo { stream_id: row.get(0)?, version: StreamVersion(get_u64(row, 1)?) })
+        })
+        .map_err(store_error)?;
+    rows.collect::<Result<_, _>>().map_err(store_error)
 }
 
 /// The stored snapshot of a stream.

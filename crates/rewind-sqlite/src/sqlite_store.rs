@@ -17,7 +17,7 @@ use crate::stats::{SqliteStats, StatsCounters};
 use crate::writer::{Work, WriterHandle};
 use rewind::{
     AppendResult, Direction, EventFilter, EventStore, GlobalPosition, RecordedEvent, Snapshot, StoreError,
-    StreamAppend, StreamVersion,
+    StreamAppend, StreamInfo, StreamVersion,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -177,5 +177,16 @@ impl EventStore for SqliteStore {
     async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
         let stream_id = stream_id.to_owned();
         self.readers.run(move |conn| reader::load_snapshot(conn, &stream_id)).await
+    }
+
+    async fn list_streams(&self, prefix: &str, after: &str, limit: usize) -> Result<Vec<StreamInfo>, StoreError> {
+        let (prefix, after) = (prefix.to_owned(), after.to_owned());
+        self.readers.run(move |conn| reader::list_streams(conn, &prefix, &after, limit)).await
+    }
+
+    async fn import(&self, events: Vec<RecordedEvent>) -> Result<GlobalPosition, StoreError> {
+        let Some(last) = events.last().map(|e| e.position) else { return self.head_position().await };
+        self.writer.submit(Work::Import(events)).await?;
+        Ok(last)
     }
 }

@@ -28,7 +28,7 @@ use crate::row::{get_u64, micros, sql_int};
 use crate::schema::migrate;
 use crate::stats::StatsCounters;
 use chrono::Utc;
-use rewind::{AppendResult, GlobalPosition, Snapshot, StoreError, StreamAppend};
+use rewind::{AppendResult, GlobalPosition, RecordedEvent, Snapshot, StoreError, StreamAppend};
 use rusqlite::{Connection, params};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,6 +47,8 @@ pub(crate) enum Work {
     Append(Vec<StreamAppend>),
     /// `save_snapshot`.
     SaveSnapshot(Snapshot),
+    /// `import`: events copied verbatim from another store; one atomic unit.
+    Import(Vec<RecordedEvent>),
     /// A read-model transaction sharing the file (a projector's batch): it joins the
     /// group, so events and read model share one commit and one fsync. Taken out of
     /// its cell when applied (groups are applied by reference).
@@ -58,6 +60,7 @@ impl Work {
     fn weight(&self) -> usize {
         match self {
             Work::Append(appends) => appends.iter().map(|a| a.events.len()).sum::<usize>().max(1),
+            Work::Import(events) => events.len().max(1),
             Work::SaveSnapshot(_) | Work::Run(_) => 1,
         }
     }
@@ -70,7 +73,7 @@ impl Work {
         match self {
             Work::Append(appends) => appends.len() == 1 && appends[0].events.len() <= 1,
             Work::SaveSnapshot(_) => true,
-            Work::Run(_) => false,
+            Work::Run(_) | Work::Import(_) => false,
         }
     }
 }
@@ -300,6 +303,7 @@ fn apply(conn: &Connection, appender: &mut Appender<'_>, work: &Work) -> Outcome
     match work {
         Work::Append(appends) => appender.apply(appends),
         Work::SaveSnapshot(snapshot) => save_snapshot(conn, snapshot).map(|()| Vec::new()),
+        Work::Import(events) => appender.import(events).map(|()| Vec::new()),
         Work::Run(cell) => {
             let work = cell.take().ok_or_else(|| StoreError::Invalid("read-model work ran twice".into()))?;
             // The writer thread must survive whatever the caller's code does.

@@ -17,7 +17,7 @@
 //! message saying which promise broke.
 
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
-use crate::event_store::{AppendOutcome, EventFilter, EventStore, Snapshot, StoreError, StreamAppend};
+use crate::event_store::{AppendOutcome, EventFilter, EventStore, Snapshot, StoreError, StreamAppend, StreamInfo};
 use crate::stream::{Direction, ExpectedVersion, GlobalPosition, StreamVersion};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -55,7 +55,10 @@ macro_rules! event_store_conformance {
             snapshots_save_load_and_keep_newest,
             batch_append_is_atomic,
             concurrent_writers_to_distinct_streams_lose_nothing,
-            follower_never_skips_or_reorders
+            follower_never_skips_or_reorders,
+            list_streams_pages_by_prefix,
+            import_keeps_every_envelope_field,
+            import_must_continue_the_store
         );
     };
     (@tests $make_store:path; $($name:ident),* $(,)?) => {
@@ -653,4 +656,75 @@ async fn write_randomly<S: EventStore>(store: Arc<S>, writer: usize, appends: us
         }
     }
     (acknowledged, failed)
+}
+
+/// Streams are listed in id order, filtered by prefix, a page at a time.
+pub async fn list_streams_pages_by_prefix<S: EventStore>(store: Arc<S>) {
+    for (stream, n) in [("acc-b", 2), ("acc-a", 1), ("other", 3), ("acc-c", 1)] {
+        store.append(stream, ExpectedVersion::Any, events(n)).await.expect("append");
+    }
+    let info = |id: &str, v| StreamInfo { stream_id: id.into(), version: StreamVersion(v) };
+    let first = store.list_streams("acc-", "", 2).await.expect("list");
+    assert_eq!(first, vec![info("acc-a", 1), info("acc-b", 2)], "first page, in id order");
+    let next = store.list_streams("acc-", "acc-b", 2).await.expect("list");
+    assert_eq!(next, vec![info("acc-c", 1)], "the page after acc-b");
+    let all = store.list_streams("", "", 100).await.expect("list");
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[3], info("other", 3));
+}
+
+/// Recorded events copied from one store into another through `import` read back
+/// identical (data compared as JSON), and the store continues after them.
+pub async fn import_keeps_every_envelope_field<S: EventStore>(store: Arc<S>) {
+    let source = crate::memory_store::MemoryStore::new();
+    let mut custom = serde_json::Map::new();
+    custom.insert("user".into(), serde_json::json!("ünï"));
+    let mut with_metadata = event("Opened", serde_json::json!({"b": 1, "a": [1, 2]}));
+    with_metadata.metadata = Metadata { causation_id: Some(Uuid::new_v4()), correlation_id: None, custom };
+    source.append("s-1", ExpectedVersion::NoStream, vec![with_metadata]).await.expect("append");
+    source.append("s-2", ExpectedVersion::NoStream, events(3)).await.expect("append");
+    source.append("s-1", ExpectedVersion::Any, events(2)).await.expect("append");
+    let mut original = read_everything(&source).await;
+    // An old commit time, as an export from long ago carries.
+    let past = chrono::DateTime::parse_from_rfc3339("2024-02-29T12:34:56.789012Z").expect("time").to_utc();
+    original[0].created_at = past;
+    let head = store.import(original[..2].to_vec()).await.expect("import the first part");
+    assert_eq!(head, GlobalPosition(2));
+    assert_eq!(*store.watch_head().borrow(), GlobalPosition(2), "the head watch follows an import");
+    assert_eq!(store.import(original[2..].to_vec()).await.expect("import the rest"), GlobalPosition(6));
+    let copied = read_everything(&*store).await;
+    assert_eq!(copied.len(), original.len());
+    for (copy, source) in copied.iter().zip(&original) {
+        let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).expect("JSON");
+        assert_eq!(json(&copy.data), json(&source.data), "data of {}", source.position);
+        let mut copy = copy.clone();
+        copy.data = source.data.clone();
+        assert_eq!(&copy, source, "every other field is kept");
+    }
+    assert_eq!(store.stream_version("s-1").await.expect("version"), StreamVersion(3));
+    let next = store.append("s-1", ExpectedVersion::Exact(StreamVersion(3)), events(1)).await.expect("append after");
+    assert_eq!((next.first_position, next.stream_version), (GlobalPosition(7), StreamVersion(4)));
+    let again = store.append("s-2", ExpectedVersion::Any, vec![]).await.expect("check");
+    assert_eq!(again.stream_version, StreamVersion(3));
+}
+
+/// An import that does not continue the store writes nothing.
+pub async fn import_must_continue_the_store<S: EventStore>(store: Arc<S>) {
+    store.append("s", ExpectedVersion::NoStream, events(2)).await.expect("append");
+    let source = crate::memory_store::MemoryStore::new();
+    source.append("t", ExpectedVersion::NoStream, events(1)).await.expect("append");
+    source.append("s", ExpectedVersion::NoStream, events(1)).await.expect("append");
+    let recorded = read_everything(&source).await;
+    let refused = store.import(recorded.clone()).await;
+    assert!(matches!(refused, Err(StoreError::Invalid(_))), "positions 1.. do not follow head 2: {refused:?}");
+    let mut moved = recorded.clone();
+    for (i, event) in moved.iter_mut().enumerate() {
+        event.position = GlobalPosition(3 + i as u64);
+    }
+    let refused = store.import(moved.clone()).await;
+    assert!(matches!(refused, Err(StoreError::Invalid(_))), "stream s is at 2, not 0: {refused:?}");
+    assert_eq!(read_everything(&*store).await.len(), 2, "nothing of a refused import is written");
+    assert_eq!(store.head_position().await.expect("head"), GlobalPosition(2));
+    moved[1].stream_version = StreamVersion(3);
+    assert_eq!(store.import(moved).await.expect("continues"), GlobalPosition(4));
 }

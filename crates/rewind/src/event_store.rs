@@ -124,6 +124,15 @@ impl EventFilter {
     }
 }
 
+/// One stream, as [`EventStore::list_streams`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StreamInfo {
+    /// The stream's id.
+    pub stream_id: String,
+    /// Its current version (how many events it holds).
+    pub version: StreamVersion,
+}
+
 /// An aggregate's state at some version, saved to shorten reloads of long streams.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
@@ -210,6 +219,22 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The latest snapshot of a stream, if any.
     fn load_snapshot(&self, stream_id: &str) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+
+    /// Up to `limit` streams whose id starts with `prefix`, in id order, starting after
+    /// the id `after` (`""` for the first page). For operators' tools, not hot paths.
+    fn list_streams(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StreamInfo>, StoreError>> + Send;
+
+    /// Writes events exactly as another store recorded them, keeping ids, stream
+    /// versions, global positions and timestamps (see [`crate::import`]). They must
+    /// continue this store ([`crate::check_import`]); otherwise the call fails with
+    /// [`StoreError::Invalid`] and writes nothing. Atomic and durable like an append.
+    /// Returns the new head.
+    fn import(&self, events: Vec<RecordedEvent>) -> impl Future<Output = Result<GlobalPosition, StoreError>> + Send;
 }
 
 /// A shared store is a store: `Application::builder(Arc::clone(&store))` keeps the
@@ -260,5 +285,16 @@ impl<S: EventStore> EventStore for std::sync::Arc<S> {
     }
     fn load_snapshot(&self, stream_id: &str) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
         S::load_snapshot(self, stream_id)
+    }
+    fn list_streams(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StreamInfo>, StoreError>> + Send {
+        S::list_streams(self, prefix, after, limit)
+    }
+    fn import(&self, events: Vec<RecordedEvent>) -> impl Future<Output = Result<GlobalPosition, StoreError>> + Send {
+        S::import(self, events)
     }
 }

@@ -13,7 +13,7 @@
 //! * The append path: `aggregate_runtime` → [`event_store`] (the contract) →
 //!   [`memory_store`] here; SQLite and PostgreSQL in their own crates.
 //! * What is stored: [`event`] (type names, upcasting), [`envelope`] (ids, metadata),
-//!   [`stream`] (versions and positions).
+//!   [`stream`] (versions and positions); [`import`] copies events verbatim between stores.
 //! * The read side: [`subscriptions`] runs each [`subscription`] (catch-up, live,
 //!   error policy, lease) for an [`event_handler`], a [`process_manager`] or a
 //!   backend's projector; [`subscription_store`] keeps their bookkeeping.
@@ -30,6 +30,7 @@ pub mod envelope;
 pub mod event;
 pub mod event_handler;
 pub mod event_store;
+pub mod import;
 pub mod memory_store;
 pub mod middleware;
 pub mod process_manager;
@@ -50,7 +51,10 @@ pub use dispatch::{Consistency, DispatchError, DispatchOptions, Dispatched, Retu
 pub use envelope::{Metadata, NewEvent, RecordedEvent};
 pub use event::{EncodedEvent, Event, EventError, decode_event, encode_event};
 pub use event_handler::EventHandler;
-pub use event_store::{AppendOutcome, AppendResult, EventFilter, EventStore, Snapshot, StoreError, StreamAppend};
+pub use event_store::{
+    AppendOutcome, AppendResult, EventFilter, EventStore, Snapshot, StoreError, StreamAppend, StreamInfo,
+};
+pub use import::check_import;
 pub use memory_store::MemoryStore;
 pub use middleware::logging::LoggingMiddleware;
 pub use middleware::validation::{ValidationErrors, ValidationMiddleware};

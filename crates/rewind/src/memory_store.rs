@@ -5,7 +5,9 @@
 //! plain mutex is both correct and faster than an async one here.
 
 use crate::envelope::RecordedEvent;
-use crate::event_store::{AppendOutcome, AppendResult, EventFilter, EventStore, Snapshot, StoreError, StreamAppend};
+use crate::event_store::{
+    AppendOutcome, AppendResult, EventFilter, EventStore, Snapshot, StoreError, StreamAppend, StreamInfo,
+};
 use crate::stream::{Direction, GlobalPosition, StreamVersion};
 use chrono::{SubsecRound, Utc};
 use std::collections::HashMap;
@@ -280,5 +282,37 @@ impl EventStore for MemoryStore {
 
     async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
         Ok(self.lock().snapshots.get(stream_id).cloned())
+    }
+
+    async fn list_streams(&self, prefix: &str, after: &str, limit: usize) -> Result<Vec<StreamInfo>, StoreError> {
+        let inner = self.lock();
+        let mut streams: Vec<StreamInfo> = inner
+            .streams
+            .iter()
+            .filter(|(id, _)| id.starts_with(prefix) && id.as_str() > after)
+            .map(|(id, indexes)| StreamInfo { stream_id: id.clone(), version: StreamVersion(indexes.len() as u64) })
+            .collect();
+        streams.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
+        streams.truncate(limit);
+        Ok(streams)
+    }
+
+    async fn import(&self, events: Vec<RecordedEvent>) -> Result<GlobalPosition, StoreError> {
+        let mut inner = self.lock();
+        let head = GlobalPosition(inner.all.len() as u64);
+        crate::import::check_import(&events, head, |stream| Ok(inner.version(stream)))?;
+        if let Some(event) = events.iter().find(|e| inner.ids.contains_key(&e.event_id)) {
+            return Err(StoreError::DuplicateEvent { stream: event.stream_id.clone(), event_id: event.event_id });
+        }
+        for event in events {
+            let index = inner.all.len();
+            inner.streams.entry(event.stream_id.clone()).or_default().push(index);
+            inner.ids.insert(event.event_id, index);
+            inner.all.push(event);
+        }
+        let head = GlobalPosition(inner.all.len() as u64);
+        drop(inner);
+        self.publish(head);
+        Ok(head)
     }
 }

@@ -6,7 +6,7 @@
 //! carry no store type parameter and a binary can pick its backend at run time.
 
 use crate::envelope::{NewEvent, RecordedEvent};
-use crate::event_store::{AppendResult, EventFilter, EventStore, Snapshot, StoreError, StreamAppend};
+use crate::event_store::{AppendResult, EventFilter, EventStore, Snapshot, StoreError, StreamAppend, StreamInfo};
 use crate::stream::{Direction, ExpectedVersion, GlobalPosition, StreamVersion};
 use std::future::Future;
 use std::pin::Pin;
@@ -52,6 +52,15 @@ pub trait DynEventStore: Send + Sync + 'static {
     fn dyn_save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>>;
     #[doc(hidden)]
     fn dyn_load_snapshot<'a>(&'a self, stream_id: &'a str) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>>;
+    #[doc(hidden)]
+    fn dyn_list_streams<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StreamInfo>, StoreError>>;
+    #[doc(hidden)]
+    fn dyn_import(&self, events: Vec<RecordedEvent>) -> BoxFuture<'_, Result<GlobalPosition, StoreError>>;
 }
 
 impl<S: EventStore> DynEventStore for S {
@@ -97,6 +106,17 @@ impl<S: EventStore> DynEventStore for S {
     }
     fn dyn_load_snapshot<'a>(&'a self, stream_id: &'a str) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>> {
         Box::pin(self.load_snapshot(stream_id))
+    }
+    fn dyn_list_streams<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StreamInfo>, StoreError>> {
+        Box::pin(self.list_streams(prefix, after, limit))
+    }
+    fn dyn_import(&self, events: Vec<RecordedEvent>) -> BoxFuture<'_, Result<GlobalPosition, StoreError>> {
+        Box::pin(self.import(events))
     }
 }
 
@@ -174,5 +194,11 @@ impl EventStore for SharedStore {
     }
     async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
         self.0.dyn_load_snapshot(stream_id).await
+    }
+    async fn list_streams(&self, prefix: &str, after: &str, limit: usize) -> Result<Vec<StreamInfo>, StoreError> {
+        self.0.dyn_list_streams(prefix, after, limit).await
+    }
+    async fn import(&self, events: Vec<RecordedEvent>) -> Result<GlobalPosition, StoreError> {
+        self.0.dyn_import(events).await
     }
 }

@@ -82,6 +82,17 @@ impl EventStore for TempStore {
     async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
         self.store.load_snapshot(stream_id).await
     }
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<rewind::StreamInfo>, StoreError> {
+        self.store.list_streams(prefix, after, limit).await
+    }
+    async fn import(&self, events: Vec<RecordedEvent>) -> Result<GlobalPosition, StoreError> {
+        self.store.import(events).await
+    }
 }
 
 /// `n` small events with fresh ids.

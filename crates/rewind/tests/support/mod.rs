@@ -262,6 +262,17 @@ impl EventStore for FaultyStore {
     async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
         self.inner.load_snapshot(stream_id).await
     }
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<rewind::StreamInfo>, StoreError> {
+        self.inner.list_streams(prefix, after, limit).await
+    }
+    async fn import(&self, events: Vec<RecordedEvent>) -> Result<GlobalPosition, StoreError> {
+        self.inner.import(events).await
+    }
 }
 
 /// Folds the recorded events of one stream into a fresh aggregate.
