@@ -3,11 +3,12 @@
 //!
 //! Layout: [`domain`] holds the rules (pure); [`app`] routes them; [`read_model`]
 //! projects the events into SQL tables and answers queries; [`service`] runs it all
-//! on SQLite or PostgreSQL ([`database`]); [`http`] is the JSON API and [`server`]
-//! serves it; `main.rs` is the `bank` binary.
+//! on SQLite or PostgreSQL (the `--database` URL is [`rewind_cli::Database`]); [`http`]
+//! is the JSON API and [`server`] serves it; `main.rs` is the `bank` binary, which also
+//! mounts Rewind's operations (`bank events`, `bank projections`, `bank replay`,
+//! `bank export`, `bank import`).
 
 pub mod app;
-pub mod database;
 pub mod destination_check;
 pub mod domain;
 pub mod http;

@@ -1,8 +1,11 @@
 //! The `bank` binary: parse the command line, set up logging, call the library.
+//! `serve` runs the bank; everything else is Rewind's operations command set
+//! ([`rewind_cli::OpsCommand`]) mounted here with the bank's description.
 
-use bank::database::Database;
 use bank::server::{ServeConfig, serve};
+use bank::service::BankApp;
 use clap::{Parser, Subcommand};
+use rewind_cli::Database;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -27,6 +30,8 @@ enum Commands {
         #[arg(long, env = "BANK_API_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    #[command(flatten)]
+    Ops(rewind_cli::OpsCommand),
 }
 
 async fn shutdown_signal() {
@@ -60,7 +65,17 @@ async fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Commands::Serve { listen, database, token } => {
-            serve(ServeConfig { listen, database, token }, shutdown_signal()).await
+            serve(ServeConfig { listen, database, token }, shutdown_signal()).await.map_err(|e| e.to_string())
+        }
+        Commands::Ops(command) => {
+            let mut stdout = std::io::stdout().lock();
+            match rewind_cli::run(command, &BankApp::default(), &mut stdout, shutdown_signal()).await {
+                // A reader that went away (`bank events all | head`) is not an error.
+                Err(rewind_cli::OpsError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+                    Ok(())
+                }
+                other => other.map_err(|e| e.to_string()),
+            }
         }
     };
     match result {

@@ -1,9 +1,9 @@
 //! `bank serve`: the HTTP API on a listener until a shutdown signal, then the
 //! subscriptions stop at a checkpoint.
 
-use crate::database::Database;
 use crate::http::{AppState, metrics::CommandMetrics, metrics::Metrics, router};
 use crate::service::Bank;
+use rewind_cli::Database;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,27 +1,94 @@
 //! The running bank: event store, read model, projections and the transfer process
-//! on one database, SQLite or PostgreSQL.
+//! on one database (SQLite, PostgreSQL, or memory for trials).
 //!
-//! Everything the HTTP layer needs is here: [`Bank::app`] for commands and
-//! [`Bank::queries`] for reads. The read model projection is strongly consistent, so
-//! a write can answer with the account as the read model shows it.
+//! [`BankApp`] describes the bank to Rewind's operations ([`rewind_cli`]): its router
+//! and middleware, and its subscriptions. The server and every `bank` operation
+//! (rebuild, replay, import) use that one description, so they run the same
+//! projectors. Everything the HTTP layer needs is in [`Bank`]: [`Bank::app`] for
+//! commands and [`Bank::queries`] for reads. The read model projection is strongly
+//! consistent, so a write can answer with the account as the read model shows it.
 
 use crate::app::router;
-use crate::database::Database;
 use crate::destination_check::DestinationCheck;
 use crate::domain::TransferProcess;
 use crate::read_model::postgres::{PostgresBankProjection, PostgresQueries};
 use crate::read_model::sqlite::{SqliteBankProjection, SqliteQueries};
+use crate::read_model::statements::{PostgresStatements, STATEMENTS, SqliteStatements};
 use crate::read_model::{PROJECTOR, Queries};
+use async_trait::async_trait;
 use rewind::{
-    Application, Consumer, EventStore, LoggingMiddleware, Middleware, StoreError, SubscriptionOptions,
-    SubscriptionStore, Subscriptions, ValidationMiddleware,
+    Application, Consumer, EventStore, LoggingMiddleware, Middleware, StoreError, SubscriptionOptions, Subscriptions,
+    SubscriptionsBuilder, ValidationMiddleware,
 };
-use rewind_postgres::{PostgresProjector, PostgresReadModel, PostgresStore, PostgresSubscriptionStore};
-use rewind_sqlite::{SqliteProjector, SqliteReadModel, SqliteStore, SqliteSubscriptionStore};
+use rewind_cli::{Backend, Database, OpenMode, OpsError, ReadModel, RewindApp};
+use rewind_postgres::PostgresProjector;
+use rewind_sqlite::SqliteProjector;
 use std::sync::Arc;
 
 /// The subscription name of the transfer process.
 pub const TRANSFER_PROCESS: &str = "transfer_process";
+
+/// The bank as a Rewind application.
+#[derive(Clone)]
+pub struct BankApp {
+    /// Middleware added after the bank's own (the server's command metrics).
+    pub extra: Vec<Arc<dyn Middleware>>,
+    /// Whether the monthly statements projection runs (off only to show, in a test,
+    /// a store written before that projection existed).
+    pub statements: bool,
+}
+
+impl Default for BankApp {
+    fn default() -> BankApp {
+        BankApp { extra: Vec::new(), statements: true }
+    }
+}
+
+/// The queries over a backend's read model.
+pub fn queries(read_model: &ReadModel) -> Arc<dyn Queries> {
+    match read_model {
+        ReadModel::Sqlite(model) => Arc::new(SqliteQueries(model.clone())),
+        ReadModel::Postgres(model) => Arc::new(PostgresQueries(model.as_ref().clone())),
+    }
+}
+
+#[async_trait]
+impl RewindApp for BankApp {
+    fn application(&self, backend: &Backend) -> Application {
+        let mut builder = Application::builder_shared(backend.store.clone())
+            .router(router())
+            .middleware(LoggingMiddleware)
+            .middleware(ValidationMiddleware)
+            .middleware(DestinationCheck(queries(&backend.read_model)));
+        for middleware in &self.extra {
+            builder = builder.middleware_shared(middleware.clone());
+        }
+        builder.build()
+    }
+
+    async fn subscriptions(
+        &self,
+        builder: SubscriptionsBuilder,
+        backend: &Backend,
+    ) -> Result<SubscriptionsBuilder, StoreError> {
+        let (accounts, statements): (Arc<dyn Consumer>, Arc<dyn Consumer>) = match &backend.read_model {
+            ReadModel::Sqlite(model) => (
+                Arc::new(SqliteProjector::new(PROJECTOR, SqliteBankProjection, model).await?),
+                Arc::new(SqliteProjector::new(STATEMENTS, SqliteStatements, model).await?),
+            ),
+            ReadModel::Postgres(model) => (
+                Arc::new(PostgresProjector::new(PROJECTOR, PostgresBankProjection, model).await?),
+                Arc::new(PostgresProjector::new(STATEMENTS, PostgresStatements, model).await?),
+            ),
+        };
+        let builder = builder.consumer(PROJECTOR, accounts, SubscriptionOptions::new().strong()).process_manager(
+            TRANSFER_PROCESS,
+            TransferProcess,
+            SubscriptionOptions::new(),
+        );
+        Ok(if self.statements { builder.consumer(STATEMENTS, statements, SubscriptionOptions::new()) } else { builder })
+    }
+}
 
 /// The bank, running.
 pub struct Bank {
@@ -31,83 +98,39 @@ pub struct Bank {
     pub queries: Arc<dyn Queries>,
     /// The projections and the transfer process.
     pub subscriptions: Subscriptions,
+    /// The database, kept open while the bank runs.
+    pub backend: Backend,
 }
 
 /// Why the bank could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The store or read model failed to open.
-    #[error("cannot open {database}: {source}")]
-    Store {
-        /// Which database.
-        database: String,
-        /// Why.
-        #[source]
-        source: StoreError,
-    },
+    #[error(transparent)]
+    Open(#[from] OpsError),
     /// Subscriptions could not start.
     #[error("cannot start subscriptions: {0}")]
     Subscriptions(#[from] rewind::SubscriptionError),
 }
 
-/// What differs per backend.
-struct Parts {
-    store: rewind::SharedStore,
-    queries: Arc<dyn Queries>,
-    bookkeeping: Arc<dyn SubscriptionStore>,
-    projector: Arc<dyn Consumer>,
-}
-
-async fn sqlite(path: &std::path::Path) -> Result<Parts, StoreError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(StoreError::backend)?;
-    }
-    let store = Arc::new(SqliteStore::open(path).await?);
-    let model = SqliteReadModel::sharing(store.clone()).await?;
-    let projector = Arc::new(SqliteProjector::new(PROJECTOR, SqliteBankProjection, &model).await?);
-    Ok(Parts {
-        store: rewind::SharedStore::from(store),
-        bookkeeping: Arc::new(SqliteSubscriptionStore::open(&model).await?),
-        queries: Arc::new(SqliteQueries(model)),
-        projector,
-    })
-}
-
-async fn postgres(url: &str, schema: &str) -> Result<Parts, StoreError> {
-    let store = PostgresStore::connect(url, schema).await?;
-    let model = PostgresReadModel::connect(url, schema).await?;
-    let projector = Arc::new(PostgresProjector::new(PROJECTOR, PostgresBankProjection, &model).await?);
-    Ok(Parts {
-        store: rewind::SharedStore::new(store),
-        bookkeeping: Arc::new(PostgresSubscriptionStore::new(&model)),
-        queries: Arc::new(PostgresQueries(model)),
-        projector,
-    })
-}
-
 impl Bank {
-    /// Opens the database, catches up the read model in the background and starts
-    /// the transfer process.
+    /// Opens the database (creating it if missing), catches up the read model in the
+    /// background and starts the transfer process, with `extra` middleware.
     pub async fn start(database: &Database, extra: Vec<Arc<dyn Middleware>>) -> Result<Bank, StartError> {
-        let parts = match database {
-            Database::Sqlite(path) => sqlite(path).await,
-            Database::Postgres { url, schema } => postgres(url, schema).await,
-        }
-        .map_err(|source| StartError::Store { database: database.to_string(), source })?;
-        let mut builder = Application::builder_shared(parts.store.clone())
-            .router(router())
-            .middleware(LoggingMiddleware)
-            .middleware(ValidationMiddleware)
-            .middleware(DestinationCheck(parts.queries.clone()));
-        for middleware in extra {
-            builder = builder.middleware_shared(middleware);
-        }
-        let app = builder.build();
-        let subscriptions = Subscriptions::builder(&app, parts.bookkeeping)
-            .consumer(PROJECTOR, parts.projector, SubscriptionOptions::new().strong())
-            .process_manager(TRANSFER_PROCESS, TransferProcess, SubscriptionOptions::new())
+        Bank::start_app(database, &BankApp { extra, ..BankApp::default() }).await
+    }
+
+    /// [`Bank::start`] for a given description of the bank.
+    pub async fn start_app(database: &Database, bank: &BankApp) -> Result<Bank, StartError> {
+        let backend = Backend::open(database, OpenMode::Create).await?;
+        let app = bank.application(&backend);
+        let builder = Subscriptions::builder(&app, backend.bookkeeping.clone());
+        let subscriptions = bank
+            .subscriptions(builder, &backend)
+            .await
+            .map_err(|source| OpsError::Store { database: database.to_string(), source })?
             .start()?;
-        Ok(Bank { app, queries: parts.queries, subscriptions })
+        Ok(Bank { app, queries: queries(&backend.read_model), subscriptions, backend })
     }
 
     /// Stops the subscriptions at a checkpoint.

@@ -4,9 +4,9 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use bank::database::Database;
 use bank::http::{AppState, metrics::CommandMetrics, metrics::Metrics, router};
 use bank::service::Bank;
+use rewind_cli::Database;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tower::ServiceExt;

@@ -107,14 +107,9 @@ fn databases(dir: &std::path::Path) -> Vec<String> {
 
 /// Every event of the store behind `database`, read directly.
 async fn all_events(database: &str) -> Vec<RecordedEvent> {
-    let store: rewind::SharedStore = match database.parse().expect("database") {
-        bank::database::Database::Sqlite(path) => {
-            rewind::SharedStore::new(rewind_sqlite::SqliteStore::open(path).await.expect("open"))
-        }
-        bank::database::Database::Postgres { url, schema } => {
-            rewind::SharedStore::new(rewind_postgres::PostgresStore::connect(&url, &schema).await.expect("connect"))
-        }
-    };
+    let database: rewind_cli::Database = database.parse().expect("database");
+    let backend = rewind_cli::Backend::open(&database, rewind_cli::OpenMode::Existing).await.expect("open");
+    let store = backend.store.clone();
     let mut all: Vec<RecordedEvent> = Vec::new();
     loop {
         let from = all.last().map_or(GlobalPosition(1), |e| e.position.next());

@@ -115,6 +115,19 @@ impl PostgresStore {
         Ok(PostgresStore { schema, sql, pool, writer: sender, head, counters, listener })
     }
 
+    /// Whether schema `schema` of the database at `url` holds a Rewind store, without
+    /// creating anything (operators' tools refuse to work on a store that is not there).
+    pub async fn exists(url: &str, schema: &str) -> Result<bool, StoreError> {
+        let options = PostgresOptions::new(url, schema);
+        options.validate_schema()?;
+        let client = connect(&options.pg_config()?).await.map_err(from_pg)?;
+        let row = client
+            .query_one("SELECT to_regclass(format('%I.events', $1::text)) IS NOT NULL", &[&schema])
+            .await
+            .map_err(from_pg)?;
+        row.try_get(0).map_err(from_pg)
+    }
+
     /// The PostgreSQL schema holding this store.
     pub fn schema(&self) -> &str {
         &self.schema

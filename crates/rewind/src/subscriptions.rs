@@ -85,6 +85,19 @@ impl SubscriptionsBuilder {
         self.consumer(name, consumer, options)
     }
 
+    /// The registered subscriptions, in registration order: for tools that inspect
+    /// them (checkpoints, kinds) without starting them.
+    pub fn registered(&self) -> impl Iterator<Item = (&str, &Arc<dyn Consumer>)> {
+        self.registered.iter().map(|r| (r.name.as_str(), &r.consumer))
+    }
+
+    /// Keeps only the subscriptions `keep` accepts (a tool that replays history runs
+    /// the projectors alone, so no side effect fires).
+    pub fn retain(mut self, mut keep: impl FnMut(&str, ConsumerKind) -> bool) -> Self {
+        self.registered.retain(|r| keep(&r.name, r.consumer.kind()));
+        self
+    }
+
     /// Starts every subscription on the current tokio runtime.
     pub fn start(self) -> Result<Subscriptions, SubscriptionError> {
         let subscriptions = Subscriptions {

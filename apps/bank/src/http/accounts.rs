@@ -183,6 +183,15 @@ pub(crate) async fn transactions(State(state): State<AppState>, Path(id): Path<S
     Ok(Json(json!({ "data": list })).into_response())
 }
 
+/// `GET /api/accounts/:id/statements`: monthly statements (an eventually consistent
+/// projection, see `read_model::statements`).
+pub(crate) async fn statements(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let account_uuid = account_id(&id)?;
+    current(&state, account_uuid).await?;
+    let list = state.bank.queries.statements(account_uuid).await?;
+    Ok(Json(json!({ "data": list })).into_response())
+}
+
 /// `GET /api/transfers/:id`
 pub(crate) async fn show_transfer(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let view = state.bank.queries.transfer(account_id(&id)?).await?.ok_or(ApiError::NotFound)?;

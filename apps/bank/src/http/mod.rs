@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/accounts/{id}/withdraw", post(accounts::withdraw))
         .route("/accounts/{id}/transfer", post(accounts::transfer))
         .route("/accounts/{id}/transactions", get(accounts::transactions))
+        .route("/accounts/{id}/statements", get(accounts::statements))
         .route("/transfers/{id}", get(accounts::show_transfer))
         .route("/openapi.json", get(openapi))
         .layer(middleware::from_fn_with_state(state.replies.clone(), idempotency::layer))

@@ -8,10 +8,11 @@
 //!
 //! The mapping from events to [`Change`]s is pure and shared; `sqlite` and
 //! `postgres` only say how a change is written and how a view is read in each
-//! dialect.
+//! dialect. [`statements`] is a second, later projection: monthly statements.
 
 pub mod postgres;
 pub mod sqlite;
+pub mod statements;
 
 use crate::domain::AccountEvent;
 use async_trait::async_trait;
@@ -225,6 +226,9 @@ pub trait Queries: Send + Sync + 'static {
     async fn transactions(&self, account: Uuid) -> Result<Vec<TransactionView>, StoreError>;
     /// One transfer.
     async fn transfer(&self, uuid: Uuid) -> Result<Option<TransferView>, StoreError>;
+    /// An account's monthly statements, oldest first (empty until that projection
+    /// has caught up, see [`statements`]).
+    async fn statements(&self, account: Uuid) -> Result<Vec<statements::StatementView>, StoreError>;
 }
 
 #[cfg(test)]

@@ -145,4 +145,9 @@ impl Queries for PostgresQueries {
         })
         .transpose()
     }
+
+    async fn statements(&self, account: Uuid) -> Result<Vec<super::statements::StatementView>, StoreError> {
+        let client = self.0.client().await?;
+        super::statements::postgres_statements(&client, account).await.map_err(backend)
+    }
 }

@@ -143,4 +143,8 @@ impl Queries for SqliteQueries {
             })
             .await
     }
+
+    async fn statements(&self, account: Uuid) -> Result<Vec<super::statements::StatementView>, StoreError> {
+        self.0.read(move |conn| super::statements::sqlite_statements(conn, account)).await
+    }
 }

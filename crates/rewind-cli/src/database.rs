@@ -1,38 +1,45 @@
-//! Where the bank keeps its data: `sqlite://PATH` (the embedded default) or a
-//! PostgreSQL URL, parsed once with clear errors.
+//! Where an application keeps its data, as one URL: `sqlite://PATH` (the embedded
+//! default), `postgres://…[?schema=NAME]`, or `memory://` (nothing kept; for
+//! trials and benchmarks). Parsed once, with an error that says what is accepted.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-/// The schema used on PostgreSQL unless the URL names one (`?schema=NAME`).
-pub const DEFAULT_SCHEMA: &str = "bank";
+/// The PostgreSQL schema used unless the URL names one (`?schema=NAME`).
+pub const DEFAULT_SCHEMA: &str = "rewind";
 
-/// A database the bank can run on.
+/// A database a Rewind application can run on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Database {
-    /// One SQLite file holding events and read model (created if missing).
+    /// One SQLite file holding events and read model.
     Sqlite(PathBuf),
-    /// A PostgreSQL database; everything lives in `schema`.
+    /// A PostgreSQL database; events and read model live in `schema`.
     Postgres {
         /// The connection URL, without the `schema` parameter.
         url: String,
         /// The schema for the events and the read model.
         schema: String,
     },
+    /// Events in memory, read model in a temporary SQLite file; gone at exit.
+    Memory,
 }
 
-/// A database URL the bank cannot use.
+/// A database URL no backend accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://USER@HOST/DB[?schema=NAME]")]
+#[error("unsupported database URL `{0}`: use sqlite://PATH, postgres://USER@HOST/DB[?schema=NAME] or memory://")]
 pub struct BadDatabaseUrl(pub String);
 
 impl FromStr for Database {
     type Err = BadDatabaseUrl;
 
     /// `sqlite://bank.db` (relative), `sqlite:///var/lib/bank.db` (absolute),
-    /// `postgres://…` or `postgresql://…` with an optional `schema` query parameter.
+    /// `postgres://…` or `postgresql://…` with an optional `schema` query parameter,
+    /// `memory://`.
     fn from_str(url: &str) -> Result<Database, BadDatabaseUrl> {
+        if url == "memory://" {
+            return Ok(Database::Memory);
+        }
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
                 return Err(BadDatabaseUrl(url.to_owned()));
@@ -65,6 +72,7 @@ impl fmt::Display for Database {
                 let separator = if url.contains('?') { '&' } else { '?' };
                 write!(f, "{url}{separator}schema={schema}")
             }
+            Database::Memory => f.write_str("memory://"),
         }
     }
 }
@@ -91,13 +99,19 @@ mod tests {
             }
         );
         let db: Database = "postgresql://localhost/bank".parse().unwrap();
-        assert_eq!(db, Database::Postgres { url: "postgresql://localhost/bank".into(), schema: "bank".into() });
-        assert_eq!(db.to_string(), "postgresql://localhost/bank?schema=bank");
+        assert_eq!(db, Database::Postgres { url: "postgresql://localhost/bank".into(), schema: "rewind".into() });
+        assert_eq!(db.to_string(), "postgresql://localhost/bank?schema=rewind");
+    }
+
+    #[test]
+    fn parses_memory() {
+        assert_eq!("memory://".parse(), Ok(Database::Memory));
+        assert_eq!(Database::Memory.to_string(), "memory://");
     }
 
     #[test]
     fn refuses_other_urls() {
-        for url in ["mysql://x", "bank.db", "", "postgres://h/db?schema="] {
+        for url in ["mysql://x", "bank.db", "", "postgres://h/db?schema=", "memory://x"] {
             assert!(url.parse::<Database>().is_err(), "{url}");
         }
     }

@@ -1,0 +1,78 @@
+//! What an operation can fail with; the binary prints it and exits non-zero.
+
+use rewind::{StoreError, SubscriptionError};
+
+/// An operation's failure, with what the operator needs to act on it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpsError {
+    /// The store is not there (a missing file or schema).
+    #[error("no event store at {0}")]
+    Missing(String),
+    /// A destination that must be empty holds events.
+    #[error("{database} already holds {events} events; the destination must be empty")]
+    NotEmpty {
+        /// The destination.
+        database: String,
+        /// How many it holds.
+        events: u64,
+    },
+    /// The store failed (unreachable, unreadable, newer schema).
+    #[error("{database}: {source}")]
+    Store {
+        /// Which store.
+        database: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// An import file line is unusable; nothing was imported.
+    #[error("{file}, line {line}: {reason}; nothing was imported")]
+    BadLine {
+        /// The file.
+        file: String,
+        /// Its 1-based line number.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A subscription could not be run or changed.
+    #[error("{0}")]
+    Subscription(#[from] SubscriptionError),
+    /// A projector stopped on an event while catching up.
+    #[error("projector `{name}` stopped at position {position}: {error}")]
+    Stopped {
+        /// The projector.
+        name: String,
+        /// The event it stopped on.
+        position: u64,
+        /// Its error.
+        error: String,
+    },
+    /// The command line asks for something that cannot be done.
+    #[error("{0}")]
+    Usage(String),
+    /// Reading input or writing output failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being read or written.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl OpsError {
+    /// A store error on `database`.
+    pub fn store(database: impl std::fmt::Display) -> impl FnOnce(StoreError) -> OpsError {
+        let database = database.to_string();
+        move |source| OpsError::Store { database, source }
+    }
+
+    /// An I/O error while doing `what`.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> OpsError {
+        let what = what.into();
+        move |source| OpsError::Io { what, source }
+    }
+}

@@ -1,0 +1,273 @@
+//! Projections as an operator sees them: status from what the database records,
+//! rebuilds that reset a projector and run it to the head, and dead letters.
+//!
+//! These run in the operator's process, from the application's own subscription
+//! list ([`RewindApp`]). A rebuild resets a projector's tables and checkpoint and
+//! replays it from the origin; event handlers and process managers are never
+//! rebuilt, so no side effect fires twice. On SQLite, stop the service first (its
+//! leases are per process); on PostgreSQL the lease makes a rebuild wait while a
+//! running service holds the projector.
+
+use crate::app::RewindApp;
+use crate::backend::Backend;
+use crate::error::OpsError;
+use crate::progress::Progress;
+use rewind::{
+    Application, ConsumerKind, EventStore, GlobalPosition, SubscriptionState, Subscriptions, SubscriptionsBuilder,
+};
+use serde::Serialize;
+use std::io::Write;
+use std::time::Duration;
+
+/// The application and its registered (not started) subscriptions.
+pub async fn registered(
+    app: &dyn RewindApp,
+    backend: &Backend,
+) -> Result<(Application, SubscriptionsBuilder), OpsError> {
+    let application = app.application(backend);
+    let builder = Subscriptions::builder(&application, backend.bookkeeping.clone());
+    let builder = app.subscriptions(builder, backend).await.map_err(OpsError::store(&backend.database))?;
+    Ok((application, builder))
+}
+
+/// One subscription's recorded state.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Its name.
+    pub name: String,
+    /// Projector, event handler or process manager.
+    pub kind: ConsumerKind,
+    /// The last position it finished (0: never ran).
+    pub position: u64,
+    /// Events committed after it.
+    pub lag: u64,
+    /// `caught up`, `behind` or `never ran`.
+    pub state: &'static str,
+    /// The error of its newest dead letter.
+    pub last_error: Option<String>,
+    /// Events it skipped after failing on them.
+    pub dead_letters: usize,
+}
+
+/// Every subscription's status, as the database records it.
+pub async fn status(app: &dyn RewindApp, backend: &Backend) -> Result<Vec<Status>, OpsError> {
+    let (_, builder) = registered(app, backend).await?;
+    let head = backend.store.head_position().await.map_err(OpsError::store(&backend.database))?;
+    let mut all = Vec::new();
+    for (name, consumer) in builder.registered() {
+        let checkpoint = consumer.checkpoint().await.map_err(|e| OpsError::Usage(format!("`{name}`: {e}")))?;
+        let letters = backend.bookkeeping.dead_letters(Some(name)).await.map_err(OpsError::store(&backend.database))?;
+        let position = checkpoint.unwrap_or(GlobalPosition::START).0;
+        let lag = head.0.saturating_sub(position);
+        all.push(Status {
+            name: name.to_owned(),
+            kind: consumer.kind(),
+            position,
+            lag,
+            state: match (checkpoint, lag) {
+                (None, _) if head.0 > 0 => "never ran",
+                (_, 0) => "caught up",
+                _ => "behind",
+            },
+            last_error: letters.iter().max_by_key(|l| l.failed_at).map(|l| l.error.clone()),
+            dead_letters: letters.len(),
+        });
+    }
+    Ok(all)
+}
+
+/// Prints [`status`] as a table or JSON lines.
+pub fn print_status(statuses: &[Status], json: bool, out: &mut dyn Write) -> std::io::Result<()> {
+    if json {
+        for status in statuses {
+            serde_json::to_writer(&mut *out, status)?;
+            writeln!(out)?;
+        }
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<24} {:<16} {:>10} {:>8} {:<10} {:>6}  last error",
+        "name", "kind", "position", "lag", "state", "dead"
+    )?;
+    for s in statuses {
+        let kind = match s.kind {
+            ConsumerKind::Projector => "projector",
+            ConsumerKind::EventHandler => "event handler",
+            ConsumerKind::ProcessManager => "process manager",
+        };
+        writeln!(
+            out,
+            "{:<24} {:<16} {:>10} {:>8} {:<10} {:>6}  {}",
+            s.name,
+            kind,
+            s.position,
+            s.lag,
+            s.state,
+            s.dead_letters,
+            s.last_error.as_deref().unwrap_or("-")
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs the projectors `keep` selects until they reach the store's head, resetting
+/// them first if `reset`; nothing else runs. Returns their names.
+pub async fn catch_up(
+    app: &dyn RewindApp,
+    backend: &Backend,
+    keep: impl Fn(&str) -> bool,
+    reset: bool,
+) -> Result<Vec<String>, OpsError> {
+    let (_, builder) = registered(app, backend).await?;
+    let builder = builder.retain(|name, kind| kind == ConsumerKind::Projector && keep(name));
+    let names: Vec<String> = builder.registered().map(|(name, _)| name.to_owned()).collect();
+    if reset {
+        for (name, consumer) in builder.registered() {
+            consumer.reset().await.map_err(|e| OpsError::Usage(format!("cannot reset `{name}`: {e}")))?;
+        }
+    }
+    let head = backend.store.head_position().await.map_err(OpsError::store(&backend.database))?;
+    let subscriptions = builder.start()?;
+    let result = wait_for_head(&subscriptions, &names, head).await;
+    subscriptions.shutdown().await;
+    result.map(|()| names)
+}
+
+/// Waits until every named subscription has done `head`, showing progress; fails
+/// if one stops on an error instead.
+async fn wait_for_head(subscriptions: &Subscriptions, names: &[String], head: GlobalPosition) -> Result<(), OpsError> {
+    let progress = Progress::new(head.0 * names.len() as u64, "projecting");
+    let all_done = async {
+        for name in names {
+            subscriptions.wait_for(name, head).await?;
+        }
+        Ok::<_, OpsError>(())
+    };
+    tokio::pin!(all_done);
+    // The tick only redraws the bar and notices a projector that stopped; completion
+    // itself is signalled by `wait_for`.
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            done = &mut all_done => {
+                progress.finish();
+                return done;
+            }
+            _ = tick.tick() => {
+                let mut done = 0;
+                for name in names {
+                    let Some(status) = subscriptions.status_of(name) else { continue };
+                    if status.state == SubscriptionState::Stopped {
+                        progress.finish();
+                        return Err(OpsError::Stopped {
+                            name: name.clone(),
+                            position: status.failed_position.unwrap_or(status.position).0,
+                            error: status.last_error.unwrap_or_default(),
+                        });
+                    }
+                    done += status.position.0.min(head.0);
+                }
+                progress.set(done);
+            }
+        }
+    }
+}
+
+/// Rebuilds the named projectors (all of them when `names` is empty).
+pub async fn rebuild(app: &dyn RewindApp, backend: &Backend, names: &[String]) -> Result<Vec<String>, OpsError> {
+    if !names.is_empty() {
+        let (_, builder) = registered(app, backend).await?;
+        for name in names {
+            match builder.registered().find(|(n, _)| n == name) {
+                None => return Err(OpsError::Usage(format!("no subscription named `{name}`"))),
+                Some((_, consumer)) if consumer.kind() != ConsumerKind::Projector => {
+                    return Err(OpsError::Usage(format!(
+                        "`{name}` is not a projector; only projectors can be rebuilt"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    catch_up(app, backend, |name| names.is_empty() || names.iter().any(|n| n == name), true).await
+}
+
+/// What to do with dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterAction {
+    /// Only list them.
+    List,
+    /// Hand each to its subscription again; remove those that succeed.
+    Replay,
+    /// Remove them without handling them.
+    Skip,
+}
+
+/// Lists dead letters (of one subscription, or all) and replays or skips them.
+/// Returns how many were replayed or skipped.
+pub async fn dead_letters(
+    app: &dyn RewindApp,
+    backend: &Backend,
+    name: Option<&str>,
+    action: DeadLetterAction,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<usize, OpsError> {
+    let (_, builder) = registered(app, backend).await?;
+    let letters = backend.bookkeeping.dead_letters(name).await.map_err(OpsError::store(&backend.database))?;
+    let write = OpsError::io("writing output");
+    for letter in &letters {
+        if json {
+            serde_json::to_writer(&mut *out, letter).map_err(|e| OpsError::io("writing output")(e.into()))?;
+            writeln!(out).map_err(OpsError::io("writing output"))?;
+        } else {
+            writeln!(
+                out,
+                "{}  event {} (#{} {})  failed {}: {}",
+                letter.subscription,
+                letter.event.event_id,
+                letter.event.position,
+                letter.event.event_type,
+                letter.failed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                letter.error
+            )
+            .map_err(OpsError::io("writing output"))?;
+        }
+    }
+    out.flush().map_err(write)?;
+    let mut handled = 0;
+    for letter in &letters {
+        match action {
+            DeadLetterAction::List => {}
+            DeadLetterAction::Skip => {
+                backend
+                    .bookkeeping
+                    .remove_dead_letter(&letter.subscription, letter.event.event_id)
+                    .await
+                    .map_err(OpsError::store(&backend.database))?;
+                handled += 1;
+            }
+            DeadLetterAction::Replay => {
+                let consumer = builder
+                    .registered()
+                    .find(|(n, _)| *n == letter.subscription)
+                    .map(|(_, c)| c.clone())
+                    .ok_or_else(|| OpsError::Usage(format!("no subscription named `{}`", letter.subscription)))?;
+                consumer.replay(&letter.event).await.map_err(|e| {
+                    OpsError::Usage(format!(
+                        "`{}` failed again on event {}: {e}",
+                        letter.subscription, letter.event.event_id
+                    ))
+                })?;
+                backend
+                    .bookkeeping
+                    .remove_dead_letter(&letter.subscription, letter.event.event_id)
+                    .await
+                    .map_err(OpsError::store(&backend.database))?;
+                handled += 1;
+            }
+        }
+    }
+    Ok(handled)
+}

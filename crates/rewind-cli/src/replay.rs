@@ -1,0 +1,115 @@
+//! Time travel: copy a store's events up to a moment into an empty store, then run
+//! every projector over the copy, so serving the copy shows the application exactly
+//! as it was then.
+//!
+//! "Up to a moment" is a prefix of the global order: every event up to a position,
+//! or every event up to the first one committed after a time. Only projectors run
+//! over the copy. Event handlers are marked done up to the copy's head, so serving
+//! the copy never repeats a side effect (no email is sent twice). Process managers
+//! keep no checkpoint in the copy: when it is served they resume from the origin,
+//! and because their commands are idempotent (a command id already in a stream is
+//! not run again) only the work left unfinished at that moment is done.
+
+use crate::app::RewindApp;
+use crate::backend::Backend;
+use crate::error::OpsError;
+use crate::export::BATCH;
+use crate::progress::Progress;
+use crate::projections::{catch_up, registered};
+use chrono::{DateTime, Utc};
+use rewind::{ConsumerKind, EventFilter, EventStore, GlobalPosition, RecordedEvent};
+
+/// Where a replay stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Every event up to this position (inclusive).
+    Position(GlobalPosition),
+    /// Every event before the first one committed after this time.
+    Time(DateTime<Utc>),
+}
+
+impl Until {
+    fn includes(&self, event: &RecordedEvent) -> bool {
+        match self {
+            Until::Position(last) => event.position <= *last,
+            Until::Time(time) => event.created_at <= *time,
+        }
+    }
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    /// Events copied.
+    pub events: u64,
+    /// The projectors run over them.
+    pub projectors: Vec<String>,
+}
+
+/// Copies `source`'s events up to `until` into `destination` (empty), then runs the
+/// projectors and marks the event handlers done. See the module docs.
+pub async fn replay(
+    app: &dyn RewindApp,
+    source: &Backend,
+    destination: &Backend,
+    until: Until,
+) -> Result<Copied, OpsError> {
+    let head = source.store.head_position().await.map_err(OpsError::store(&source.database))?;
+    let total = match until {
+        Until::Position(last) => last.min(head).0,
+        Until::Time(_) => head.0,
+    };
+    let progress = Progress::new(total, "copying");
+    let (pages, mut received) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(4);
+    // Reading the next page overlaps with importing this one.
+    let reader = {
+        let store = source.store.clone();
+        tokio::spawn(async move {
+            let mut from = GlobalPosition(1);
+            loop {
+                let mut page = store.read_all(from, BATCH, &EventFilter::all()).await?;
+                let Some(last) = page.last() else { break };
+                from = last.position.next();
+                let full = page.len() == BATCH;
+                let cut = page.iter().position(|e| !until.includes(e));
+                if let Some(cut) = cut {
+                    page.truncate(cut);
+                }
+                if !page.is_empty() && pages.send(page).await.is_err() {
+                    break;
+                }
+                if cut.is_some() || !full {
+                    break;
+                }
+            }
+            Ok::<_, rewind::StoreError>(())
+        })
+    };
+    let mut events = 0;
+    while let Some(page) = received.recv().await {
+        events += page.len() as u64;
+        destination.store.import(page).await.map_err(OpsError::store(&destination.database))?;
+        progress.set(events);
+    }
+    progress.finish();
+    reader
+        .await
+        .map_err(|e| OpsError::Usage(format!("replay reader failed: {e}")))?
+        .map_err(OpsError::store(&source.database))?;
+    let projectors = finish_copy(app, destination).await?;
+    Ok(Copied { events, projectors })
+}
+
+/// After events were copied into `backend`: runs every projector from the origin
+/// and marks every event handler done up to the head. Returns the projectors run.
+pub async fn finish_copy(app: &dyn RewindApp, backend: &Backend) -> Result<Vec<String>, OpsError> {
+    let projectors = catch_up(app, backend, |_| true, true).await?;
+    let head = backend.store.head_position().await.map_err(OpsError::store(&backend.database))?;
+    let (_, builder) = registered(app, backend).await?;
+    for (name, consumer) in builder.registered() {
+        if consumer.kind() == ConsumerKind::EventHandler {
+            backend.bookkeeping.save_checkpoint(name, head).await.map_err(OpsError::store(&backend.database))?;
+        }
+    }
+    Ok(projectors)
+}
