@@ -5,121 +5,17 @@
 
 use bank::domain::{Account, AccountEvent};
 use rand::Rng;
-use rewind::{Aggregate, EventFilter, EventStore, GlobalPosition, RecordedEvent};
-use serde_json::{Value, json};
+use rewind::{Aggregate, RecordedEvent};
+use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// A `bank serve` child process.
-struct Server {
-    child: Child,
-    base: String,
-    http: reqwest::Client,
-}
+mod common;
 
-impl Server {
-    fn start(database: &str) -> Server {
-        // The server's log goes to a file, shown if it fails to start.
-        let log = tempfile::NamedTempFile::new().expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bank"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(log.reopen().expect("log"))
-            .spawn()
-            .expect("spawn bank");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let Some(Ok(line)) = lines.next() else {
-            let status = child.wait().expect("wait");
-            let log = std::fs::read_to_string(log.path()).unwrap_or_default();
-            panic!("bank serve --database {database} did not start ({status}):\n{log}");
-        };
-        let base = line.strip_prefix("listening on ").expect("listening line").to_owned();
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Server { child, base, http: reqwest::Client::new() }
-    }
-
-    async fn post(&self, path: &str, body: Value, key: Option<&str>) -> Result<(u16, Value), reqwest::Error> {
-        let mut request = self.http.post(format!("{}{path}", self.base)).json(&body);
-        if let Some(key) = key {
-            request = request.header("idempotency-key", key);
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.http.get(format!("{}{path}", self.base)).send().await.expect("get");
-        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn open(&self, balance: i64) -> String {
-        let (status, body) =
-            self.post("/api/accounts", json!({"account": {"initial_balance": balance}}), None).await.expect("open");
-        assert_eq!(status, 201, "{body}");
-        body["data"]["uuid"].as_str().expect("uuid").to_owned()
-    }
-
-    async fn open_many(&self, count: usize, balance: i64) -> Vec<String> {
-        let mut accounts = Vec::with_capacity(count);
-        for _ in 0..count {
-            accounts.push(self.open(balance).await);
-        }
-        accounts
-    }
-
-    async fn balance(&self, account: &str) -> i64 {
-        self.get(&format!("/api/accounts/{account}")).await.1["data"]["current_balance"].as_i64().expect("balance")
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
-        self.child.wait().expect("wait")
-    }
-}
-
-fn seconds() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// A fresh database URL per backend: SQLite always, PostgreSQL when configured.
-fn databases(dir: &std::path::Path) -> Vec<String> {
-    let mut urls = vec![format!("sqlite://{}", dir.join("bank.db").display())];
-    match std::env::var("TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => {
-            let schema = format!("rwt_{}_{}", seconds(), &Uuid::new_v4().simple().to_string()[..12]);
-            let separator = if url.contains('?') { '&' } else { '?' };
-            urls.push(format!("{url}{separator}schema={schema}"));
-        }
-        _ => eprintln!("PostgreSQL part skipped: TEST_DATABASE_URL is not set"),
-    }
-    urls
-}
-
-/// Every event of the store behind `database`, read directly.
-async fn all_events(database: &str) -> Vec<RecordedEvent> {
-    let database: rewind_cli::Database = database.parse().expect("database");
-    let backend = rewind_cli::Backend::open(&database, rewind_cli::OpenMode::Existing).await.expect("open");
-    let store = backend.store.clone();
-    let mut all: Vec<RecordedEvent> = Vec::new();
-    loop {
-        let from = all.last().map_or(GlobalPosition(1), |e| e.position.next());
-        let batch = store.read_all(from, 5_000, &EventFilter::all()).await.expect("read");
-        if batch.is_empty() {
-            return all;
-        }
-        all.extend(batch);
-    }
-}
+use common::{Server, all_events, databases};
 
 /// Each account's state folded from the log.
 fn fold(events: &[RecordedEvent]) -> BTreeMap<String, Account> {

@@ -11,6 +11,9 @@ use std::io::Write;
 /// How many events or streams one read asks for.
 const PAGE: usize = 1_000;
 
+/// How often `tail` looks for commits nobody announced.
+pub const TAIL_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// How output lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -126,6 +129,10 @@ pub async fn all(
 
 /// Prints events as they are committed, from `from` (default: the next one), until
 /// `stop` resolves. Each line is flushed as it is written.
+///
+/// Commits made by this process wake it at once; commits from other processes are
+/// announced on PostgreSQL but not on SQLite, so it also looks every
+/// [`TAIL_POLL`] (the tail of a store a server writes in another process).
 pub async fn tail(
     store: &SharedStore,
     from: Option<GlobalPosition>,
@@ -156,6 +163,7 @@ pub async fn tail(
         }
         tokio::select! {
             changed = head.changed() => if changed.is_err() { return Ok(()) },
+            () = tokio::time::sleep(TAIL_POLL) => {}
             () = &mut stop => return Ok(()),
         }
     }

@@ -23,8 +23,8 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<(), Sto
     let current: i32 = tx.query_one(&version_sql, &[]).await.map_err(from_pg)?.try_get(0).map_err(from_pg)?;
     if current > SCHEMA_VERSION_CURRENT {
         return Err(StoreError::Corrupt(format!(
-            "schema `{schema}` is at version {current}, but this rewind-postgres knows versions up to \
-             {SCHEMA_VERSION_CURRENT}; upgrade rewind-postgres to open it"
+            "schema `{schema}` is at version {current}, newer than version {SCHEMA_VERSION_CURRENT} that this \
+             rewind-postgres knows; upgrade rewind-postgres to open it"
         )));
     }
     let insert_sql = render("INSERT INTO {schema}.schema_version (version) VALUES ($1)", schema);

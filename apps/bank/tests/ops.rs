@@ -1,0 +1,442 @@
+//! Rewind's operations mounted in the real `bank` binary, end to end: `events`,
+//! `projections` (status, rebuild, dead letters), `replay`, `export` and `import`,
+//! and their refusals. Data is written by an in-process bank on the same database
+//! (the commands are what is under test), then the binary is run on it. On SQLite,
+//! and on PostgreSQL when `TEST_DATABASE_URL` is set. The monthly statements
+//! projection catching up on an existing store is tested here too.
+
+mod common;
+
+use bank::domain::*;
+use bank::read_model::statements::STATEMENTS;
+use bank::service::{Bank, BankApp, TRANSFER_PROCESS};
+use common::{Server, all_events, databases, seconds};
+use rewind::{Application, Consistency, DeadLetter, DispatchOptions, EventStore};
+use rewind_cli::{Backend, Database, OpenMode};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Runs `bank ARGS…`.
+fn bank(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bank")).args(args).env("RUST_LOG", "warn").output().expect("run bank")
+}
+
+/// Runs `bank ARGS…`, which must succeed; its stdout.
+fn ok(args: &[&str]) -> String {
+    let output = bank(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bank {args:?} failed: {stderr}");
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+/// Runs `bank ARGS…`, which must fail; its stderr.
+fn fails(args: &[&str]) -> String {
+    let output = bank(args);
+    assert!(!output.status.success(), "bank {args:?} should have failed");
+    String::from_utf8(output.stderr).expect("utf-8")
+}
+
+async fn open(app: &Application, balance: i64) -> Uuid {
+    let account_uuid = Uuid::new_v4();
+    // Strong: the read model shows it on return (transfers check their destination there).
+    let strong = DispatchOptions::new().consistency(Consistency::Strong);
+    app.dispatch_with(OpenAccount { account_uuid, initial_balance: balance }, strong).await.expect("open");
+    account_uuid
+}
+
+async fn deposit(app: &Application, account_uuid: Uuid, amount: i64) {
+    app.dispatch(DepositIntoAccount { account_uuid, deposit_amount: amount, transfer_uuid: None })
+        .await
+        .expect("deposit");
+}
+
+/// Waits until every subscription of `bank` has done the head.
+async fn settle(bank: &Bank) {
+    let head = bank.head().await.expect("head");
+    for status in bank.subscriptions.status() {
+        bank.subscriptions.wait_for(&status.name, head).await.expect("wait");
+    }
+}
+
+/// A bank with accounts, deposits, withdrawals, a settled transfer and a closed
+/// account; returns the accounts.
+async fn seed(database: &str) -> Vec<Uuid> {
+    let database: Database = database.parse().expect("database");
+    let bank = Bank::start(&database, Vec::new()).await.expect("start");
+    let mut accounts = Vec::new();
+    for i in 0..6 {
+        let account = open(&bank.app, 1_000 + i).await;
+        deposit(&bank.app, account, 10 * (i + 1)).await;
+        accounts.push(account);
+    }
+    let withdraw = WithdrawFromAccount { account_uuid: accounts[1], withdraw_amount: 7, transfer_uuid: None };
+    bank.app.dispatch(withdraw).await.expect("withdraw");
+    let transfer = TransferBetweenAccounts {
+        account_uuid: accounts[2],
+        transfer_uuid: Uuid::new_v4(),
+        transfer_amount: 300,
+        destination_account_uuid: accounts[3],
+    };
+    bank.app.dispatch(transfer).await.expect("transfer");
+    bank.app.dispatch(CloseAccount { account_uuid: accounts[5] }).await.expect("close");
+    settle(&bank).await;
+    // The transfer process reacted to the transfer; wait for what it wrote too.
+    settle(&bank).await;
+    bank.shutdown().await;
+    accounts
+}
+
+/// A second database beside `database`, of the same backend.
+fn sibling(database: &str, dir: &std::path::Path, name: &str) -> String {
+    if database.starts_with("sqlite://") {
+        format!("sqlite://{}", dir.join(format!("{name}.db")).display())
+    } else {
+        let base = database.split("schema=").next().expect("url");
+        format!("{base}schema=rwt_{}_{}{name}", seconds(), &Uuid::new_v4().simple().to_string()[..8])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_commands_show_streams_events_and_follow_new_commits() {
+    let dir = tempfile::tempdir().expect("dir");
+    for database in databases(dir.path()) {
+        let accounts = seed(&database).await;
+        let streams = ok(&["events", "streams", "--database", &database, "--prefix", "account-"]);
+        assert_eq!(streams.lines().count(), 6, "{streams}");
+        let first = format!("account-{}", accounts[0]);
+        assert!(streams.lines().any(|l| l == format!("{first}  2")), "stream and version: {streams}");
+
+        let read = ok(&["events", "read", &first, "--database", &database, "--json"]);
+        let lines: Vec<serde_json::Value> = read.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["event_type"], "AccountOpened");
+        assert_eq!(lines[1]["data"]["new_current_balance"], 1_010);
+        let last = ok(&["events", "read", &first, "--database", &database, "--backward", "--limit", "1"]);
+        assert_eq!(last.lines().count(), 1);
+        assert!(last.contains("DepositedIntoAccount") && last.contains(&format!("{first}@2")), "{last}");
+
+        let all = ok(&["events", "all", "--database", &database]);
+        assert_eq!(all.lines().count(), all_events(&database).await.len());
+        let closed = ok(&["events", "all", "--database", &database, "--type", "AccountClosed", "--json"]);
+        assert_eq!(closed.lines().count(), 1, "{closed}");
+
+        // `tail` follows commits made by another process.
+        let mut tail = Command::new(env!("CARGO_BIN_EXE_bank"))
+            .args(["events", "tail", "--database", &database, "--json"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("tail");
+        let (lines, received) = std::sync::mpsc::channel();
+        let stdout = tail.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        // The tail starts at the next commit; keep depositing until it shows one
+        // (a deposit made before it started reading is not shown, by design).
+        let writer = Bank::start(&database.parse().expect("db"), Vec::new()).await.expect("writer");
+        let mut seen = None;
+        for _ in 0..100 {
+            deposit(&writer.app, accounts[0], 1).await;
+            if let Ok(line) = received.recv_timeout(Duration::from_millis(200)) {
+                seen = Some(line);
+                break;
+            }
+        }
+        writer.shutdown().await;
+        let _ = tail.kill();
+        let _ = tail.wait();
+        let line: serde_json::Value = serde_json::from_str(&seen.expect("tail printed a new commit")).expect("JSON");
+        assert_eq!(line["event_type"], "DepositedIntoAccount");
+        assert_eq!(line["stream_id"], first);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_until_a_time_serves_the_bank_as_it_was() {
+    let dir = tempfile::tempdir().expect("dir");
+    for database in databases(dir.path()) {
+        let db: Database = database.parse().expect("db");
+        let bank = Bank::start(&db, Vec::new()).await.expect("start");
+        let account = open(&bank.app, 1_000).await;
+        deposit(&bank.app, account, 10).await;
+        let stream = format!("account-{account}");
+        let events =
+            bank.app.store().read_stream(&stream, rewind::StreamVersion(1), rewind::Direction::Forward, 10).await;
+        let moment = events.expect("read")[1].created_at;
+        deposit(&bank.app, account, 20).await;
+        settle(&bank).await;
+        bank.shutdown().await;
+        drop(bank);
+
+        let until = moment.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let then = sibling(&database, dir.path(), "then");
+        ok(&["replay", "--database", &database, "--until", &until, "--into", &then]);
+        let server = Server::start(&then);
+        assert_eq!(server.balance(&account.to_string()).await, 1_010, "between the two deposits ({database})");
+        let statements = server.get(&format!("/api/accounts/{account}/statements")).await.1;
+        assert_eq!(statements["data"][0]["closing_balance"], 1_010, "every projection is as of then: {statements}");
+        assert_eq!(server.terminate().code(), Some(0));
+
+        let first = sibling(&database, dir.path(), "first");
+        ok(&["replay", "--database", &database, "--position", "1", "--into", &first]);
+        let server = Server::start(&first);
+        assert_eq!(server.balance(&account.to_string()).await, 1_000, "after the opening only");
+        assert_eq!(server.terminate().code(), Some(0));
+
+        let refused = fails(&["replay", "--database", &database, "--position", "1", "--into", &first]);
+        assert!(refused.contains("must be empty"), "{refused}");
+    }
+}
+
+/// Every account as a server answers it.
+async fn accounts_served(server: &Server, accounts: &[Uuid]) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    for account in accounts {
+        all.push(server.get(&format!("/api/accounts/{account}")).await.1);
+        all.push(server.get(&format!("/api/accounts/{account}/transactions")).await.1);
+        all.push(server.get(&format!("/api/accounts/{account}/statements")).await.1);
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_then_import_into_another_backend_serves_the_same_bank() {
+    let dir = tempfile::tempdir().expect("dir");
+    let source = format!("sqlite://{}", dir.path().join("source.db").display());
+    let accounts = seed(&source).await;
+    let file = dir.path().join("bank.jsonl");
+    let file = file.to_str().expect("path");
+    ok(&["export", "--database", &source, "--out", file]);
+    let exported = std::fs::read_to_string(file).expect("export file");
+    let original = all_events(&source).await;
+    assert_eq!(exported.lines().count(), original.len());
+
+    // Into PostgreSQL when configured (the documented way off SQLite), else into another SQLite file.
+    let destination = databases(dir.path()).pop().filter(|d| d.starts_with("postgres")).map_or_else(
+        || format!("sqlite://{}", dir.path().join("imported.db").display()),
+        |pg| sibling(&pg, dir.path(), "imported"),
+    );
+    ok(&["import", "--database", &destination, "--in", file]);
+    let imported = all_events(&destination).await;
+    assert_eq!(imported.len(), original.len());
+    for (copy, source) in imported.iter().zip(&original) {
+        let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).expect("JSON");
+        assert_eq!(json(&copy.data), json(&source.data));
+        assert_eq!(
+            (copy.event_id, &copy.stream_id, copy.stream_version, copy.position, &copy.metadata, copy.created_at),
+            (
+                source.event_id,
+                &source.stream_id,
+                source.stream_version,
+                source.position,
+                &source.metadata,
+                source.created_at
+            ),
+        );
+    }
+    let (from, to) = (Server::start(&source), Server::start(&destination));
+    assert_eq!(accounts_served(&to, &accounts).await, accounts_served(&from, &accounts).await, "{destination}");
+    assert_eq!(from.terminate().code(), Some(0));
+    assert_eq!(to.terminate().code(), Some(0));
+
+    // Export to standard output gives the same lines.
+    assert_eq!(ok(&["export", "--database", &source, "--out", "-"]), exported);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_import_names_its_line_and_imports_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let source = format!("sqlite://{}", dir.path().join("source.db").display());
+    seed(&source).await;
+    let good = ok(&["export", "--database", &source, "--out", "-"]);
+    let lines: Vec<&str> = good.lines().collect();
+    let truncated = [&lines[..2], &[&lines[2][..lines[2].len() / 2]], &lines[3..]].concat();
+    let gap = [&lines[..1], &lines[2..]].concat();
+    let mut twice = lines.clone();
+    twice.insert(4, lines[3]);
+    for database in databases(dir.path()) {
+        let destination = sibling(&database, dir.path(), "bad");
+        for (bad, line, why) in [
+            (&truncated, "line 3", "not an exported event"),
+            (&gap, "line 2", "position 3 where 2"),
+            (&twice, "line 5", "position 4 where 5"),
+        ] {
+            let file = dir.path().join("bad.jsonl");
+            std::fs::write(&file, bad.join("\n") + "\n").expect("write");
+            let error = fails(&["import", "--database", &destination, "--in", file.to_str().expect("path")]);
+            assert!(error.contains(line) && error.contains(why) && error.contains("nothing was imported"), "{error}");
+        }
+        let missing = fails(&["events", "all", "--database", &destination]);
+        assert!(missing.contains("no event store"), "nothing was created: {missing}");
+    }
+}
+
+/// Every row of the bank's read model tables, as text, in a stable order.
+async fn tables(database: &str) -> Vec<String> {
+    let names = ["accounts", "account_transactions", "transfers", "monthly_statements"];
+    let backend = Backend::open(&database.parse().expect("db"), OpenMode::Existing).await.expect("open");
+    match &backend.read_model {
+        rewind_cli::ReadModel::Sqlite(model) => model
+            .read(move |conn| {
+                let mut rows = Vec::new();
+                for table in names {
+                    let mut statement = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))?;
+                    let columns = statement.column_count();
+                    let mut query = statement.query([])?;
+                    while let Some(row) = query.next()? {
+                        let values: Vec<String> =
+                            (0..columns).map(|i| format!("{:?}", row.get_ref(i).expect("value"))).collect();
+                        rows.push(format!("{table}: {}", values.join(" | ")));
+                    }
+                }
+                Ok::<_, rusqlite::Error>(rows)
+            })
+            .await
+            .expect("read tables"),
+        rewind_cli::ReadModel::Postgres(model) => {
+            let client = model.client().await.expect("client");
+            let mut rows = Vec::new();
+            for table in names {
+                for row in client.query(&format!("SELECT t::text FROM {table} t ORDER BY 1"), &[]).await.expect("rows")
+                {
+                    rows.push(format!("{table}: {}", row.get::<_, String>(0)));
+                }
+            }
+            rows
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_reproduces_the_live_tables_and_status_shows_every_subscription() {
+    let dir = tempfile::tempdir().expect("dir");
+    for database in databases(dir.path()) {
+        seed(&database).await;
+        let live = tables(&database).await;
+        assert!(live.len() > 20, "the seed filled the tables: {live:?}");
+        ok(&["projections", "rebuild", "--all", "--database", &database]);
+        assert_eq!(tables(&database).await, live, "a rebuild from the origin gives the same rows");
+        ok(&["projections", "rebuild", "bank_read_model", "--database", &database]);
+        assert_eq!(tables(&database).await, live);
+        let refused = fails(&["projections", "rebuild", TRANSFER_PROCESS, "--database", &database]);
+        assert!(refused.contains("not a projector"), "{refused}");
+
+        let status = ok(&["projections", "status", "--database", &database, "--json"]);
+        let statuses: Vec<serde_json::Value> = status.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+        let names: Vec<&str> = statuses.iter().map(|s| s["name"].as_str().expect("name")).collect();
+        assert_eq!(names, ["bank_read_model", TRANSFER_PROCESS, STATEMENTS]);
+        assert_eq!(statuses[0]["lag"], 0);
+        assert_eq!(statuses[0]["state"], "caught up");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_replayed_and_skipped() {
+    let dir = tempfile::tempdir().expect("dir");
+    for database in databases(dir.path()) {
+        seed(&database).await;
+        let events = all_events(&database).await;
+        let backend = Backend::open(&database.parse().expect("db"), OpenMode::Existing).await.expect("open");
+        let letter = |event: &rewind::RecordedEvent| DeadLetter {
+            subscription: "bank_read_model".into(),
+            event: event.clone(),
+            error: "disk on fire".into(),
+            failed_at: chrono::Utc::now(),
+        };
+        backend.bookkeeping.add_dead_letter(letter(&events[0])).await.expect("add");
+        backend.bookkeeping.add_dead_letter(letter(&events[1])).await.expect("add");
+
+        let status = ok(&["projections", "status", "--database", &database]);
+        let row = status.lines().find(|l| l.starts_with("bank_read_model")).expect("row");
+        assert!(row.contains(" 2 ") && row.contains("disk on fire"), "{status}");
+        let listed = ok(&["projections", "dead-letters", "--database", &database, "--json"]);
+        assert_eq!(listed.lines().count(), 2, "{listed}");
+        // Replaying an event the projector already holds changes nothing and succeeds.
+        ok(&["projections", "dead-letters", "--database", &database, "--replay"]);
+        assert!(backend.bookkeeping.dead_letters(None).await.expect("letters").is_empty());
+
+        backend.bookkeeping.add_dead_letter(letter(&events[2])).await.expect("add");
+        ok(&["projections", "dead-letters", "--database", &database, "--name", "bank_read_model", "--skip"]);
+        assert!(backend.bookkeeping.dead_letters(None).await.expect("letters").is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_urls_missing_stores_and_newer_schemas_are_refused_clearly() {
+    let dir = tempfile::tempdir().expect("dir");
+    let error = fails(&["events", "all", "--database", "mysql://localhost/bank"]);
+    assert!(error.contains("unsupported database URL"), "{error}");
+    let missing = format!("sqlite://{}", dir.path().join("nothing.db").display());
+    for command in [&["events", "streams"][..], &["projections", "status"], &["export", "--out", "-"]] {
+        let error = fails(&[command, &["--database", &missing]].concat());
+        assert!(error.contains("no event store"), "{command:?}: {error}");
+    }
+    assert!(!dir.path().join("nothing.db").exists(), "inspecting creates nothing");
+
+    for database in databases(dir.path()) {
+        seed(&database).await;
+        match database.parse().expect("db") {
+            Database::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).expect("open");
+                conn.pragma_update(None, "user_version", 99).expect("bump");
+            }
+            Database::Postgres { url, schema } => {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("pg");
+                tokio::spawn(connection);
+                client.execute(&format!("INSERT INTO {schema}.schema_version VALUES (99)"), &[]).await.expect("bump");
+            }
+            Database::Memory => unreachable!("not a test database"),
+        }
+        let error = fails(&["events", "all", "--database", &database]);
+        assert!(error.contains("newer"), "{error}");
+    }
+    let error = fails(&["events", "all", "--database", "postgres://postgres@127.0.0.1:1/none"]);
+    assert!(error.contains("postgres://postgres@127.0.0.1:1/none"), "says which database: {error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_projection_catches_up_on_old_events_while_the_bank_serves() {
+    let dir = tempfile::tempdir().expect("dir");
+    for database in databases(dir.path()) {
+        let db: Database = database.parse().expect("db");
+        // A store written before monthly statements existed.
+        let before = BankApp { statements: false, ..BankApp::default() };
+        let old = Bank::start_app(&db, &before).await.expect("start");
+        let mut accounts = Vec::new();
+        for i in 0..40 {
+            let account = open(&old.app, 100 + i).await;
+            for d in 1..=5 {
+                deposit(&old.app, account, d).await;
+            }
+            accounts.push(account);
+        }
+        settle(&old).await;
+        old.shutdown().await;
+        drop(old);
+        assert!(tables(&database).await.iter().all(|row| !row.starts_with("monthly_statements")));
+
+        // Deployed: the new projection starts from the origin; the bank serves meanwhile
+        // (a strongly consistent write does not wait for it).
+        let bank = Bank::start_app(&db, &BankApp::default()).await.expect("start");
+        let late = open(&bank.app, 5).await;
+        let served = bank.queries.account(late).await.expect("query");
+        assert_eq!(served.map(|a| a.current_balance), Some(5), "the service answers at once");
+        let head = bank.head().await.expect("head");
+        bank.subscriptions.wait_for(STATEMENTS, head).await.expect("caught up");
+        for (i, account) in accounts.iter().enumerate() {
+            let statements = bank.queries.statements(*account).await.expect("statements");
+            assert_eq!(statements.len(), 1, "one month");
+            let expected = 100 + i as i64 + 15;
+            assert_eq!(
+                (statements[0].credits, statements[0].closing_balance, statements[0].transactions),
+                (expected, expected, 6)
+            );
+        }
+        bank.shutdown().await;
+    }
+}
