@@ -169,6 +169,107 @@ pub fn changes(recorded: &RecordedEvent) -> Result<Vec<Change>, EventError> {
     })
 }
 
+/// An `accounts` row written whole (the account opened within the batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRow {
+    pub uuid: Uuid,
+    pub balance: i64,
+    pub closed: bool,
+    pub version: i64,
+    pub inserted_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The net change of an `accounts` row that existed before the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountUpdate {
+    pub uuid: Uuid,
+    /// The new balance, if the batch moved money.
+    pub balance: Option<i64>,
+    pub closed: bool,
+    pub version: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A batch's changes folded to one write per row, in the order a set-based writer
+/// applies them (new rows before updates of the same table). Applying a `Folded`
+/// leaves the tables as applying its changes one by one would.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Folded {
+    pub opened: Vec<AccountRow>,
+    pub updated: Vec<AccountUpdate>,
+    /// Every money movement, in order.
+    pub transactions: Vec<Change>,
+    /// Transfers requested in the batch.
+    pub requested: Vec<Change>,
+    /// The last settlement of each transfer settled in the batch.
+    pub settled: Vec<Change>,
+}
+
+impl Folded {
+    /// Folds changes in the order they happened.
+    pub fn new(changes: impl IntoIterator<Item = Change>) -> Folded {
+        use std::collections::HashMap;
+        let mut folded = Folded::default();
+        let (mut opened, mut updated, mut settled) = (HashMap::new(), HashMap::new(), HashMap::new());
+        for change in changes {
+            let (uuid, balance, closed, version, at) = match change {
+                Change::Opened { uuid, balance, version, at } => {
+                    opened.entry(uuid).or_insert_with(|| {
+                        folded.opened.push(AccountRow {
+                            uuid,
+                            balance,
+                            closed: false,
+                            version,
+                            inserted_at: at,
+                            updated_at: at,
+                        });
+                        folded.opened.len() - 1
+                    });
+                    continue;
+                }
+                Change::Balance { uuid, balance, version, at } => (uuid, Some(balance), false, version, at),
+                Change::Closed { uuid, version, at } => (uuid, None, true, version, at),
+                Change::Version { uuid, version, at } => (uuid, None, false, version, at),
+                Change::Transaction { .. } => {
+                    folded.transactions.push(change);
+                    continue;
+                }
+                Change::TransferRequested { .. } => {
+                    folded.requested.push(change);
+                    continue;
+                }
+                Change::TransferSettled { uuid, .. } => {
+                    match settled.get(&uuid) {
+                        Some(&index) => folded.settled[index] = change,
+                        None => {
+                            settled.insert(uuid, folded.settled.len());
+                            folded.settled.push(change);
+                        }
+                    }
+                    continue;
+                }
+            };
+            if let Some(&index) = opened.get(&uuid) {
+                let row: &mut AccountRow = &mut folded.opened[index];
+                row.balance = balance.unwrap_or(row.balance);
+                row.closed |= closed;
+                (row.version, row.updated_at) = (version, at);
+                continue;
+            }
+            let index = *updated.entry(uuid).or_insert_with(|| {
+                folded.updated.push(AccountUpdate { uuid, balance: None, closed: false, version, updated_at: at });
+                folded.updated.len() - 1
+            });
+            let row = &mut folded.updated[index];
+            row.balance = balance.or(row.balance);
+            row.closed |= closed;
+            (row.version, row.updated_at) = (version, at);
+        }
+        folded
+    }
+}
+
 /// An account as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AccountView {
@@ -267,6 +368,31 @@ mod tests {
         assert!(matches!(changes[0], Change::Balance { balance: 15, version: 3, .. }));
         assert!(matches!(changes[1], Change::Transaction { kind: "transfer_in", amount: 5, position: 13, .. }));
         assert!(matches!(&changes[2], Change::TransferSettled { uuid, status: "completed", .. } if *uuid == t));
+    }
+
+    #[test]
+    fn a_batch_folds_to_one_write_per_row() {
+        let (a, b, t) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let at = Utc::now();
+        let folded = Folded::new([
+            Change::Balance { uuid: a, balance: 10, version: 2, at },
+            Change::Opened { uuid: b, balance: 5, version: 1, at },
+            Change::Version { uuid: a, version: 3, at },
+            Change::Balance { uuid: b, balance: 7, version: 2, at },
+            Change::TransferRequested { uuid: t, source: a, destination: b, amount: 1, at },
+            Change::TransferSettled { uuid: t, status: "completed", reason: None, at },
+            Change::Closed { uuid: b, version: 3, at },
+        ]);
+        assert_eq!(
+            folded.updated,
+            [AccountUpdate { uuid: a, balance: Some(10), closed: false, version: 3, updated_at: at }],
+            "a balance survives a later version-only change"
+        );
+        assert_eq!(
+            folded.opened,
+            [AccountRow { uuid: b, balance: 7, closed: true, version: 3, inserted_at: at, updated_at: at }]
+        );
+        assert_eq!((folded.requested.len(), folded.settled.len(), folded.transactions.len()), (1, 1, 0));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The read model on PostgreSQL: [`Change`]s as PostgreSQL statements, views as queries.
 
-use super::{AccountView, Change, Queries, Table, TransactionView, TransferView, changes};
+use super::{AccountView, Change, Folded, Queries, Table, TransactionView, TransferView, changes};
 use async_trait::async_trait;
 use rewind::{ConsumerError, RecordedEvent, StoreError};
 use rewind_postgres::{PostgresProjection, PostgresReadModel};
@@ -54,6 +54,118 @@ async fn write(tx: &Transaction<'_>, change: &Change) -> Result<u64, tokio_postg
     }
 }
 
+/// Writes a folded batch with `unnest` arrays: new accounts, account updates,
+/// transactions, new transfers, settled transfers.
+async fn write_folded(tx: &Transaction<'_>, folded: &Folded) -> Result<(), tokio_postgres::Error> {
+    if !folded.opened.is_empty() {
+        let rows = &folded.opened;
+        let uuids: Vec<Uuid> = rows.iter().map(|r| r.uuid).collect();
+        let balances: Vec<i64> = rows.iter().map(|r| r.balance).collect();
+        let statuses: Vec<&str> = rows.iter().map(|r| if r.closed { "closed" } else { "open" }).collect();
+        let versions: Vec<i64> = rows.iter().map(|r| r.version).collect();
+        let inserted: Vec<_> = rows.iter().map(|r| r.inserted_at).collect();
+        let updated: Vec<_> = rows.iter().map(|r| r.updated_at).collect();
+        tx.execute(
+            "INSERT INTO accounts SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bigint[],
+                 $5::timestamptz[], $6::timestamptz[])
+             ON CONFLICT (uuid) DO NOTHING",
+            &[&uuids, &balances, &statuses, &versions, &inserted, &updated],
+        )
+        .await?;
+    }
+    if !folded.updated.is_empty() {
+        let rows = &folded.updated;
+        let uuids: Vec<Uuid> = rows.iter().map(|r| r.uuid).collect();
+        let balances: Vec<Option<i64>> = rows.iter().map(|r| r.balance).collect();
+        let closed: Vec<bool> = rows.iter().map(|r| r.closed).collect();
+        let versions: Vec<i64> = rows.iter().map(|r| r.version).collect();
+        let updated: Vec<_> = rows.iter().map(|r| r.updated_at).collect();
+        tx.execute(
+            "UPDATE accounts a SET current_balance = coalesce(u.balance, a.current_balance),
+                 status = CASE WHEN u.closed THEN 'closed' ELSE a.status END,
+                 version = u.version, updated_at = u.updated_at
+             FROM unnest($1::uuid[], $2::bigint[], $3::bool[], $4::bigint[], $5::timestamptz[])
+                 AS u(uuid, balance, closed, version, updated_at)
+             WHERE a.uuid = u.uuid",
+            &[&uuids, &balances, &closed, &versions, &updated],
+        )
+        .await?;
+    }
+    if !folded.transactions.is_empty() {
+        let (mut ids, mut positions, mut accounts, mut kinds, mut amounts, mut afters, mut transfers, mut ats) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        for change in &folded.transactions {
+            if let Change::Transaction {
+                event_id,
+                position,
+                account_uuid,
+                kind,
+                amount,
+                balance_after,
+                transfer_uuid,
+                at,
+            } = change
+            {
+                ids.push(*event_id);
+                positions.push(*position);
+                accounts.push(*account_uuid);
+                kinds.push(*kind);
+                amounts.push(*amount);
+                afters.push(*balance_after);
+                transfers.push(*transfer_uuid);
+                ats.push(*at);
+            }
+        }
+        tx.execute(
+            "INSERT INTO account_transactions SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[],
+                 $5::bigint[], $6::bigint[], $7::uuid[], $8::timestamptz[])
+             ON CONFLICT (event_id) DO NOTHING",
+            &[&ids, &positions, &accounts, &kinds, &amounts, &afters, &transfers, &ats],
+        )
+        .await?;
+    }
+    if !folded.requested.is_empty() {
+        let (mut uuids, mut sources, mut destinations, mut amounts, mut ats) = (vec![], vec![], vec![], vec![], vec![]);
+        for change in &folded.requested {
+            if let Change::TransferRequested { uuid, source, destination, amount, at } = change {
+                uuids.push(*uuid);
+                sources.push(*source);
+                destinations.push(*destination);
+                amounts.push(*amount);
+                ats.push(*at);
+            }
+        }
+        tx.execute(
+            "INSERT INTO transfers
+             SELECT uuid, source, destination, amount, 'pending', NULL, at, at
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::timestamptz[])
+                 AS r(uuid, source, destination, amount, at)
+             ON CONFLICT (uuid) DO NOTHING",
+            &[&uuids, &sources, &destinations, &amounts, &ats],
+        )
+        .await?;
+    }
+    if !folded.settled.is_empty() {
+        let (mut uuids, mut statuses, mut reasons, mut ats) = (vec![], vec![], vec![], vec![]);
+        for change in &folded.settled {
+            if let Change::TransferSettled { uuid, status, reason, at } = change {
+                uuids.push(*uuid);
+                statuses.push(*status);
+                reasons.push(reason.as_deref());
+                ats.push(*at);
+            }
+        }
+        tx.execute(
+            "UPDATE transfers t SET status = s.status, reason = s.reason, updated_at = s.at
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS s(uuid, status, reason, at)
+             WHERE t.uuid = s.uuid",
+            &[&uuids, &statuses, &reasons, &ats],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl PostgresProjection for PostgresBankProjection {
     async fn create(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
@@ -64,6 +176,16 @@ impl PostgresProjection for PostgresBankProjection {
         for change in changes(event)?.iter() {
             write(tx, change).await?;
         }
+        Ok(())
+    }
+
+    /// A batch in at most five statements, one per table and kind of write.
+    async fn project_batch(&self, tx: &Transaction<'_>, events: &[RecordedEvent]) -> Result<(), ConsumerError> {
+        let mut all = Vec::with_capacity(events.len() * 2);
+        for event in events {
+            all.extend(changes(event)?);
+        }
+        write_folded(tx, &Folded::new(all)).await?;
         Ok(())
     }
 

@@ -182,6 +182,58 @@ impl PostgresProjection for PostgresStatements {
         Ok(())
     }
 
+    /// A batch in one statement: lines folded per account and month first.
+    async fn project_batch(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        events: &[RecordedEvent],
+    ) -> Result<(), ConsumerError> {
+        let mut index = std::collections::HashMap::new();
+        let mut rows: Vec<(Uuid, String, StatementView)> = Vec::new();
+        for event in events {
+            let Some(line) = statement_line(event)? else { continue };
+            let key = (line.account_uuid, line.month.clone());
+            let at = *index.entry(key).or_insert_with(|| {
+                let opening = line.balance_after - line.credit + line.debit;
+                let empty = StatementView {
+                    month: line.month.clone(),
+                    opening_balance: opening,
+                    credits: 0,
+                    debits: 0,
+                    closing_balance: opening,
+                    transactions: 0,
+                };
+                rows.push((line.account_uuid, line.month.clone(), empty));
+                rows.len() - 1
+            });
+            let row = &mut rows[at].2;
+            row.credits += line.credit;
+            row.debits += line.debit;
+            row.closing_balance = line.balance_after;
+            row.transactions += 1;
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let accounts: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+        let months: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+        let column = |f: fn(&StatementView) -> i64| rows.iter().map(|r| f(&r.2)).collect::<Vec<i64>>();
+        let (openings, credits, debits) = (column(|v| v.opening_balance), column(|v| v.credits), column(|v| v.debits));
+        let (closings, counts) = (column(|v| v.closing_balance), column(|v| v.transactions));
+        tx.execute(
+            "INSERT INTO monthly_statements
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])
+             ON CONFLICT (account_uuid, month) DO UPDATE SET
+                credits = monthly_statements.credits + excluded.credits,
+                debits = monthly_statements.debits + excluded.debits,
+                closing_balance = excluded.closing_balance,
+                transactions = monthly_statements.transactions + excluded.transactions",
+            &[&accounts, &months, &openings, &credits, &debits, &closings, &counts],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn reset(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), tokio_postgres::Error> {
         tx.batch_execute("DELETE FROM monthly_statements").await
     }
