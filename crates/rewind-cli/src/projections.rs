@@ -19,6 +19,10 @@ use serde::Serialize;
 use std::io::Write;
 use std::time::Duration;
 
+/// Events per projector transaction when an operation catches projectors up: large
+/// batches amortise each commit (and its fsync) over more events.
+const CATCH_UP_BATCH: usize = 10_000;
+
 /// The application and its registered (not started) subscriptions.
 pub async fn registered(
     app: &dyn RewindApp,
@@ -120,7 +124,7 @@ pub async fn catch_up(
     reset: bool,
 ) -> Result<Vec<String>, OpsError> {
     let (_, builder) = registered(app, backend).await?;
-    let builder = builder.retain(|name, kind| kind == ConsumerKind::Projector && keep(name));
+    let builder = builder.retain(|name, kind| kind == ConsumerKind::Projector && keep(name)).batch_size(CATCH_UP_BATCH);
     let names: Vec<String> = builder.registered().map(|(name, _)| name.to_owned()).collect();
     if reset {
         for (name, consumer) in builder.registered() {

@@ -98,6 +98,15 @@ impl SubscriptionsBuilder {
         self
     }
 
+    /// Sets every registered subscription's batch size (a tool catching up a whole
+    /// history commits fewer, larger batches than a live service).
+    pub fn batch_size(mut self, size: usize) -> Self {
+        for registered in &mut self.registered {
+            registered.options = registered.options.clone().batch_size(size);
+        }
+        self
+    }
+
     /// Starts every subscription on the current tokio runtime.
     pub fn start(self) -> Result<Subscriptions, SubscriptionError> {
         let subscriptions = Subscriptions {
