@@ -122,7 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             run.notice("PostgreSQL rows skipped: set TEST_DATABASE_URL or pass --database-url".into());
             continue;
         }
-        eprintln!("== {backend}");
+        eprintln!("== {backend} (at {:.0} s)", started.elapsed().as_secs_f64());
         let peer_results = match (&peer, dispatching) {
             (Some(binary), true) => run_peer(binary, backend, &cli, url, &mut run).await,
             _ => Vec::new(),
@@ -148,7 +148,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn build_peer(cli: &Cli, paths: &Paths, run: &mut Run) -> Option<PathBuf> {
     let manifest = cli.peer_manifest.clone().unwrap_or_else(|| paths.root.join("benches/peer-cqrs-es/Cargo.toml"));
     eprintln!("building the peer ({})…", manifest.display());
-    match peer::build(&paths.cargo, &manifest, &paths.target.join("peer")).await {
+    let started = Instant::now();
+    let built = peer::build(&paths.cargo, &manifest, &paths.target.join("peer")).await;
+    eprintln!("  built in {:.0} s", started.elapsed().as_secs_f64());
+    match built {
         Ok(binary) => Some(binary),
         Err(error) => {
             run.notice(format!("cqrs-es columns show –: {error:#}"));
@@ -160,7 +163,10 @@ async fn build_peer(cli: &Cli, paths: &Paths, run: &mut Run) -> Option<PathBuf> 
 async fn run_peer(binary: &Path, backend: Backend, cli: &Cli, url: Option<&str>, run: &mut Run) -> Vec<PeerResult> {
     let limit = Duration::from_secs(cli.peer_timeout.unwrap_or(if cli.quick { 60 } else { 3_600 }));
     eprintln!("cqrs-es on {backend}…");
-    match peer::run(binary, backend, cli.quick, url, limit).await {
+    let started = Instant::now();
+    let ran = peer::run(binary, backend, cli.quick, url, &cli.workloads, limit).await;
+    eprintln!("  cqrs-es on {backend}: {:.0} s", started.elapsed().as_secs_f64());
+    match ran {
         Ok((results, notice)) => {
             if let Some(notice) = notice {
                 run.notice(notice);
@@ -329,7 +335,10 @@ async fn prepare_http(paths: &Paths, run: &mut Run) -> Option<(PathBuf, http::Lo
         return None;
     };
     eprintln!("building the bank…");
-    match http::build_bank(&paths.cargo, &paths.root, &paths.target).await {
+    let started = Instant::now();
+    let built = http::build_bank(&paths.cargo, &paths.root, &paths.target).await;
+    eprintln!("  built in {:.0} s", started.elapsed().as_secs_f64());
+    match built {
         Ok(bank) => Some((bank, tool)),
         Err(error) => {
             run.notice(format!("W6 skipped: {error:#}"));

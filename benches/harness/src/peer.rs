@@ -5,6 +5,7 @@
 //! run cut short by the time limit still keeps what it finished.
 
 use crate::backend::Backend;
+use crate::workloads::Workload;
 use anyhow::Context;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -53,17 +54,20 @@ pub async fn build(cargo: &Path, manifest: &Path, target_dir: &Path) -> anyhow::
     Ok(binary)
 }
 
-/// Runs the peer on `backend`. Lines that are not results are passed on to stderr;
+/// Runs the peer on `backend` (the selected workloads of W1–W5). Lines that are not results are passed on to stderr;
 /// after `limit` the peer is stopped and the results so far are returned with a notice.
 pub async fn run(
     binary: &Path,
     backend: Backend,
     quick: bool,
     url: Option<&str>,
+    workloads: &[Workload],
     limit: Duration,
 ) -> anyhow::Result<(Vec<PeerResult>, Option<String>)> {
     let mut command = Command::new(binary);
     command.args(["--backend", backend.name()]).stdin(Stdio::null()).stdout(Stdio::piped()).kill_on_drop(true);
+    let workloads: Vec<String> = workloads.iter().filter(|w| **w <= Workload::W5).map(Workload::to_string).collect();
+    command.args(["--workloads", &workloads.join(",")]);
     if quick {
         command.arg("--quick");
     }
