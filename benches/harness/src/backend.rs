@@ -125,6 +125,16 @@ impl Target {
         }
     }
 
+    /// (commits, appends) the store's writer has done so far, to show how many
+    /// appends shared a commit; none on memory.
+    pub fn commits(&self) -> Option<(u64, u64)> {
+        match &self.store {
+            Store::Memory(_) => None,
+            Store::Sqlite(store) => Some((store.stats().commits, store.stats().requests)),
+            Store::Postgres(store) => Some((store.stats().transactions, store.stats().appends)),
+        }
+    }
+
     /// The run's temporary directory.
     pub fn path(&self) -> &Path {
         self.dir.path()

@@ -202,9 +202,20 @@ async fn rewind_and_raw(
         }
     };
     let mut rewind = Vec::new();
+    let mut grouping = Vec::new();
     for &workload in selected.iter().filter(|w| **w <= Workload::W4) {
+        let before = target.commits();
         let result = workloads::run(&target, workload, sizes).await;
+        if let (Some((c0, a0)), Some((c1, a1))) = (before, target.commits()) {
+            grouping.push(format!("{workload} {:.1}", (a1 - a0) as f64 / (c1 - c0).max(1) as f64));
+        }
         rewind.push((workload, progress(backend, workload, result)));
+    }
+    if !grouping.is_empty() {
+        run.notice(format!(
+            "{backend} group commit, appends per commit (W3 counts its untimed opens too): {}",
+            grouping.join(", ")
+        ));
     }
     if selected.contains(&Workload::W5) {
         let result = catch_up(&target, sizes).await;

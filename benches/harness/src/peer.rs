@@ -96,8 +96,14 @@ pub async fn run(
             (!status.success()).then(|| format!("cqrs-es on {backend} exited with {status}"))
         }
         Err(_) => {
-            child.start_kill().ok();
-            child.wait().await.ok();
+            // SIGTERM first, so the peer may drop its schema; SIGKILL if it lingers.
+            if let Some(pid) = child.id() {
+                Command::new("kill").args(["-TERM", &pid.to_string()]).status().await.ok();
+            }
+            if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+                child.start_kill().ok();
+                child.wait().await.ok();
+            }
             Some(format!("cqrs-es on {backend} stopped after {limit:?}; workloads not finished show –"))
         }
     };
