@@ -1,0 +1,294 @@
+//! W6: HTTP deposits against the real `bank serve` binary on a fresh database,
+//! driven by a standard load tool (`wrk` with a Lua script, or `oha`).
+//!
+//! The server starts on 127.0.0.1:0 and says where it listens on stdout; 1,000
+//! accounts are opened over HTTP, then the tool posts `{"deposit_amount": 1}` to
+//! `/api/accounts/:id/deposit`, spread over them, for a fixed time. Only 2xx
+//! answers count as operations. The load tool and the server share the machine.
+
+use crate::backend::{Backend, drop_schema, fresh_schema_name};
+use crate::measure::Measurement;
+use crate::workloads::Sizes;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// What W6 gave.
+pub enum Outcome {
+    /// Measured; with notes worth printing (non-2xx answers, the tool used).
+    Measured(Measurement, Vec<String>),
+    /// Not run, and why.
+    Skipped(String),
+}
+
+/// A load tool found on `PATH`.
+#[derive(Debug, Clone)]
+pub enum LoadTool {
+    /// `wrk` (driven by a Lua script).
+    Wrk(PathBuf),
+    /// `oha`.
+    Oha(PathBuf),
+}
+
+/// `wrk`, else `oha`, else none.
+pub fn find_load_tool() -> Option<LoadTool> {
+    which("wrk").map(LoadTool::Wrk).or_else(|| which("oha").map(LoadTool::Oha))
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(name)).find(|path| path.is_file())
+}
+
+/// Builds the `bank` binary of the workspace at `root` into `target_dir`.
+pub async fn build_bank(cargo: &Path, root: &Path, target_dir: &Path) -> anyhow::Result<PathBuf> {
+    let output = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "-p", "bank", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target_dir)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("running {}", cargo.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "building the bank failed: {}",
+        String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("")
+    );
+    Ok(target_dir.join("release").join("bank"))
+}
+
+/// Runs W6 on `backend`.
+pub async fn run(
+    bank: &Path,
+    tool: &LoadTool,
+    backend: Backend,
+    url: Option<&str>,
+    sizes: &Sizes,
+) -> anyhow::Result<Outcome> {
+    let dir = tempfile::Builder::new().prefix("rewind-bench-http-").tempdir()?;
+    let schema = fresh_schema_name();
+    let database = match (backend, url) {
+        (Backend::Memory, _) => "memory://".to_owned(),
+        (Backend::Sqlite, _) => format!("sqlite://{}", dir.path().join("bank.db").display()),
+        (Backend::Postgres, Some(url)) => {
+            format!("{url}{}schema={schema}", if url.contains('?') { '&' } else { '?' })
+        }
+        (Backend::Postgres, None) => return Ok(Outcome::Skipped("no PostgreSQL URL".into())),
+    };
+    let mut server = match Server::start(bank, &database).await {
+        Ok(server) => server,
+        Err(error) => {
+            return Ok(Outcome::Skipped(format!("bank serve --database {database} did not start: {error:#}")));
+        }
+    };
+    let outcome = drive(&server.base, tool, dir.path(), sizes).await;
+    server.stop().await;
+    if let (Backend::Postgres, Some(url)) = (backend, url) {
+        drop_schema(url, &schema).await?;
+    }
+    outcome.map(|(measurement, notes)| Outcome::Measured(measurement, notes))
+}
+
+async fn drive(base: &str, tool: &LoadTool, dir: &Path, sizes: &Sizes) -> anyhow::Result<(Measurement, Vec<String>)> {
+    let accounts = open_accounts(base, sizes.http_accounts).await?;
+    match tool {
+        LoadTool::Wrk(wrk) => run_wrk(wrk, base, &accounts, dir, sizes).await,
+        LoadTool::Oha(oha) => run_oha(oha, base, &accounts, dir, sizes).await,
+    }
+}
+
+/// A running `bank serve`.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    /// Starts the server and waits for its `listening on http://ADDR` line.
+    async fn start(bank: &Path, database: &str) -> anyhow::Result<Server> {
+        let mut child = Command::new(bank)
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
+            .env("RUST_LOG", "error")
+            .env_remove("BANK_API_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bank.display()))?;
+        let stdout = child.stdout.take().context("the server's stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let listening = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(base) = line.strip_prefix("listening on ") {
+                    return anyhow::Ok(Some(base.trim().to_owned()));
+                }
+            }
+            Ok(None)
+        })
+        .await;
+        match listening {
+            Ok(Ok(Some(base))) => {
+                // Keep draining stdout so the server never blocks on a full pipe.
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                Ok(Server { child, base })
+            }
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                let mut stderr = String::new();
+                if let Some(mut err) = child.stderr.take() {
+                    err.read_to_string(&mut stderr).await.ok();
+                }
+                child.wait().await.ok();
+                let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+                let error = lines.iter().find(|l| l.starts_with("error") || l.starts_with("bank:")).or(lines.last());
+                anyhow::bail!("{}", error.copied().unwrap_or("exited without a word"))
+            }
+            Err(_) => {
+                child.start_kill().ok();
+                anyhow::bail!("no `listening on` line within 60 s")
+            }
+        }
+    }
+
+    /// Asks the server to shut down (SIGTERM), then kills it if it lingers.
+    async fn stop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            Command::new("kill").args(["-TERM", &pid.to_string()]).status().await.ok();
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+            self.child.start_kill().ok();
+            self.child.wait().await.ok();
+        }
+    }
+}
+
+/// Opens `n` accounts over HTTP, 16 at a time; returns their ids.
+async fn open_accounts(base: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    let client = reqwest::Client::new();
+    let url = format!("{base}/api/accounts");
+    let mut ids = Vec::with_capacity(n);
+    let mut remaining = n;
+    while remaining > 0 {
+        let batch = remaining.min(16);
+        let requests = (0..batch).map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let response = client
+                    .post(&url)
+                    .json(&serde_json::json!({"account": {"initial_balance": 1000}}))
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                let body: serde_json::Value = response.json().await?;
+                body["data"]["uuid"].as_str().map(str::to_owned).context("no data.uuid in the answer")
+            }
+        });
+        for id in futures_util::future::join_all(requests).await {
+            ids.push(id.context("opening an account over HTTP")?);
+        }
+        remaining -= batch;
+    }
+    Ok(ids)
+}
+
+/// A wrk script: each request deposits into the next account; `done` prints a JSON summary.
+fn wrk_script(accounts: &[String]) -> String {
+    let ids: Vec<String> = accounts.iter().map(|id| format!("\"{id}\"")).collect();
+    format!(
+        r#"local ids = {{{}}}
+local n = 0
+wrk.method = "POST"
+wrk.body = '{{"deposit_amount": 1}}'
+wrk.headers["content-type"] = "application/json"
+request = function()
+  n = n + 1
+  return wrk.format(nil, "/api/accounts/" .. ids[(n % #ids) + 1] .. "/deposit")
+end
+done = function(summary, latency, requests)
+  io.write(string.format('WRK_JSON {{"requests":%d,"duration_us":%d,"non_2xx":%d,"socket_errors":%d,"p50_us":%d,"p99_us":%d}}\n',
+    summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"#,
+        ids.join(",")
+    )
+}
+
+async fn run_wrk(
+    wrk: &Path,
+    base: &str,
+    accounts: &[String],
+    dir: &Path,
+    sizes: &Sizes,
+) -> anyhow::Result<(Measurement, Vec<String>)> {
+    let script = dir.join("deposits.lua");
+    std::fs::write(&script, wrk_script(accounts))?;
+    let output = Command::new(wrk)
+        .args(["-t2", &format!("-c{}", sizes.http_connections), &format!("-d{}s", sizes.http_seconds), "--latency"])
+        .arg("-s")
+        .arg(&script)
+        .arg(base)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("running {}", wrk.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("WRK_JSON "))
+        .with_context(|| format!("wrk printed no summary: {}", String::from_utf8_lossy(&output.stderr)))?;
+    let summary: serde_json::Value = serde_json::from_str(json)?;
+    let field = |name: &str| summary[name].as_f64().unwrap_or(0.0);
+    let failed = field("non_2xx") + field("socket_errors");
+    let ok = (field("requests") - failed).max(0.0) as u64;
+    let mut notes = vec![format!("wrk -t2 -c{} -d{}s", sizes.http_connections, sizes.http_seconds)];
+    if failed > 0.0 {
+        notes.push(format!("{failed:.0} of {:.0} requests failed (non-2xx or socket errors)", field("requests")));
+    }
+    let measurement = Measurement {
+        ops: ok,
+        seconds: field("duration_us") / 1e6,
+        p50_us: Some(field("p50_us")),
+        p99_us: Some(field("p99_us")),
+    };
+    Ok((measurement, notes))
+}
+
+async fn run_oha(
+    oha: &Path,
+    base: &str,
+    accounts: &[String],
+    dir: &Path,
+    sizes: &Sizes,
+) -> anyhow::Result<(Measurement, Vec<String>)> {
+    let urls = dir.join("urls");
+    let lines: Vec<String> = accounts.iter().map(|id| format!("{base}/api/accounts/{id}/deposit")).collect();
+    std::fs::write(&urls, lines.join("\n"))?;
+    let output = Command::new(oha)
+        .args(["--no-tui", "--output-format", "json", "-z", &format!("{}s", sizes.http_seconds)])
+        .args(["-c", &sizes.http_connections.to_string(), "-m", "POST", "-H", "content-type: application/json"])
+        .args(["-d", r#"{"deposit_amount": 1}"#, "--urls-from-file"])
+        .arg(&urls)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("running {}", oha.display()))?;
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("oha printed no JSON: {}", String::from_utf8_lossy(&output.stderr)))?;
+    let codes = report["statusCodeDistribution"].as_object().cloned().unwrap_or_default();
+    let count = |ok: bool| -> u64 {
+        codes.iter().filter(|(code, _)| code.starts_with('2') == ok).filter_map(|(_, n)| n.as_u64()).sum()
+    };
+    let seconds = report["summary"]["total"].as_f64().unwrap_or(sizes.http_seconds as f64);
+    let mut notes = vec![format!("oha -c{} -z{}s", sizes.http_connections, sizes.http_seconds)];
+    if count(false) > 0 {
+        notes.push(format!("{} requests answered non-2xx", count(false)));
+    }
+    let percentile = |p: &str| report["latencyPercentiles"][p].as_f64().map(|s| s * 1e6);
+    let measurement = Measurement { ops: count(true), seconds, p50_us: percentile("p50"), p99_us: percentile("p99") };
+    Ok((measurement, notes))
+}
