@@ -13,7 +13,7 @@
 use bank::domain::AccountEvent;
 use bank::service::BankApp;
 use rewind::{EventStore, GlobalPosition, Metadata, RecordedEvent, StreamVersion};
-use rewind_cli::replay::{Until, finish_copy, replay};
+use rewind_cli::replay::{Until, finish_copy, replay, start_copy};
 use rewind_cli::{Backend, Database, OpenMode, export};
 use std::time::Instant;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -192,7 +192,8 @@ async fn run(backend: &str, events: &[RecordedEvent], make: impl Fn(&str) -> Dat
     export::import_file(&imported.store, &file, total).await.expect("import");
     let import_rate = rate(n, started.elapsed().as_secs_f64());
     let started = Instant::now();
-    finish_copy(&app, &imported).await.expect("project");
+    let projectors = start_copy(&app, &imported).await.expect("start projectors");
+    finish_copy(&app, &imported, projectors).await.expect("project");
     let project_rate = rate(n, started.elapsed().as_secs_f64());
 
     let copy = Backend::open(&make("replayed"), OpenMode::Empty).await.expect("copy");

@@ -285,8 +285,9 @@ pub async fn run(
             // The whole file is checked before the destination is even opened.
             let total = export::check_file(&args.input)?;
             let backend = Backend::open(&args.db.database, OpenMode::Empty).await?;
+            let projectors = replay::start_copy(app, &backend).await?;
             let head = export::import_file(&backend.store, &args.input, total).await?;
-            let projectors = replay::finish_copy(app, &backend).await?;
+            let projectors = replay::finish_copy(app, &backend, projectors).await?;
             eprintln!("imported {} events; projected by {}", head.0, projectors.join(", "));
             Ok(())
         }

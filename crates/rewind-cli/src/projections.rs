@@ -115,14 +115,39 @@ pub fn print_status(statuses: &[Status], json: bool, out: &mut dyn Write) -> std
     Ok(())
 }
 
-/// Runs the projectors `keep` selects until they reach the store's head, resetting
-/// them first if `reset`; nothing else runs. Returns their names.
-pub async fn catch_up(
+/// Projectors started by an operation, to be caught up with [`Running::finish`].
+pub struct Running {
+    subscriptions: Subscriptions,
+    names: Vec<String>,
+}
+
+impl Running {
+    /// The projectors' names.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Waits until every projector has done the store's head as it is now, then
+    /// stops them at that checkpoint.
+    pub async fn finish(self, backend: &Backend) -> Result<Vec<String>, OpsError> {
+        let head = backend.store.head_position().await.map_err(OpsError::store(&backend.database));
+        let result = match head {
+            Ok(head) => wait_for_head(&self.subscriptions, &self.names, head).await,
+            Err(error) => Err(error),
+        };
+        self.subscriptions.shutdown().await;
+        result.map(|()| self.names)
+    }
+}
+
+/// Starts the projectors `keep` selects (resetting them first if `reset`), and
+/// nothing else. They follow the store as it grows, so a copy can run meanwhile.
+pub async fn start_projectors(
     app: &dyn RewindApp,
     backend: &Backend,
     keep: impl Fn(&str) -> bool,
     reset: bool,
-) -> Result<Vec<String>, OpsError> {
+) -> Result<Running, OpsError> {
     let (_, builder) = registered(app, backend).await?;
     let builder = builder.retain(|name, kind| kind == ConsumerKind::Projector && keep(name)).batch_size(CATCH_UP_BATCH);
     let names: Vec<String> = builder.registered().map(|(name, _)| name.to_owned()).collect();
@@ -131,11 +156,18 @@ pub async fn catch_up(
             consumer.reset().await.map_err(|e| OpsError::Usage(format!("cannot reset `{name}`: {e}")))?;
         }
     }
-    let head = backend.store.head_position().await.map_err(OpsError::store(&backend.database))?;
-    let subscriptions = builder.start()?;
-    let result = wait_for_head(&subscriptions, &names, head).await;
-    subscriptions.shutdown().await;
-    result.map(|()| names)
+    Ok(Running { subscriptions: builder.start()?, names })
+}
+
+/// Runs the projectors `keep` selects until they reach the store's head, resetting
+/// them first if `reset`; nothing else runs. Returns their names.
+pub async fn catch_up(
+    app: &dyn RewindApp,
+    backend: &Backend,
+    keep: impl Fn(&str) -> bool,
+    reset: bool,
+) -> Result<Vec<String>, OpsError> {
+    start_projectors(app, backend, keep, reset).await?.finish(backend).await
 }
 
 /// Waits until every named subscription has done `head`, showing progress; fails

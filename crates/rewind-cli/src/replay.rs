@@ -15,7 +15,7 @@ use crate::backend::Backend;
 use crate::error::OpsError;
 use crate::export::BATCH;
 use crate::progress::Progress;
-use crate::projections::{catch_up, registered};
+use crate::projections::{Running, registered, start_projectors};
 use chrono::{DateTime, Utc};
 use rewind::{ConsumerKind, EventFilter, EventStore, GlobalPosition, RecordedEvent};
 
@@ -59,6 +59,8 @@ pub async fn replay(
         Until::Position(last) => last.min(head).0,
         Until::Time(_) => head.0,
     };
+    // The projectors follow the copy as it lands, instead of starting after it.
+    let projectors = start_copy(app, destination).await?;
     let progress = Progress::new(total, "copying");
     let (pages, mut received) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(4);
     // Reading the next page overlaps with importing this one.
@@ -96,14 +98,21 @@ pub async fn replay(
         .await
         .map_err(|e| OpsError::Usage(format!("replay reader failed: {e}")))?
         .map_err(OpsError::store(&source.database))?;
-    let projectors = finish_copy(app, destination).await?;
+    let projectors = finish_copy(app, destination, projectors).await?;
     Ok(Copied { events, projectors })
 }
 
-/// After events were copied into `backend`: runs every projector from the origin
-/// and marks every event handler done up to the head. Returns the projectors run.
-pub async fn finish_copy(app: &dyn RewindApp, backend: &Backend) -> Result<Vec<String>, OpsError> {
-    let projectors = catch_up(app, backend, |_| true, true).await?;
+/// Starts every projector of `app` on `backend` from the origin, to follow a copy
+/// into it (see [`finish_copy`]).
+pub async fn start_copy(app: &dyn RewindApp, backend: &Backend) -> Result<Running, OpsError> {
+    start_projectors(app, backend, |_| true, true).await
+}
+
+/// After events were copied into `backend`: waits for the projectors started by
+/// [`start_copy`] to reach the head and marks every event handler done up to it.
+/// Returns the projectors run.
+pub async fn finish_copy(app: &dyn RewindApp, backend: &Backend, projectors: Running) -> Result<Vec<String>, OpsError> {
+    let projectors = projectors.finish(backend).await?;
     let head = backend.store.head_position().await.map_err(OpsError::store(&backend.database))?;
     let (_, builder) = registered(app, backend).await?;
     for (name, consumer) in builder.registered() {

@@ -1,5 +1,8 @@
--- The current version of each stream an import touches (streams without events
--- are absent). Run under the append lock.
-SELECT stream_id, max(stream_version) FROM {schema}.events
-WHERE stream_id = ANY($1)
-GROUP BY stream_id
+-- The current version of each stream an import touches (0 for a new stream), one
+-- index probe per stream (a plain max() over the streams would read every event of
+-- them). Run under the append lock.
+SELECT s.stream_id,
+       coalesce((SELECT e.stream_version FROM {schema}.events e
+                 WHERE e.stream_id = s.stream_id
+                 ORDER BY e.stream_version DESC LIMIT 1), 0)
+FROM unnest($1::text[]) AS s(stream_id)
