@@ -18,6 +18,7 @@ use cqrs_es::{CqrsFramework, EventStore};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, PgConnection, PgPool, SqlitePool};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use domain::{BankAccount, BankAccountCommand};
 use report::{Measured, Protocol};
@@ -254,16 +255,26 @@ async fn run(args: Args, out: &mut Protocol) -> i32 {
         if args.quick { "quick" } else { "full" }
     );
 
+    let mut stop = match Stop::new() {
+        Ok(stop) => stop,
+        Err(error) => {
+            eprintln!("peer-cqrs-es: cannot watch for signals: {error}");
+            return 2;
+        }
+    };
     let outcome = match args.backend {
         Backend::Memory => {
-            run_memory(&plan, &selected, out).await;
-            Ok(())
+            Ok(stop.during(run_memory(&plan, &selected, out)).await.map_or(Ended::Stopped, |()| Ended::Done))
         }
-        Backend::Sqlite => run_sqlite(&args, &plan, &selected, out).await,
-        Backend::Postgres => run_postgres(&args, &plan, &selected, out).await,
+        Backend::Sqlite => run_sqlite(&args, &plan, &selected, out, &mut stop).await,
+        Backend::Postgres => run_postgres(&args, &plan, &selected, out, &mut stop).await,
     };
     match outcome {
-        Ok(()) => 0,
+        Ok(Ended::Done) => 0,
+        Ok(Ended::Stopped) => {
+            eprintln!("peer-cqrs-es: stopped by a signal; workloads not reported did not finish");
+            143
+        }
         Err(error) => {
             // The backend could not be set up: every selected workload fails with that error.
             eprintln!("peer-cqrs-es: {error}");
@@ -271,6 +282,33 @@ async fn run(args: Args, out: &mut Protocol) -> i32 {
                 out.emit(&report::line(args.backend.name(), &format!("{workload:?}"), Err(error.clone())));
             }
             1
+        }
+    }
+}
+
+enum Ended {
+    Done,
+    Stopped,
+}
+
+/// SIGTERM / SIGINT: the harness sends SIGTERM when its time limit is up, and the run then
+/// abandons its workloads but still removes its SQLite directory or drops its schema.
+struct Stop {
+    term: Signal,
+    int: Signal,
+}
+
+impl Stop {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    /// Runs `work` to its end, or until a signal (then `None`, and `work` is dropped).
+    async fn during<F: Future>(&mut self, work: F) -> Option<F::Output> {
+        tokio::select! {
+            output = work => Some(output),
+            _ = self.term.recv() => None,
+            _ = self.int.recv() => None,
         }
     }
 }
@@ -286,25 +324,36 @@ async fn run_memory(plan: &Plan, selected: &[Workload], out: &mut Protocol) {
     }
 }
 
-async fn run_sqlite(args: &Args, plan: &Plan, selected: &[Workload], out: &mut Protocol) -> Result<(), String> {
+async fn run_sqlite(
+    args: &Args,
+    plan: &Plan,
+    selected: &[Workload],
+    out: &mut Protocol,
+    stop: &mut Stop,
+) -> Result<Ended, String> {
     let dir = tempfile::Builder::new().prefix("peer-cqrs-es-").tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let pool = sqlite_pool(&dir.path().join("events.db"), args.pool_size.unwrap_or(10))
         .await
         .map_err(|e| format!("sqlite: {e}"))?;
     sqlx::raw_sql(schema::SQLITE).execute(&pool).await.map_err(|e| format!("sqlite schema: {e}"))?;
+    let ended =
+        stop.during(sqlite_workloads(&pool, plan, selected, out)).await.map_or(Ended::Stopped, |()| Ended::Done);
+    pool.close().await;
+    drop(dir);
+    Ok(ended)
+}
+
+async fn sqlite_workloads(pool: &SqlitePool, plan: &Plan, selected: &[Workload], out: &mut Protocol) {
     let cqrs = Arc::new(sqlite_es::sqlite_cqrs(pool.clone(), vec![], ()));
     let mut expected = Expected { known: true, ..Default::default() };
     command_workloads(Backend::Sqlite, cqrs, plan, selected, out, &mut expected).await;
     if selected.contains(&Workload::W5) {
-        let caught_up = workloads::catch_up_sqlite(&pool).await;
+        let caught_up = workloads::catch_up_sqlite(pool).await;
         let stored = sqlx::query_as::<_, (i64, i64)>("SELECT count(*), coalesce(sum(balance), 0) FROM balances")
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await;
         out.emit(&report::line("sqlite", "W5", check(caught_up, &expected, Some(stored))));
     }
-    pool.close().await;
-    drop(dir);
-    Ok(())
 }
 
 /// sqlite-es's `default_sqlite_pool` settings (WAL, foreign keys, 10 connections) except
@@ -320,7 +369,13 @@ async fn sqlite_pool(path: &Path, size: u32) -> Result<SqlitePool, sqlx::Error> 
     SqlitePoolOptions::new().max_connections(size).connect_with(options).await
 }
 
-async fn run_postgres(args: &Args, plan: &Plan, selected: &[Workload], out: &mut Protocol) -> Result<(), String> {
+async fn run_postgres(
+    args: &Args,
+    plan: &Plan,
+    selected: &[Workload],
+    out: &mut Protocol,
+    stop: &mut Stop,
+) -> Result<Ended, String> {
     let url = args.database_url.as_deref().ok_or("postgres needs --database-url or TEST_DATABASE_URL")?;
     let mut admin = PgConnection::connect(url).await.map_err(|e| format!("postgres: {e}"))?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -330,8 +385,11 @@ async fn run_postgres(args: &Args, plan: &Plan, selected: &[Workload], out: &mut
         .await
         .map_err(|e| format!("create schema: {e}"))?;
     eprintln!("peer-cqrs-es: postgres schema {schema}");
-    let result = postgres_in_schema(url, &schema, args.pool_size.unwrap_or(32), plan, selected, out).await;
-    let dropped = sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut admin).await;
+    let work = postgres_in_schema(url, &schema, args.pool_size.unwrap_or(32), plan, selected, out);
+    let result = stop.during(work).await.unwrap_or(Ok(Ended::Stopped));
+    // After a signal, abandoned transactions may hold locks until their connections close.
+    let drop_schema = format!("SET lock_timeout = '10s'; DROP SCHEMA {schema} CASCADE");
+    let dropped = sqlx::raw_sql(&drop_schema).execute(&mut admin).await;
     if let Err(error) = dropped {
         eprintln!("peer-cqrs-es: could not drop schema {schema}: {error}");
     }
@@ -346,7 +404,7 @@ async fn postgres_in_schema(
     plan: &Plan,
     selected: &[Workload],
     out: &mut Protocol,
-) -> Result<(), String> {
+) -> Result<Ended, String> {
     // search_path as a startup parameter of every pooled connection, so postgres-es's
     // unqualified `events` resolves to the run's schema.
     let options =
@@ -369,5 +427,5 @@ async fn postgres_in_schema(
         out.emit(&report::line("postgres", "W5", check(caught_up, &expected, Some(stored))));
     }
     pool.close().await;
-    Ok(())
+    Ok(Ended::Done)
 }
