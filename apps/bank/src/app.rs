@@ -5,10 +5,16 @@ use crate::domain::*;
 use rewind::{AggregateConfig, Application, EventStore, LoggingMiddleware, Router, ValidationMiddleware};
 
 /// The bank's router: every account command to the account aggregate, in streams
-/// `account-<uuid>`.
+/// `account-<uuid>`, with a snapshot every 100 events.
 pub fn router() -> Router {
+    router_with(AggregateConfig::<Account>::new().identity_prefix("account-").snapshot_every(100, 1))
+}
+
+/// The bank's router with the account aggregate configured as given (benchmarks
+/// compare without snapshots).
+pub fn router_with(accounts: AggregateConfig<Account>) -> Router {
     Router::new()
-        .aggregate(AggregateConfig::<Account>::new().identity_prefix("account-").snapshot_every(100, 1))
+        .aggregate(accounts)
         .command::<OpenAccount>()
         .command::<DepositIntoAccount>()
         .command::<WithdrawFromAccount>()

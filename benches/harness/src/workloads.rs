@@ -9,7 +9,7 @@
 use crate::backend::Target;
 use crate::measure::{Measurement, run_callers};
 use bank::domain::*;
-use rewind::{AggregateConfig, Application, LoggingMiddleware, Router, ValidationMiddleware};
+use rewind::{AggregateConfig, Application, LoggingMiddleware, ValidationMiddleware};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -202,15 +202,7 @@ async fn hot_deposits(app: Application, n: usize) -> anyhow::Result<Measurement>
 
 /// `bank::app::application` without the snapshot setting.
 fn without_snapshots(target: &Target) -> Application {
-    let router = Router::new()
-        .aggregate(AggregateConfig::<Account>::new().identity_prefix("account-"))
-        .command::<OpenAccount>()
-        .command::<DepositIntoAccount>()
-        .command::<WithdrawFromAccount>()
-        .command::<TransferBetweenAccounts>()
-        .command::<FailTransfer>()
-        .command::<RefundTransfer>()
-        .command::<CloseAccount>();
+    let router = bank::app::router_with(AggregateConfig::<Account>::new().identity_prefix("account-"));
     Application::builder_shared(target.shared())
         .router(router)
         .middleware(LoggingMiddleware)

@@ -272,38 +272,29 @@ pub async fn dead_letters(
         }
     }
     out.flush().map_err(write)?;
-    let mut handled = 0;
-    for letter in &letters {
-        match action {
-            DeadLetterAction::List => {}
-            DeadLetterAction::Skip => {
-                backend
-                    .bookkeeping
-                    .remove_dead_letter(&letter.subscription, letter.event.event_id)
-                    .await
-                    .map_err(OpsError::store(&backend.database))?;
-                handled += 1;
-            }
-            DeadLetterAction::Replay => {
-                let consumer = builder
-                    .registered()
-                    .find(|(n, _)| *n == letter.subscription)
-                    .map(|(_, c)| c.clone())
-                    .ok_or_else(|| OpsError::Usage(format!("no subscription named `{}`", letter.subscription)))?;
-                consumer.replay(&letter.event).await.map_err(|e| {
-                    OpsError::Usage(format!(
-                        "`{}` failed again on event {}: {e}",
-                        letter.subscription, letter.event.event_id
-                    ))
-                })?;
-                backend
-                    .bookkeeping
-                    .remove_dead_letter(&letter.subscription, letter.event.event_id)
-                    .await
-                    .map_err(OpsError::store(&backend.database))?;
-                handled += 1;
-            }
-        }
+    if action == DeadLetterAction::List {
+        return Ok(0);
     }
+    for letter in &letters {
+        if action == DeadLetterAction::Replay {
+            let consumer = builder
+                .registered()
+                .find(|(n, _)| *n == letter.subscription)
+                .map(|(_, c)| c.clone())
+                .ok_or_else(|| OpsError::Usage(format!("no subscription named `{}`", letter.subscription)))?;
+            consumer.replay(&letter.event).await.map_err(|e| {
+                OpsError::Usage(format!(
+                    "`{}` failed again on event {}: {e}",
+                    letter.subscription, letter.event.event_id
+                ))
+            })?;
+        }
+        backend
+            .bookkeeping
+            .remove_dead_letter(&letter.subscription, letter.event.event_id)
+            .await
+            .map_err(OpsError::store(&backend.database))?;
+    }
+    let handled = letters.len();
     Ok(handled)
 }
