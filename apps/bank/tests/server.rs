@@ -257,3 +257,19 @@ async fn kill_9_under_load_loses_no_acknowledged_command() {
         server.terminate();
     }
 }
+
+/// `memory://` serves the same API on an in-memory store, and keeps nothing: a
+/// restart starts empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_store_serves_and_keeps_nothing() {
+    let server = Server::start("memory://");
+    let (a, b) = (server.open(1_000).await, server.open(10).await);
+    let (status, _) =
+        server.post(&format!("/api/accounts/{a}/deposit"), json!({"deposit_amount": 5}), None).await.expect("deposit");
+    assert_eq!(status, 200);
+    assert_eq!((server.balance(&a).await, server.balance(&b).await), (1_005, 10));
+    assert_eq!(server.terminate().code(), Some(0));
+    let restarted = Server::start("memory://");
+    assert_eq!(restarted.get(&format!("/api/accounts/{a}")).await.0, 404);
+    assert_eq!(restarted.terminate().code(), Some(0));
+}
