@@ -49,6 +49,19 @@ pub enum OpsError {
         /// Its error.
         error: String,
     },
+    /// A subscription's consumer failed (reading its checkpoint, resetting it,
+    /// handling a dead letter again).
+    #[error("`{name}`: {error}")]
+    Consumer {
+        /// The subscription.
+        name: String,
+        /// What it said.
+        error: String,
+    },
+    /// A background task of the operation died (a panic); nothing it was doing
+    /// should be trusted.
+    #[error("{0}")]
+    Task(String),
     /// The command line asks for something that cannot be done.
     #[error("{0}")]
     Usage(String),
@@ -68,6 +81,13 @@ impl OpsError {
     pub fn store(database: impl std::fmt::Display) -> impl FnOnce(StoreError) -> OpsError {
         let database = database.to_string();
         move |source| OpsError::Store { database, source }
+    }
+
+    /// A consumer error of subscription `name`, saying what was being done.
+    pub fn consumer(name: &str, doing: &str) -> impl FnOnce(rewind::ConsumerError) -> OpsError {
+        let name = name.to_owned();
+        let doing = doing.to_owned();
+        move |error| OpsError::Consumer { name, error: format!("{doing}: {error}") }
     }
 
     /// An I/O error while doing `what`.

@@ -110,7 +110,7 @@ pub async fn export(store: &SharedStore, out: &mut dyn Write) -> Result<u64, Ops
     progress.finish();
     reader
         .await
-        .map_err(|e| OpsError::Usage(format!("export reader failed: {e}")))?
+        .map_err(|e| OpsError::Task(format!("export reader failed: {e}")))?
         .map_err(OpsError::store("the source"))?;
     Ok(written)
 }
@@ -189,6 +189,6 @@ pub async fn import_file(store: &SharedStore, path: &Path, total: u64) -> Result
         progress.add(count);
     }
     progress.finish();
-    parser.await.map_err(|e| OpsError::Usage(format!("import parser failed: {e}")))?;
+    parser.await.map_err(|e| OpsError::Task(format!("import parser failed: {e}")))?;
     Ok(head)
 }

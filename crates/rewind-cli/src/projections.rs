@@ -59,7 +59,7 @@ pub async fn status(app: &dyn RewindApp, backend: &Backend) -> Result<Vec<Status
     let head = backend.store.head_position().await.map_err(OpsError::store(&backend.database))?;
     let mut all = Vec::new();
     for (name, consumer) in builder.registered() {
-        let checkpoint = consumer.checkpoint().await.map_err(|e| OpsError::Usage(format!("`{name}`: {e}")))?;
+        let checkpoint = consumer.checkpoint().await.map_err(OpsError::consumer(name, "reading its checkpoint"))?;
         let letters = backend.bookkeeping.dead_letters(Some(name)).await.map_err(OpsError::store(&backend.database))?;
         let position = checkpoint.unwrap_or(GlobalPosition::START).0;
         let lag = head.0.saturating_sub(position);
@@ -153,7 +153,7 @@ pub async fn start_projectors(
     let names: Vec<String> = builder.registered().map(|(name, _)| name.to_owned()).collect();
     if reset {
         for (name, consumer) in builder.registered() {
-            consumer.reset().await.map_err(|e| OpsError::Usage(format!("cannot reset `{name}`: {e}")))?;
+            consumer.reset().await.map_err(OpsError::consumer(name, "resetting it"))?;
         }
     }
     Ok(Running { subscriptions: builder.start()?, names })
@@ -282,12 +282,10 @@ pub async fn dead_letters(
                 .find(|(n, _)| *n == letter.subscription)
                 .map(|(_, c)| c.clone())
                 .ok_or_else(|| OpsError::Usage(format!("no subscription named `{}`", letter.subscription)))?;
-            consumer.replay(&letter.event).await.map_err(|e| {
-                OpsError::Usage(format!(
-                    "`{}` failed again on event {}: {e}",
-                    letter.subscription, letter.event.event_id
-                ))
-            })?;
+            consumer.replay(&letter.event).await.map_err(OpsError::consumer(
+                &letter.subscription,
+                &format!("failed again on event {}", letter.event.event_id),
+            ))?;
         }
         backend
             .bookkeeping

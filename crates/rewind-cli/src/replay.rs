@@ -96,7 +96,7 @@ pub async fn replay(
     progress.finish();
     reader
         .await
-        .map_err(|e| OpsError::Usage(format!("replay reader failed: {e}")))?
+        .map_err(|e| OpsError::Task(format!("replay reader failed: {e}")))?
         .map_err(OpsError::store(&source.database))?;
     let projectors = finish_copy(app, destination, projectors).await?;
     Ok(Copied { events, projectors })
