@@ -211,10 +211,14 @@ async fn export_then_import_into_another_backend_serves_the_same_bank() {
     let accounts = seed(&source).await;
     let file = dir.path().join("bank.jsonl");
     let file = file.to_str().expect("path");
-    ok(&["export", "--database", &source, "--out", file]);
+    let output = bank(&["export", "--database", &source, "--out", file]);
+    assert!(output.status.success());
     let exported = std::fs::read_to_string(file).expect("export file");
     let original = all_events(&source).await;
     assert_eq!(exported.lines().count(), original.len());
+    // Not a terminal: no progress bar, only the summary.
+    let stderr = String::from_utf8(output.stderr).expect("utf-8");
+    assert_eq!(stderr, format!("exported {} events\n", original.len()));
 
     // Into PostgreSQL when configured (the documented way off SQLite), else into another SQLite file.
     let destination = databases(dir.path()).pop().filter(|d| d.starts_with("postgres")).map_or_else(
