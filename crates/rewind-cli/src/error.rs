@@ -58,6 +58,10 @@ pub enum OpsError {
         /// What it said.
         error: String,
     },
+    /// Another process runs this subscription (it holds its lease), so it must not
+    /// be reset under it.
+    #[error("`{0}` is running in another process (it holds the subscription's lease); stop that process first")]
+    Busy(String),
     /// A background task of the operation died (a panic); nothing it was doing
     /// should be trusted.
     #[error("{0}")]

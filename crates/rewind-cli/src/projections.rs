@@ -4,9 +4,9 @@
 //! These run in the operator's process, from the application's own subscription
 //! list ([`RewindApp`]). A rebuild resets a projector's tables and checkpoint and
 //! replays it from the origin; event handlers and process managers are never
-//! rebuilt, so no side effect fires twice. On SQLite, stop the service first (its
-//! leases are per process); on PostgreSQL the lease makes a rebuild wait while a
-//! running service holds the projector.
+//! rebuilt, so no side effect fires twice. On PostgreSQL a rebuild refuses a projector
+//! a running service holds (its lease); on SQLite, whose leases are per process, stop
+//! the service first.
 
 use crate::app::RewindApp;
 use crate::backend::Backend;
@@ -153,6 +153,13 @@ pub async fn start_projectors(
     let names: Vec<String> = builder.registered().map(|(name, _)| name.to_owned()).collect();
     if reset {
         for (name, consumer) in builder.registered() {
+            // Never reset a projector under a process that is running it (on PostgreSQL
+            // its lease says so; SQLite's leases are per process, hence "stop the
+            // service first" there).
+            let lease = backend.bookkeeping.try_lease(name).await.map_err(OpsError::store(&backend.database))?;
+            if lease.is_none() {
+                return Err(OpsError::Busy(name.to_owned()));
+            }
             consumer.reset().await.map_err(OpsError::consumer(name, "resetting it"))?;
         }
     }
