@@ -4,9 +4,8 @@
 //! These run in the operator's process, from the application's own subscription
 //! list ([`RewindApp`]). A rebuild resets a projector's tables and checkpoint and
 //! replays it from the origin; event handlers and process managers are never
-//! rebuilt, so no side effect fires twice. On PostgreSQL a rebuild refuses a projector
-//! a running service holds (its lease); on SQLite, whose leases are per process, stop
-//! the service first.
+//! rebuilt, so no side effect fires twice. A rebuild refuses a projector that a
+//! running service holds (its lease), on SQLite and PostgreSQL alike.
 
 use crate::app::RewindApp;
 use crate::backend::Backend;
@@ -153,9 +152,7 @@ pub async fn start_projectors(
     let names: Vec<String> = builder.registered().map(|(name, _)| name.to_owned()).collect();
     if reset {
         for (name, consumer) in builder.registered() {
-            // Never reset a projector under a process that is running it (on PostgreSQL
-            // its lease says so; SQLite's leases are per process, hence "stop the
-            // service first" there).
+            // Never reset a projector under a process that is running it.
             let lease = backend.bookkeeping.try_lease(name).await.map_err(OpsError::store(&backend.database))?;
             if lease.is_none() {
                 return Err(OpsError::Busy(name.to_owned()));

@@ -280,19 +280,19 @@ impl Writer {
             Some(Err(GroupError::Sql(_))) => careful.extend(fast),
             Some(Err(GroupError::Lost(error))) => {
                 // Forget the broken connection, not a newer one a later flight opened.
-                if let (Some(ours), Some(broken)) = (&self.connection, &connection) {
-                    if Arc::ptr_eq(ours, broken) {
-                        self.connection = None;
-                    }
+                if let (Some(ours), Some(broken)) = (&self.connection, &connection)
+                    && Arc::ptr_eq(ours, broken)
+                {
+                    self.connection = None;
                 }
                 return answer(group, finish(replies, &Some(error)));
             }
         }
         careful.sort_unstable();
-        if !careful.is_empty() {
-            if let Err(error) = self.careful(&group, &careful, &mut replies).await {
-                return answer(group, finish(replies, &Some(error)));
-            }
+        if !careful.is_empty()
+            && let Err(error) = self.careful(&group, &careful, &mut replies).await
+        {
+            return answer(group, finish(replies, &Some(error)));
         }
         answer(group, finish(replies, &None))
     }
@@ -343,7 +343,7 @@ impl Writer {
     /// The test hook's pause for the next transaction, if any.
     fn sleep(&mut self) -> Option<f64> {
         self.groups += 1;
-        self.slow.filter(|s| self.groups % s.every.max(1) == 0).map(|s| s.delay.as_secs_f64())
+        self.slow.filter(|s| self.groups.is_multiple_of(s.every.max(1))).map(|s| s.delay.as_secs_f64())
     }
 
     /// Moves the head and the counters after a commit; returns the replies.

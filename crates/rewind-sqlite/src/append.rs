@@ -73,10 +73,10 @@ impl<'c> Appender<'c> {
     }
 
     fn append_one(&mut self, append: &StreamAppend) -> Result<AppendResult, StoreError> {
-        if let Some(first) = append.events.first() {
-            if let Some(found) = self.find(first.event_id)? {
-                return self.already_appended(append, found);
-            }
+        if let Some(first) = append.events.first()
+            && let Some(found) = self.find(first.event_id)?
+        {
+            return self.already_appended(append, found);
         }
         let actual = self.stream_version(&append.stream_id)?;
         if !append.expected.accepts(actual) {

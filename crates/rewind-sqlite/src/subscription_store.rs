@@ -2,21 +2,24 @@
 //! state, in the same file as the events by default.
 //!
 //! Instance changes and a process manager's checkpoint commit in one transaction.
-//! Leases are exclusive within the process: the embedded store serves one process.
+//! Leases are advisory file locks beside the database (`<file>-leases/<name>.lock`,
+//! the name hex-encoded): exclusive across processes and within one (each attempt
+//! opens its own file description), released when the lease is dropped or its
+//! process dies, kill -9 included. So two servers on one file, or a server and an
+//! operator's rebuild, never run the same subscription at once.
 
 use crate::read_model::SqliteReadModel;
 use async_trait::async_trait;
-use rewind::{
-    DeadLetter, GlobalPosition, InstanceChange, Lease, MemorySubscriptionStore, StoreError, SubscriptionStore,
-};
+use rewind::{DeadLetter, GlobalPosition, InstanceChange, Lease, StoreError, SubscriptionStore};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::path::PathBuf;
 use uuid::Uuid;
 
 /// [`SubscriptionStore`] on SQLite.
 pub struct SqliteSubscriptionStore {
     model: SqliteReadModel,
-    /// In-process leases (the memory store's are exactly that).
-    leases: MemorySubscriptionStore,
+    /// Where the lease files live.
+    leases: PathBuf,
 }
 
 fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -44,7 +47,9 @@ impl SqliteSubscriptionStore {
         model
             .transaction(|conn| conn.execute_batch(include_str!("read_model/bookkeeping.sql")).map_err(backend))
             .await?;
-        Ok(SqliteSubscriptionStore { model: model.clone(), leases: MemorySubscriptionStore::new() })
+        let mut leases = model.path().as_os_str().to_owned();
+        leases.push("-leases");
+        Ok(SqliteSubscriptionStore { model: model.clone(), leases: PathBuf::from(leases) })
     }
 
     async fn transaction<T: Send + 'static>(
@@ -188,6 +193,19 @@ impl SubscriptionStore for SqliteSubscriptionStore {
     }
 
     async fn try_lease(&self, subscription: &str) -> Result<Option<Lease>, StoreError> {
-        self.leases.try_lease(subscription).await
+        std::fs::create_dir_all(&self.leases).map_err(backend)?;
+        let name: String = subscription.bytes().map(|b| format!("{b:02x}")).collect();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.leases.join(format!("{name}.lock")))
+            .map_err(backend)?;
+        match file.try_lock() {
+            // A file lock is never lost while its process lives: no sender is needed.
+            Ok(()) => Ok(Some(Lease::new(tokio::sync::watch::channel(false).1, file))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(error)) => Err(backend(error)),
+        }
     }
 }

@@ -23,6 +23,21 @@ async fn make_bookkeeping() -> Option<(SqliteSubscriptionStore, TempDir)> {
 
 rewind::subscription_store_conformance!(make_bookkeeping);
 
+/// Leases hold across separately opened bookkeeping on one file (as two processes
+/// would open it), and are released on drop.
+#[tokio::test]
+async fn leases_hold_across_separately_opened_bookkeeping() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("read.db");
+    let first = SqliteSubscriptionStore::open(&SqliteReadModel::open(&path).await.expect("open")).await.expect("open");
+    let second = SqliteSubscriptionStore::open(&SqliteReadModel::open(&path).await.expect("open")).await.expect("open");
+    let held = first.try_lease("projector/ä").await.expect("lease").expect("free at first");
+    assert!(second.try_lease("projector/ä").await.expect("lease").is_none(), "held by the other opener");
+    assert!(second.try_lease("another").await.expect("lease").is_some(), "names are independent");
+    drop(held);
+    assert!(second.try_lease("projector/ä").await.expect("lease").is_some(), "released on drop");
+}
+
 /// Counts events per stream with a plain increment, so applying an event twice shows.
 struct StreamCounts {
     /// Data value that makes `project` fail.
