@@ -193,7 +193,7 @@ async fn run(backend: &str, events: &[RecordedEvent], make: impl Fn(&str) -> Dat
     let import_rate = rate(n, started.elapsed().as_secs_f64());
     let started = Instant::now();
     let projectors = start_copy(&app, &imported).await.expect("start projectors");
-    finish_copy(&app, &imported, projectors).await.expect("project");
+    finish_copy(&imported, projectors).await.expect("project");
     let project_rate = rate(n, started.elapsed().as_secs_f64());
 
     let copy = Backend::open(&make("replayed"), OpenMode::Empty).await.expect("copy");

@@ -287,7 +287,7 @@ pub async fn run(
             let backend = Backend::open(&args.db.database, OpenMode::Empty).await?;
             let projectors = replay::start_copy(app, &backend).await?;
             let head = export::import_file(&backend.store, &args.input, total).await?;
-            let projectors = replay::finish_copy(app, &backend, projectors).await?;
+            let projectors = replay::finish_copy(&backend, projectors).await?;
             eprintln!("imported {} events; projected by {}", head.0, projectors.join(", "));
             Ok(())
         }

@@ -10,10 +10,11 @@
 use crate::error::OpsError;
 use crate::progress::Progress;
 use chrono::{DateTime, Utc};
-use rewind::{EventFilter, EventStore, GlobalPosition, Metadata, RecordedEvent, SharedStore, StreamVersion};
+use rewind::{
+    EventFilter, EventStore, GlobalPosition, ImportCheck, Metadata, RecordedEvent, SharedStore, StreamVersion,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::Path;
 use uuid::Uuid;
@@ -74,31 +75,46 @@ impl ExportLine {
     }
 }
 
+/// Reads `store`'s global order from the origin in pages on a task of its own, so
+/// reading the next page overlaps with whatever the caller does with this one. Stops
+/// before the first event `keep` refuses.
+pub(crate) fn read_pages(
+    store: &SharedStore,
+    keep: impl Fn(&RecordedEvent) -> bool + Send + 'static,
+) -> (tokio::sync::mpsc::Receiver<Vec<RecordedEvent>>, tokio::task::JoinHandle<Result<(), rewind::StoreError>>) {
+    let (pages, received) = tokio::sync::mpsc::channel(4);
+    let store = store.clone();
+    let reader = tokio::spawn(async move {
+        let mut from = GlobalPosition(1);
+        loop {
+            let mut page = store.read_all(from, BATCH, &EventFilter::all()).await?;
+            let Some(last) = page.last() else { return Ok(()) };
+            from = last.position.next();
+            let full = page.len() == BATCH;
+            let cut = page.iter().position(|e| !keep(e));
+            if let Some(cut) = cut {
+                page.truncate(cut);
+            }
+            if !page.is_empty() && pages.send(page).await.is_err() {
+                return Ok(());
+            }
+            if cut.is_some() || !full {
+                return Ok(());
+            }
+        }
+    });
+    (received, reader)
+}
+
 /// Writes every event of `store` to `out` as JSON lines; returns how many.
 pub async fn export(store: &SharedStore, out: &mut dyn Write) -> Result<u64, OpsError> {
     let head = store.head_position().await.map_err(OpsError::store("the source"))?;
     let progress = Progress::new(head.0, "exporting");
-    let (pages, mut received) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(4);
-    // Reading the next page overlaps with writing this one.
-    let reader = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut from = GlobalPosition(1);
-            while from <= head {
-                let page = store.read_all(from, BATCH, &EventFilter::all()).await?;
-                let Some(last) = page.last() else { break };
-                from = last.position.next();
-                if pages.send(page).await.is_err() {
-                    break;
-                }
-            }
-            Ok::<_, rewind::StoreError>(())
-        })
-    };
+    let (mut received, reader) = read_pages(store, move |event| event.position <= head);
     let mut written = 0;
     let write = |error: std::io::Error| OpsError::Io { what: "writing the export".into(), source: error };
     while let Some(page) = received.recv().await {
-        for event in page.iter().filter(|e| e.position <= head) {
+        for event in &page {
             let line = ExportLine::from_event(event).map_err(|e| write(e.into()))?;
             serde_json::to_writer(&mut *out, &line).map_err(|e| write(e.into()))?;
             out.write_all(b"\n").map_err(write)?;
@@ -121,31 +137,15 @@ pub async fn export(store: &SharedStore, out: &mut dyn Write) -> Result<u64, Ops
 pub fn check_file(path: &Path) -> Result<u64, OpsError> {
     let name = path.display().to_string();
     let file = std::fs::File::open(path).map_err(OpsError::io(format!("opening {name}")))?;
-    let mut versions: HashMap<String, u64> = HashMap::new();
-    let mut ids: HashSet<Uuid> = HashSet::new();
+    // The same rule a store applies to an import, to an empty store.
+    let mut check = ImportCheck::new(GlobalPosition::START);
     let mut count = 0u64;
     for (index, line) in std::io::BufReader::with_capacity(1 << 20, file).lines().enumerate() {
         let line_no = index as u64 + 1;
         let bad = |reason: String| OpsError::BadLine { file: name.clone(), line: line_no, reason };
         let line = line.map_err(|e| bad(format!("unreadable: {e}")))?;
         let event: ExportLine = serde_json::from_str(&line).map_err(|e| bad(format!("not an exported event: {e}")))?;
-        if event.position != count + 1 {
-            return Err(bad(format!("position {} where {} was expected", event.position, count + 1)));
-        }
-        if event.stream_id.is_empty() {
-            return Err(bad("the stream id is empty".into()));
-        }
-        let version = versions.entry(event.stream_id.clone()).or_default();
-        if event.stream_version != *version + 1 {
-            return Err(bad(format!(
-                "version {} of stream `{}`, which is at version {}",
-                event.stream_version, event.stream_id, version
-            )));
-        }
-        *version += 1;
-        if !ids.insert(event.event_id) {
-            return Err(bad(format!("event id {} appears twice", event.event_id)));
-        }
+        check.check(&event.into_event(), |_| Ok(StreamVersion::NONE)).map_err(|e| bad(e.to_string()))?;
         count += 1;
     }
     Ok(count)

@@ -118,14 +118,11 @@ pub fn print_status(statuses: &[Status], json: bool, out: &mut dyn Write) -> std
 pub struct Running {
     subscriptions: Subscriptions,
     names: Vec<String>,
+    /// The application's event handlers, left out: they have side effects.
+    pub(crate) handlers: Vec<String>,
 }
 
 impl Running {
-    /// The projectors' names.
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
     /// Waits until every projector has done the store's head as it is now, then
     /// stops them at that checkpoint.
     pub async fn finish(self, backend: &Backend) -> Result<Vec<String>, OpsError> {
@@ -148,6 +145,11 @@ pub async fn start_projectors(
     reset: bool,
 ) -> Result<Running, OpsError> {
     let (_, builder) = registered(app, backend).await?;
+    let handlers = builder
+        .registered()
+        .filter(|(_, consumer)| consumer.kind() == ConsumerKind::EventHandler)
+        .map(|(name, _)| name.to_owned())
+        .collect();
     let builder = builder.retain(|name, kind| kind == ConsumerKind::Projector && keep(name)).batch_size(CATCH_UP_BATCH);
     let names: Vec<String> = builder.registered().map(|(name, _)| name.to_owned()).collect();
     if reset {
@@ -160,7 +162,7 @@ pub async fn start_projectors(
             consumer.reset().await.map_err(OpsError::consumer(name, "resetting it"))?;
         }
     }
-    Ok(Running { subscriptions: builder.start()?, names })
+    Ok(Running { subscriptions: builder.start()?, names, handlers })
 }
 
 /// Runs the projectors `keep` selects until they reach the store's head, resetting

@@ -13,11 +13,11 @@
 use crate::app::RewindApp;
 use crate::backend::Backend;
 use crate::error::OpsError;
-use crate::export::BATCH;
+use crate::export::read_pages;
 use crate::progress::Progress;
-use crate::projections::{Running, registered, start_projectors};
+use crate::projections::{Running, start_projectors};
 use chrono::{DateTime, Utc};
-use rewind::{ConsumerKind, EventFilter, EventStore, GlobalPosition, RecordedEvent};
+use rewind::{EventStore, GlobalPosition, RecordedEvent};
 
 /// Where a replay stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,31 +62,7 @@ pub async fn replay(
     // The projectors follow the copy as it lands, instead of starting after it.
     let projectors = start_copy(app, destination).await?;
     let progress = Progress::new(total, "copying");
-    let (pages, mut received) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(4);
-    // Reading the next page overlaps with importing this one.
-    let reader = {
-        let store = source.store.clone();
-        tokio::spawn(async move {
-            let mut from = GlobalPosition(1);
-            loop {
-                let mut page = store.read_all(from, BATCH, &EventFilter::all()).await?;
-                let Some(last) = page.last() else { break };
-                from = last.position.next();
-                let full = page.len() == BATCH;
-                let cut = page.iter().position(|e| !until.includes(e));
-                if let Some(cut) = cut {
-                    page.truncate(cut);
-                }
-                if !page.is_empty() && pages.send(page).await.is_err() {
-                    break;
-                }
-                if cut.is_some() || !full {
-                    break;
-                }
-            }
-            Ok::<_, rewind::StoreError>(())
-        })
-    };
+    let (mut received, reader) = read_pages(&source.store, move |event| until.includes(event));
     let mut events = 0;
     while let Some(page) = received.recv().await {
         events += page.len() as u64;
@@ -98,7 +74,7 @@ pub async fn replay(
         .await
         .map_err(|e| OpsError::Task(format!("replay reader failed: {e}")))?
         .map_err(OpsError::store(&source.database))?;
-    let projectors = finish_copy(app, destination, projectors).await?;
+    let projectors = finish_copy(destination, projectors).await?;
     Ok(Copied { events, projectors })
 }
 
@@ -111,14 +87,12 @@ pub async fn start_copy(app: &dyn RewindApp, backend: &Backend) -> Result<Runnin
 /// After events were copied into `backend`: waits for the projectors started by
 /// [`start_copy`] to reach the head and marks every event handler done up to it.
 /// Returns the projectors run.
-pub async fn finish_copy(app: &dyn RewindApp, backend: &Backend, projectors: Running) -> Result<Vec<String>, OpsError> {
+pub async fn finish_copy(backend: &Backend, mut projectors: Running) -> Result<Vec<String>, OpsError> {
+    let handlers = std::mem::take(&mut projectors.handlers);
     let projectors = projectors.finish(backend).await?;
     let head = backend.store.head_position().await.map_err(OpsError::store(&backend.database))?;
-    let (_, builder) = registered(app, backend).await?;
-    for (name, consumer) in builder.registered() {
-        if consumer.kind() == ConsumerKind::EventHandler {
-            backend.bookkeeping.save_checkpoint(name, head).await.map_err(OpsError::store(&backend.database))?;
-        }
+    for name in handlers {
+        backend.bookkeeping.save_checkpoint(&name, head).await.map_err(OpsError::store(&backend.database))?;
     }
     Ok(projectors)
 }

@@ -6,13 +6,73 @@
 //! its source. It may only *continue* a store: positions run on densely from the
 //! store's head and each stream's versions from the stream's current version, so
 //! every promise of [`crate::EventStore`] (dense positions, dense versions, unique
-//! ids) still holds afterwards. [`check_import`] is the one place that rule is
-//! decided; each store calls it inside its own write transaction.
+//! ids) still holds afterwards. [`ImportCheck`] is the one place that rule is
+//! decided; each store applies it ([`check_import`]) inside its own write transaction.
 
 use crate::envelope::RecordedEvent;
 use crate::event_store::StoreError;
 use crate::stream::{GlobalPosition, StreamVersion};
 use std::collections::{HashMap, HashSet};
+use uuid::Uuid;
+
+/// The import rule, applied one event at a time: positions run on densely from the
+/// head, each stream's versions from its current version, ids do not repeat, stream
+/// ids are not empty and data is JSON. Stores use it through [`check_import`]; a tool
+/// checking a whole export file line by line uses it directly.
+#[derive(Debug)]
+pub struct ImportCheck {
+    next: GlobalPosition,
+    versions: HashMap<String, StreamVersion>,
+    ids: HashSet<Uuid>,
+}
+
+impl ImportCheck {
+    /// A check for events continuing a store whose head is `head`.
+    pub fn new(head: GlobalPosition) -> ImportCheck {
+        ImportCheck { next: head.next(), versions: HashMap::new(), ids: HashSet::new() }
+    }
+
+    /// Checks the next event, asking `version_of` for its stream's current version
+    /// the first time the stream is seen. [`StoreError::Invalid`] says what is wrong.
+    pub fn check(
+        &mut self,
+        event: &RecordedEvent,
+        version_of: impl FnOnce(&str) -> Result<StreamVersion, StoreError>,
+    ) -> Result<(), StoreError> {
+        let invalid = |why: String| StoreError::Invalid(format!("cannot import event {}: {why}", event.event_id));
+        if event.position != self.next {
+            return Err(invalid(format!("position {} where {} was expected", event.position, self.next)));
+        }
+        if event.stream_id.is_empty() {
+            return Err(invalid("its stream id is empty".into()));
+        }
+        if self.ids.contains(&event.event_id) {
+            return Err(invalid("its id appears twice".into()));
+        }
+        if serde_json::from_str::<serde::de::IgnoredAny>(&event.data).is_err() {
+            return Err(invalid("its data is not JSON".into()));
+        }
+        let current = match self.versions.get(&event.stream_id) {
+            Some(version) => *version,
+            None => version_of(&event.stream_id)?,
+        };
+        if event.stream_version != current.next() {
+            return Err(invalid(format!(
+                "it has version {} of stream `{}`, which is at version {current}",
+                event.stream_version, event.stream_id
+            )));
+        }
+        self.next = self.next.next();
+        self.ids.insert(event.event_id);
+        self.versions.insert(event.stream_id.clone(), event.stream_version);
+        Ok(())
+    }
+
+    /// Each stream's version after the events checked so far.
+    pub fn into_versions(self) -> HashMap<String, StreamVersion> {
+        self.versions
+    }
+}
 
 /// Checks that `events` continue a store whose head is `head`, asking `version_of`
 /// for the current version of each stream the events touch (once per stream).
@@ -25,40 +85,11 @@ pub fn check_import(
     head: GlobalPosition,
     mut version_of: impl FnMut(&str) -> Result<StreamVersion, StoreError>,
 ) -> Result<HashMap<String, StreamVersion>, StoreError> {
-    let mut versions: HashMap<String, StreamVersion> = HashMap::new();
-    let mut ids = HashSet::with_capacity(events.len());
-    let mut expected_position = head.next();
+    let mut check = ImportCheck::new(head);
     for event in events {
-        let invalid = |why: String| StoreError::Invalid(format!("cannot import event {}: {why}", event.event_id));
-        if event.position != expected_position {
-            return Err(invalid(format!(
-                "its position is {} but the store continues at {expected_position}",
-                event.position
-            )));
-        }
-        expected_position = expected_position.next();
-        if event.stream_id.is_empty() {
-            return Err(invalid("its stream id is empty".into()));
-        }
-        if !ids.insert(event.event_id) {
-            return Err(invalid("its id appears twice".into()));
-        }
-        if serde_json::from_str::<serde::de::IgnoredAny>(&event.data).is_err() {
-            return Err(invalid("its data is not JSON".into()));
-        }
-        let current = match versions.get(&event.stream_id) {
-            Some(version) => *version,
-            None => version_of(&event.stream_id)?,
-        };
-        if event.stream_version != current.next() {
-            return Err(invalid(format!(
-                "it has version {} of stream `{}`, which is at version {current}",
-                event.stream_version, event.stream_id
-            )));
-        }
-        versions.insert(event.stream_id.clone(), event.stream_version);
+        check.check(event, &mut version_of)?;
     }
-    Ok(versions)
+    Ok(check.into_versions())
 }
 
 #[cfg(test)]
@@ -66,7 +97,6 @@ mod tests {
     use super::*;
     use crate::envelope::Metadata;
     use chrono::Utc;
-    use uuid::Uuid;
 
     fn event(position: u64, stream: &str, version: u64) -> RecordedEvent {
         RecordedEvent {

@@ -54,7 +54,7 @@ pub use event_handler::EventHandler;
 pub use event_store::{
     AppendOutcome, AppendResult, EventFilter, EventStore, Snapshot, StoreError, StreamAppend, StreamInfo,
 };
-pub use import::check_import;
+pub use import::{ImportCheck, check_import};
 pub use memory_store::MemoryStore;
 pub use middleware::logging::LoggingMiddleware;
 pub use middleware::validation::{ValidationErrors, ValidationMiddleware};
