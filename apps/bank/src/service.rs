@@ -17,8 +17,8 @@ use crate::read_model::statements::{PostgresStatements, STATEMENTS, SqliteStatem
 use crate::read_model::{PROJECTOR, Queries};
 use async_trait::async_trait;
 use rewind::{
-    Application, Consumer, EventStore, LoggingMiddleware, Middleware, StoreError, SubscriptionOptions, Subscriptions,
-    SubscriptionsBuilder, ValidationMiddleware,
+    Application, Consumer, EventFilter, EventStore, LoggingMiddleware, Middleware, StoreError, SubscriptionOptions,
+    Subscriptions, SubscriptionsBuilder, ValidationMiddleware,
 };
 use rewind_cli::{Backend, Database, OpenMode, OpsError, ReadModel, RewindApp};
 use rewind_postgres::PostgresProjector;
@@ -72,10 +72,13 @@ impl RewindApp for BankApp {
         backend: &Backend,
     ) -> Result<SubscriptionsBuilder, StoreError> {
         let (accounts, statements): (Arc<dyn Consumer>, Arc<dyn Consumer>) = match &backend.read_model {
-            ReadModel::Sqlite(model) => (
-                Arc::new(SqliteProjector::new(PROJECTOR, SqliteBankProjection, model).await?),
-                Arc::new(SqliteProjector::new(STATEMENTS, SqliteStatements, model).await?),
-            ),
+            ReadModel::Sqlite(model) => {
+                let accounts = SqliteProjector::new(PROJECTOR, SqliteBankProjection, model).await?;
+                // In the store's own file, the accounts are written with the events, so
+                // a write's answer (which reads them) waits for nothing more.
+                let accounts = if model.is_sharing() { accounts.inline(EventFilter::all())? } else { accounts };
+                (Arc::new(accounts), Arc::new(SqliteProjector::new(STATEMENTS, SqliteStatements, model).await?))
+            }
             ReadModel::Postgres(model) => (
                 Arc::new(PostgresProjector::new(PROJECTOR, PostgresBankProjection, model).await?),
                 Arc::new(PostgresProjector::new(STATEMENTS, PostgresStatements, model).await?),

@@ -21,11 +21,10 @@ pub enum Synchronous {
 }
 
 impl Synchronous {
+    /// SQLite's own level is `NORMAL` either way: with `Full` the store fsyncs the
+    /// log itself before acknowledging (`syncer.rs`), off the writer thread.
     pub(crate) fn pragma_value(self) -> &'static str {
-        match self {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        }
+        "NORMAL"
     }
 }
 

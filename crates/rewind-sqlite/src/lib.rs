@@ -30,11 +30,14 @@ pub mod stats;
 pub mod subscription_store;
 
 mod append;
+mod checkpointer;
 mod connection;
 mod error;
+mod inline;
 mod reader;
 mod row;
 mod schema;
+mod syncer;
 mod writer;
 
 pub use config::{SqliteConfig, Synchronous};

@@ -11,11 +11,15 @@
 //! failing one are applied and checkpointed again in a fresh transaction, and the
 //! failure goes to the subscription's error policy.
 
+use crate::inline::InlineProjection;
 use crate::read_model::SqliteReadModel;
 use async_trait::async_trait;
-use rewind::{BatchFailure, Consumer, ConsumerError, ConsumerKind, GlobalPosition, RecordedEvent, StoreError};
+use rewind::{
+    BatchFailure, Consumer, ConsumerError, ConsumerKind, EventFilter, GlobalPosition, RecordedEvent, StoreError,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A read model written from events. Every method runs inside a transaction that
 /// the projector opened (and commits), so none begins or commits one itself.
@@ -54,6 +58,8 @@ pub struct SqliteProjector<P> {
     name: Arc<str>,
     projection: Arc<P>,
     model: SqliteReadModel,
+    /// The last position written inline and durable (0: none), see [`SqliteProjector::inline`].
+    covered: Arc<AtomicU64>,
 }
 
 impl<P: SqliteProjection> SqliteProjector<P> {
@@ -63,18 +69,77 @@ impl<P: SqliteProjection> SqliteProjector<P> {
         let projection = Arc::new(projection);
         let create = projection.clone();
         model.transaction(move |conn| create.create(conn).map_err(StoreError::backend)).await?;
-        Ok(SqliteProjector { name: name.into(), projection, model: model.clone() })
+        Ok(SqliteProjector { name: name.into(), projection, model: model.clone(), covered: Arc::default() })
+    }
+
+    /// Also writes the projection *inline*: inside the transaction of every group
+    /// of appends to the store whose file `model` shares ([`SqliteReadModel::sharing`]).
+    /// The read model is then durable, and a strongly consistent dispatch done, as
+    /// soon as the append is acknowledged. The subscription must still run: it
+    /// catches up after a start or a rebuild and handles failures, and the two never
+    /// apply an event twice (see the `inline` module). `filter` must be the
+    /// subscription's filter.
+    ///
+    /// Fails with [`StoreError::Invalid`] on a read model with a file of its own:
+    /// there is no transaction to share.
+    ///
+    /// ```
+    /// use rewind::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent};
+    /// use rewind_sqlite::{SqliteProjection, SqliteProjector, SqliteReadModel, SqliteStore};
+    /// use std::sync::Arc;
+    ///
+    /// struct Count;
+    /// impl SqliteProjection for Count {
+    ///     fn create(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    ///         conn.execute_batch("CREATE TABLE IF NOT EXISTS seen (n INTEGER); INSERT INTO seen VALUES (0)")
+    ///     }
+    ///     fn project(&self, conn: &rusqlite::Connection, _: &rewind::RecordedEvent) -> Result<(), rewind::ConsumerError> {
+    ///         conn.execute("UPDATE seen SET n = n + 1", [])?;
+    ///         Ok(())
+    ///     }
+    ///     fn reset(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    ///         conn.execute_batch("UPDATE seen SET n = 0")
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Arc::new(SqliteStore::open(dir.path().join("bank.db")).await.unwrap());
+    /// let model = SqliteReadModel::sharing(store.clone()).await.unwrap();
+    /// let _projector = SqliteProjector::new("count", Count, &model).await.unwrap().inline(EventFilter::all()).unwrap();
+    ///
+    /// let event = NewEvent { event_id: uuid::Uuid::now_v7(), event_type: "Opened".into(), data: "{}".into(), metadata: Metadata::default() };
+    /// store.append("account-1", ExpectedVersion::Any, vec![event]).await.unwrap();
+    /// // Projected in the append's own transaction: no subscription has run yet.
+    /// let seen: i64 = model.lookup(|conn| conn.query_row("SELECT n FROM seen", [], |r| r.get(0))).unwrap();
+    /// assert_eq!(seen, 1);
+    /// # });
+    /// ```
+    pub fn inline(self, filter: EventFilter) -> Result<SqliteProjector<P>, StoreError> {
+        let store = self.model.store().ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "projector `{}` cannot be written inline: its read model is not in the event store's file",
+                self.name
+            ))
+        })?;
+        store.add_inline(InlineProjection {
+            name: self.name.clone(),
+            filter,
+            projection: self.projection.clone(),
+            covered: self.covered.clone(),
+        });
+        Ok(self)
     }
 }
 
-fn stored_checkpoint(conn: &Connection, name: &str) -> rusqlite::Result<Option<GlobalPosition>> {
+pub(crate) fn stored_checkpoint(conn: &Connection, name: &str) -> rusqlite::Result<Option<GlobalPosition>> {
     conn.prepare_cached("SELECT position FROM rewind_projections WHERE name = ?1")?
         .query_row([name], |row| row.get::<_, i64>(0))
         .optional()
         .map(|p| p.map(|p| GlobalPosition(p as u64)))
 }
 
-fn save_checkpoint(conn: &Connection, name: &str, position: GlobalPosition) -> rusqlite::Result<()> {
+pub(crate) fn save_checkpoint(conn: &Connection, name: &str, position: GlobalPosition) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO rewind_projections (name, position) VALUES (?1, ?2)
          ON CONFLICT (name) DO UPDATE SET position = max(position, excluded.position)",
@@ -134,6 +199,10 @@ impl<P: SqliteProjection> SqliteProjector<P> {
 impl<P: SqliteProjection> Consumer for SqliteProjector<P> {
     fn kind(&self) -> ConsumerKind {
         ConsumerKind::Projector
+    }
+
+    fn covered(&self) -> Option<GlobalPosition> {
+        Some(GlobalPosition(self.covered.load(Ordering::Acquire))).filter(|p| p.0 > 0)
     }
 
     async fn checkpoint(&self) -> Result<Option<GlobalPosition>, ConsumerError> {

@@ -100,6 +100,21 @@ impl SqliteReadModel {
         &self.inner.path
     }
 
+    /// Whether this model lives in an event store's file, written through its writer
+    /// ([`SqliteReadModel::sharing`]), so projectors can be written inline
+    /// ([`SqliteProjector::inline`](crate::SqliteProjector::inline)).
+    pub fn is_sharing(&self) -> bool {
+        self.store().is_some()
+    }
+
+    /// The event store whose file and writer this model shares, if it does.
+    pub(crate) fn store(&self) -> Option<&Arc<SqliteStore>> {
+        match &self.inner.writer {
+            Writer::Store(store) => Some(store),
+            Writer::Own(_) => None,
+        }
+    }
+
     /// Runs `work` in one write transaction: committed if it returns `Ok`, rolled
     /// back if it returns `Err` (that error is returned). A failed commit is returned
     /// as `E::from(StoreError)`.
@@ -159,28 +174,51 @@ impl SqliteReadModel {
         }
     }
 
-    /// Runs a query on a read connection on a blocking thread.
+    /// Runs a query on a read connection on a blocking thread. For queries that may
+    /// take a while (scans, lists); see [`lookup`](SqliteReadModel::lookup) for short ones.
     pub async fn read<T: Send + 'static>(
         &self,
         query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let inner = self.inner.clone();
-        blocking(move || {
-            let idle = inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let conn = match idle {
-                Some(conn) => conn,
-                None => {
-                    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                    let mut conn = Connection::open_with_flags(&inner.path, flags).map_err(backend)?;
-                    conn.busy_handler(Some(retry_soon)).map_err(backend)?;
-                    conn.pragma_update(None, "query_only", true).map_err(backend)?;
-                    conn
-                }
-            };
-            let result = query(&conn).map_err(backend);
-            inner.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-            result
-        })
-        .await
+        blocking(move || inner.query(query)).await
+    }
+
+    /// Runs a short query — a lookup by key, a few microseconds — right on the
+    /// calling thread. Handing such a query to a blocking thread and back costs more
+    /// than the query (two thread wake-ups), so the BankAPI's answers use this. It
+    /// blocks the caller for as long as the query runs: keep scans on
+    /// [`read`](SqliteReadModel::read).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let model = rewind_sqlite::SqliteReadModel::open(dir.path().join("read.db")).await.unwrap();
+    /// let two: i64 = model.lookup(|conn| conn.query_row("SELECT 1 + 1", [], |r| r.get(0))).unwrap();
+    /// assert_eq!(two, 2);
+    /// # });
+    /// ```
+    pub fn lookup<T>(&self, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        self.inner.query(query)
+    }
+}
+
+impl Inner {
+    /// Runs `query` on an idle read connection (opening one if none is idle).
+    fn query<T>(&self, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let idle = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let mut conn = Connection::open_with_flags(&self.path, flags).map_err(backend)?;
+                conn.busy_handler(Some(retry_soon)).map_err(backend)?;
+                conn.pragma_update(None, "query_only", true).map_err(backend)?;
+                conn
+            }
+        };
+        let result = query(&conn).map_err(backend);
+        self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        result
     }
 }

@@ -112,7 +112,7 @@ pub(crate) fn read_stream(
         Direction::Backward => include_str!("reader/read_stream_backward.sql"),
     };
     let mut statement = conn.prepare_cached(sql).map_err(store_error)?;
-    collect(&mut statement, params![stream_id, sql_int(from.0), sql_int(limit as u64)], limit)
+    collect(&mut statement, params![stream_id, sql_int(from.0)], limit)
 }
 
 /// Events of the global order from `from` (inclusive) that pass `filter`, at most `limit`.
@@ -125,10 +125,10 @@ pub(crate) fn read_all(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let (from, limit_sql) = (sql_int(from.0), sql_int(limit as u64));
+    let from = sql_int(from.0);
     if filter.is_all() {
         let mut statement = conn.prepare_cached(include_str!("reader/read_all.sql")).map_err(store_error)?;
-        return collect(&mut statement, params![from, limit_sql], limit);
+        return collect(&mut statement, params![from], limit);
     }
     let prefix = filter.stream_prefix.as_deref().map(str::as_bytes);
     let types = if filter.event_types.is_empty() {
@@ -137,7 +137,7 @@ pub(crate) fn read_all(
         Some(serde_json::to_string(&filter.event_types).map_err(StoreError::backend)?)
     };
     let mut statement = conn.prepare_cached(include_str!("reader/read_all_filtered.sql")).map_err(store_error)?;
-    collect(&mut statement, params![from, prefix, types, limit_sql], limit)
+    collect(&mut statement, params![from, prefix, types], limit)
 }
 
 /// A stream's current version ([`StreamVersion::NONE`] if it has no events).
@@ -156,11 +156,11 @@ pub(crate) fn list_streams(
 ) -> Result<Vec<StreamInfo>, StoreError> {
     let mut statement = conn.prepare_cached(include_str!("reader/list_streams.sql")).map_err(store_error)?;
     let rows = statement
-        .query_map(params![prefix, after, sql_int(limit as u64)], |row| {
+        .query_map(params![prefix, after], |row| {
             Ok(StreamInfo { stream_id: row.get(0)?, version: StreamVersion(get_u64(row, 1)?) })
         })
         .map_err(store_error)?;
-    rows.collect::<Result<_, _>>().map_err(store_error)
+    rows.take(limit).collect::<Result<_, _>>().map_err(store_error)
 }
 
 /// The stored snapshot of a stream.
@@ -173,8 +173,54 @@ pub(crate) fn load_snapshot(conn: &Connection, stream_id: &str) -> Result<Option
 fn collect(statement: &mut Statement<'_>, params: impl Params, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
     let mut rows = statement.query(params).map_err(store_error)?;
     let mut events = Vec::with_capacity(limit.min(1_024));
-    while let Some(row) = rows.next().map_err(store_error)? {
+    while events.len() < limit {
+        let Some(row) = rows.next().map_err(store_error)? else { break };
         events.push(recorded_event(row)?);
     }
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::append::Appender;
+    use rewind::{ExpectedVersion, Metadata, NewEvent, StreamAppend};
+    use rusqlite::StatementStatus;
+
+    /// A migrated in-memory store holding `n` events in one stream.
+    fn store_with(n: usize) -> Connection {
+        let conn = Connection::open_in_memory().expect("open");
+        crate::schema::migrate(&conn).expect("migrate");
+        let events = (0..n)
+            .map(|i| NewEvent {
+                event_id: uuid::Uuid::now_v7(),
+                event_type: "E".into(),
+                data: format!("{{\"i\":{i}}}"),
+                metadata: Metadata::default(),
+            })
+            .collect();
+        let append = StreamAppend { stream_id: "s".into(), expected: ExpectedVersion::Any, events };
+        Appender::new(&conn, 0, 0).apply(&[append]).expect("append");
+        conn
+    }
+
+    #[test]
+    fn reads_with_different_limits_reuse_one_prepared_statement() {
+        let conn = store_with(20);
+        let reprepares = || {
+            [include_str!("reader/read_all.sql"), include_str!("reader/read_stream_forward.sql")]
+                .map(|sql| conn.prepare_cached(sql).expect("cached").get_status(StatementStatus::RePrepare))
+        };
+        let mut before = None;
+        for limit in [1, 5, 3, 20, 7, 2, 9] {
+            let events = read_all(&conn, GlobalPosition(1), limit, &EventFilter::all()).expect("read");
+            assert_eq!(events.len(), limit);
+            let forward = read_stream(&conn, "s", StreamVersion(1), Direction::Forward, limit).expect("read");
+            assert_eq!(forward.len(), limit);
+            // A bound LIMIT, or `stream_id = ?1` with ORDER BY, makes SQLite re-plan
+            // the statement on every execution.
+            let now = reprepares();
+            assert_eq!(*before.get_or_insert(now), now, "re-prepared at limit {limit}");
+        }
+    }
 }

@@ -12,6 +12,7 @@
 
 use crate::append::validate;
 use crate::config::SqliteConfig;
+use crate::inline::{InlineProjection, InlineProjections};
 use crate::reader::{self, ReaderPool};
 use crate::stats::{SqliteStats, StatsCounters};
 use crate::writer::{Work, WriterHandle};
@@ -36,6 +37,7 @@ pub struct SqliteStore {
     readers: ReaderPool,
     head: watch::Receiver<GlobalPosition>,
     stats: Arc<StatsCounters>,
+    inline: Arc<InlineProjections>,
 }
 
 impl SqliteStore {
@@ -77,7 +79,8 @@ impl SqliteStore {
     pub async fn open_with(path: impl AsRef<Path>, config: SqliteConfig) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref().to_owned();
         let stats = Arc::new(StatsCounters::default());
-        let (writer, head) = WriterHandle::start(path.clone(), &config, stats.clone()).await?;
+        let inline = Arc::new(InlineProjections::default());
+        let (writer, head) = WriterHandle::start(path.clone(), &config, stats.clone(), inline.clone()).await?;
         let readers = match ReaderPool::start(&path, &config).await {
             Ok(readers) => readers,
             Err(error) => {
@@ -85,7 +88,7 @@ impl SqliteStore {
                 return Err(error);
             }
         };
-        Ok(SqliteStore { path, writer, readers, head, stats })
+        Ok(SqliteStore { path, writer, readers, head, stats, inline })
     }
 
     /// The file the store lives in.
@@ -104,6 +107,12 @@ impl SqliteStore {
     /// on `Err` the work's writes were rolled back. For read models in this file.
     pub(crate) async fn run_in_group(&self, work: crate::writer::RunWork) -> Result<(), StoreError> {
         self.writer.submit(Work::Run(std::cell::Cell::new(Some(work)))).await.map(drop)
+    }
+
+    /// Registers a projector to be written in the transaction of every group of
+    /// appends (`inline.rs`).
+    pub(crate) fn add_inline(&self, projection: InlineProjection) {
+        self.inline.add(projection);
     }
 
     /// Closes the store: answers every request already queued, then closes all
@@ -153,8 +162,18 @@ impl EventStore for SqliteStore {
         limit: usize,
         filter: &EventFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        // Up to the head only: events past it are committed but maybe not yet durable.
+        // Events this process committed but has not made durable yet must not reach
+        // subscribers (they could act on an event a power loss takes back). Only
+        // when every commit of ours up to the read is durable may the read pass the
+        // head: what lies beyond it then came from other processes.
+        let durable = *self.head.borrow();
         let filter = filter.clone();
-        self.readers.run(move |conn| reader::read_all(conn, from, limit, &filter)).await
+        let mut events = self.readers.run(move |conn| reader::read_all(conn, from, limit, &filter)).await?;
+        if self.writer.committing() > durable.0 {
+            events.retain(|event| event.position <= durable);
+        }
+        Ok(events)
     }
 
     async fn stream_version(&self, stream_id: &str) -> Result<StreamVersion, StoreError> {

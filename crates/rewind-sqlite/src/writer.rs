@@ -8,12 +8,18 @@
 //! fsync. Each request keeps its own fate: one that fails (a version conflict, a
 //! duplicate id) is undone alone, by a savepoint when it could have written part
 //! of itself (see `Writer::apply_group`), and the rest of the group still commits.
-//! A batch is one request, so all its streams commit or none does.
+//! A batch is one request, so all its streams commit or none does. Inline
+//! projectors (`inline.rs`) are written in the same transaction, after the
+//! requests.
+//!
+//! The writer does not wait for the disk: it hands each committed group to the
+//! syncer (`syncer.rs`) and starts the next one, and leaves checkpoints to the
+//! checkpointer (`checkpointer.rs`).
 //!
 //! Promises:
-//! * A caller is answered only after `COMMIT` returned (with `synchronous=FULL`,
-//!   after the write-ahead log is on disk).
-//! * After each commit the head [`watch`] is raised to the new last position, so
+//! * A caller is answered only after `COMMIT` returned and (with
+//!   [`Synchronous::Full`]) the syncer's fsync of the log covered it.
+//! * The head [`watch`] is raised, by the syncer, to the last durable position, so
 //!   followers wake without polling; positions are assigned in commit order by this
 //!   one thread, so everything below the published head is committed.
 //! * If the transaction itself fails, every request of the group that had not
@@ -21,17 +27,21 @@
 //!   group.
 
 use crate::append::Appender;
-use crate::config::SqliteConfig;
+use crate::checkpointer::Checkpointer;
+use crate::config::{SqliteConfig, Synchronous};
 use crate::connection::open_writer;
 use crate::error::{GroupError, store_error};
+use crate::inline::{self, InlineProjections, Progress};
 use crate::row::{get_u64, micros, sql_int};
 use crate::schema::migrate;
 use crate::stats::StatsCounters;
-use chrono::Utc;
+use crate::syncer::{Committed, Syncer};
+use chrono::{DateTime, Utc};
 use rewind::{AppendResult, GlobalPosition, RecordedEvent, Snapshot, StoreError, StreamAppend};
 use rusqlite::{Connection, params};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -94,6 +104,7 @@ pub(crate) struct Request {
 pub(crate) struct WriterHandle {
     requests: mpsc::Sender<Request>,
     thread: JoinHandle<Result<(), StoreError>>,
+    committing: Arc<AtomicU64>,
 }
 
 impl WriterHandle {
@@ -103,15 +114,18 @@ impl WriterHandle {
         path: PathBuf,
         config: &SqliteConfig,
         stats: Arc<StatsCounters>,
+        inline: Arc<InlineProjections>,
     ) -> Result<(WriterHandle, watch::Receiver<GlobalPosition>), StoreError> {
         let (requests, receiver) = mpsc::channel(QUEUE);
         let (head, watcher) = watch::channel(GlobalPosition::START);
         let (ready, opened) = oneshot::channel();
         let config = config.clone();
+        let committing = Arc::new(AtomicU64::new(0));
+        let raised = committing.clone();
         let thread = std::thread::Builder::new()
             .name("rewind-sqlite-writer".into())
             .spawn(move || {
-                let writer = match Writer::open(path, &config, head, stats) {
+                let writer = match Writer::open(path, &config, head, stats, inline, raised) {
                     Ok(writer) => writer,
                     Err(error) => {
                         let _ = ready.send(Err(error));
@@ -123,7 +137,7 @@ impl WriterHandle {
             })
             .map_err(StoreError::backend)?;
         opened.await.map_err(|_| StoreError::Closed)??;
-        Ok((WriterHandle { requests, thread }, watcher))
+        Ok((WriterHandle { requests, thread, committing }, watcher))
     }
 
     /// Hands a request to the writer and waits for its answer.
@@ -131,6 +145,12 @@ impl WriterHandle {
         let (reply, answer) = oneshot::channel();
         self.requests.send(Request { work, reply }).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The last position this writer has committed or is committing (raised just
+    /// before each `COMMIT`); above the head while a commit is not yet durable.
+    pub(crate) fn committing(&self) -> u64 {
+        self.committing.load(Ordering::SeqCst)
     }
 
     /// Stops taking requests and returns the thread, which ends once it has
@@ -144,8 +164,14 @@ impl WriterHandle {
 /// The writer thread's state.
 struct Writer {
     conn: Connection,
-    /// Raised after every commit; never lowered.
-    head: watch::Sender<GlobalPosition>,
+    /// Makes each committed group durable, then answers it and raises the head.
+    syncer: Syncer,
+    /// Copies the log into the database file in the background.
+    checkpointer: Checkpointer,
+    /// Projectors written in each group's transaction.
+    inline: Arc<InlineProjections>,
+    /// See [`WriterHandle::committing`].
+    committing: Arc<AtomicU64>,
     stats: Arc<StatsCounters>,
     max_group_events: usize,
 }
@@ -156,12 +182,18 @@ impl Writer {
         config: &SqliteConfig,
         head: watch::Sender<GlobalPosition>,
         stats: Arc<StatsCounters>,
+        inline: Arc<InlineProjections>,
+        committing: Arc<AtomicU64>,
     ) -> Result<Writer, StoreError> {
-        let conn = open_writer(&path, config)?;
+        let mut conn = open_writer(&path, config)?;
         migrate(&conn)?;
+        let checkpointer = Checkpointer::start(&path, &mut conn)?;
         let last = read_head(&conn).map_err(store_error)?;
         head.send_replace(GlobalPosition(last));
-        Ok(Writer { conn, head, stats, max_group_events: config.max_group_events })
+        committing.store(last, Ordering::SeqCst);
+        let syncer = Syncer::start(&path, config.synchronous == Synchronous::Full, head)?;
+        let max_group_events = config.max_group_events;
+        Ok(Writer { conn, syncer, checkpointer, inline, committing, stats, max_group_events })
     }
 
     fn run(self, mut requests: mpsc::Receiver<Request>) -> Result<(), StoreError> {
@@ -169,7 +201,11 @@ impl Writer {
             let group = self.gather(first, &mut requests);
             self.commit_group(group);
         }
-        let Writer { conn, .. } = self;
+        let Writer { mut conn, syncer, checkpointer, .. } = self;
+        // Every committed group is answered before the connection closes (the last
+        // connection to close checkpoints the whole log itself).
+        syncer.finish();
+        checkpointer.stop(&mut conn);
         conn.close().map_err(|(_, error)| store_error(error))
     }
 
@@ -185,44 +221,58 @@ impl Writer {
         group
     }
 
+    /// Writes the group and hands it to the syncer, which answers it once durable.
     fn commit_group(&self, group: Vec<Request>) {
         let (works, replies): (Vec<Work>, Vec<Reply>) = group.into_iter().map(|r| (r.work, r.reply)).unzip();
-        let outcomes = self.write_group(&works);
+        let (outcomes, written) = self.write_group(&works);
         debug_assert_eq!(outcomes.len(), replies.len(), "one outcome per request");
-        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-            // A caller that stopped waiting (its future was dropped) needs no answer.
-            let _ = reply.send(outcome);
-        }
+        let (head, progress) = written.map_or((None, Vec::new()), |(head, progress)| (Some(head), progress));
+        self.syncer.send(Committed { replies, outcomes, head, progress });
     }
 
-    /// Runs one group in one transaction; returns one outcome per request.
-    fn write_group(&self, works: &[Work]) -> Vec<Outcome> {
+    /// Runs one group in one transaction; returns one outcome per request, and if
+    /// the transaction committed, the new head and the inline projectors' progress.
+    fn write_group(&self, works: &[Work]) -> (Vec<Outcome>, Option<(u64, Vec<Progress>)>) {
+        if let Some(refusal) = self.syncer.refusal() {
+            return (self.fail_group(works.len(), refusal), None);
+        }
         if let Err(error) = execute(&self.conn, "BEGIN IMMEDIATE") {
-            return self.fail_group(works.len(), store_error(error));
+            return (self.fail_group(works.len(), store_error(error)), None);
         }
         let mut outcomes = Vec::with_capacity(works.len());
-        let (before, after) = match self.apply_group(works, &mut outcomes) {
+        // Stored to the microsecond; inline projections see exactly what readers will.
+        let now = Utc::now();
+        let now = DateTime::from_timestamp_micros(micros(now)).unwrap_or(now);
+        let (before, after) = match self.apply_group(works, &mut outcomes, now) {
             Ok(heads) => heads,
             Err(error) => {
                 let _ = execute(&self.conn, "ROLLBACK");
-                return self.fail_group(works.len(), error);
+                return (self.fail_group(works.len(), error), None);
             }
         };
         if works.len() == 1 && outcomes[0].is_err() {
             let _ = execute(&self.conn, "ROLLBACK");
             self.stats.record_group(1, 0, false);
-            return outcomes;
+            return (outcomes, None);
         }
+        let progress = if after > before && !self.inline.is_empty() {
+            let events = inline::appended_events(works, &outcomes, now);
+            events.map(|events| self.inline.project(&self.conn, &events)).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        // Raised before the commit can become visible to any reader (see `SqliteStore::read_all`).
+        let previous = self.committing.fetch_max(after, Ordering::SeqCst);
         if let Err(error) = execute(&self.conn, "COMMIT") {
+            self.committing.store(previous, Ordering::SeqCst);
             let _ = execute(&self.conn, "ROLLBACK");
             let failed = self.fail_group(works.len(), store_error(error));
             // Requests that failed on their own keep their own error.
-            return outcomes.into_iter().zip(failed).map(|(own, group)| own.and(group)).collect();
+            return (outcomes.into_iter().zip(failed).map(|(own, group)| own.and(group)).collect(), None);
         }
         debug_assert!(after >= before, "a transaction only appends");
-        self.publish(after);
         self.stats.record_group(works.len() as u64, after - before, true);
-        outcomes
+        (outcomes, Some((after, progress)))
     }
 
     /// Applies each request of the group in turn, pushing its outcome. Returns the
@@ -235,9 +285,14 @@ impl Writer {
     /// event or a snapshot save: its own decisions (conflict, duplicate) come before
     /// it writes, and a failed statement undoes itself; any other error fails the
     /// group.
-    fn apply_group(&self, works: &[Work], outcomes: &mut Vec<Outcome>) -> Result<(u64, u64), StoreError> {
+    fn apply_group(
+        &self,
+        works: &[Work],
+        outcomes: &mut Vec<Outcome>,
+        now: DateTime<Utc>,
+    ) -> Result<(u64, u64), StoreError> {
         let head = read_head(&self.conn).map_err(store_error)?;
-        let mut appender = Appender::new(&self.conn, head, micros(Utc::now()));
+        let mut appender = Appender::new(&self.conn, head, micros(now));
         let alone = works.len() == 1;
         for work in works {
             let outcome = if alone || work.writes_at_most_once() {
@@ -263,17 +318,6 @@ impl Writer {
         self.stats.record_group(requests as u64, 0, false);
         let shared = GroupError(Arc::new(error));
         (0..requests).map(|_| Err(shared.to_store_error())).collect()
-    }
-
-    fn publish(&self, head: u64) {
-        let head = GlobalPosition(head);
-        self.head.send_if_modified(|current| {
-            let newer = head > *current;
-            if newer {
-                *current = head;
-            }
-            newer
-        });
     }
 }
 

@@ -103,7 +103,8 @@ impl Wait {
     /// Resolves once the subscription has done `target`.
     pub(crate) async fn done(mut self) {
         loop {
-            if *self.position.borrow_and_update() >= self.target {
+            let done = *self.position.borrow_and_update();
+            if done >= self.target || self.consumer.covered().is_some_and(|covered| covered >= self.target) {
                 return;
             }
             tokio::select! {

@@ -172,6 +172,15 @@ pub trait Consumer: Send + Sync + 'static {
     /// The persisted checkpoint: the position of the last event done, if any.
     async fn checkpoint(&self) -> Result<Option<GlobalPosition>, ConsumerError>;
 
+    /// How far the consumer is known to be done without asking its storage: events
+    /// processed by other means, such as a projection written in the appends' own
+    /// transaction (`rewind_sqlite`'s inline projectors). Its subscription moves past
+    /// this position without reading, and a strongly consistent dispatch stops
+    /// waiting at it. Only durable effects may be reported. Default: `None`.
+    fn covered(&self) -> Option<GlobalPosition> {
+        None
+    }
+
     /// Processes events in order and persists the checkpoint. On `Err`, the events
     /// before `failed_at` are done and checkpointed; the rest are not. (Shared, so a
     /// consumer can hand the batch to a blocking thread without copying it.)
@@ -406,6 +415,19 @@ impl Runner {
             if self.shutting_down() {
                 return Ended::Shutdown;
             }
+            // Events the consumer already did by other means need no reading; if that
+            // is everything this process knows of, wait (the poll still finds other
+            // processes' commits).
+            if let Some(covered) = self.consumer.covered().filter(|&covered| covered > position) {
+                position = covered;
+                self.tracker.advance(position);
+                if position >= *head.borrow() {
+                    if let Some(ended) = self.idle(&mut head, lease).await {
+                        return ended;
+                    }
+                    continue;
+                }
+            }
             let read = self.store.read_all(position.next(), self.options.batch_size, &self.options.filter).await;
             let batch: Arc<[RecordedEvent]> = match read {
                 Ok(batch) => batch.into(),
@@ -418,12 +440,8 @@ impl Runner {
                 }
             };
             if batch.is_empty() {
-                self.tracker.set(SubscriptionState::Live);
-                tokio::select! {
-                    _ = head.changed() => {}
-                    _ = tokio::time::sleep(self.options.poll_interval) => {}
-                    _ = self.shutdown.wait_for(|stop| *stop) => return Ended::Shutdown,
-                    _ = lease.lost() => return Ended::LeaseLost,
+                if let Some(ended) = self.idle(&mut head, lease).await {
+                    return ended;
                 }
                 continue;
             }
@@ -477,6 +495,22 @@ impl Runner {
                     return Ended::Stopped;
                 }
             }
+        }
+    }
+
+    /// Live at the head: waits for a new commit here, the poll interval, shutdown or
+    /// the loss of the lease (the last two end following).
+    async fn idle(
+        &mut self,
+        head: &mut watch::Receiver<GlobalPosition>,
+        lease: &mut crate::subscription_store::Lease,
+    ) -> Option<Ended> {
+        self.tracker.set(SubscriptionState::Live);
+        tokio::select! {
+            _ = head.changed() => None,
+            _ = tokio::time::sleep(self.options.poll_interval) => None,
+            _ = self.shutdown.wait_for(|stop| *stop) => Some(Ended::Shutdown),
+            _ = lease.lost() => Some(Ended::LeaseLost),
         }
     }
 

@@ -85,28 +85,28 @@ fn time(row: &Row<'_>, index: usize) -> rusqlite::Result<chrono::DateTime<chrono
 #[async_trait]
 impl Queries for SqliteQueries {
     async fn account(&self, id: Uuid) -> Result<Option<AccountView>, StoreError> {
-        self.0
-            .read(move |conn| {
-                conn.prepare_cached("SELECT uuid, current_balance, status, version FROM accounts WHERE uuid = ?1")?
-                    .query_row([id.to_string()], |row| {
-                        Ok(AccountView {
-                            uuid: uuid(row, 0)?,
-                            current_balance: row.get(1)?,
-                            status: row.get(2)?,
-                            version: row.get(3)?,
-                        })
+        self.0.lookup(move |conn| {
+            conn.prepare_cached("SELECT uuid, current_balance, status, version FROM accounts WHERE uuid = ?1")?
+                .query_row([id.to_string()], |row| {
+                    Ok(AccountView {
+                        uuid: uuid(row, 0)?,
+                        current_balance: row.get(1)?,
+                        status: row.get(2)?,
+                        version: row.get(3)?,
                     })
-                    .optional()
-            })
-            .await
+                })
+                .optional()
+        })
     }
 
     async fn transactions(&self, account: Uuid) -> Result<Vec<TransactionView>, StoreError> {
         self.0
             .read(move |conn| {
+                // `+?1`: with `= ?1` and ORDER BY, SQLite re-prepares the statement on
+                // every execution (the index is used either way).
                 let mut statement = conn.prepare_cached(
                     "SELECT kind, amount, balance_after, transfer_uuid, occurred_at FROM account_transactions
-                     WHERE account_uuid = ?1 ORDER BY position",
+                     WHERE account_uuid = +?1 ORDER BY position",
                 )?;
                 let rows = statement.query_map([account.to_string()], |row| {
                     let transfer: Option<String> = row.get(3)?;
@@ -124,8 +124,7 @@ impl Queries for SqliteQueries {
     }
 
     async fn transfer(&self, id: Uuid) -> Result<Option<TransferView>, StoreError> {
-        self.0
-            .read(move |conn| {
+        self.0.lookup(move |conn| {
                 conn.prepare_cached("SELECT uuid, source_account_uuid, destination_account_uuid, amount, status, reason FROM transfers WHERE uuid = ?1")?.query_row(
                     [id.to_string()],
                     |row| {
@@ -140,8 +139,7 @@ impl Queries for SqliteQueries {
                     },
                 )
                 .optional()
-            })
-            .await
+        })
     }
 
     async fn statements(&self, account: Uuid) -> Result<Vec<super::statements::StatementView>, StoreError> {

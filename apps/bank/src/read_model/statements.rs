@@ -128,9 +128,10 @@ impl SqliteProjection for SqliteStatements {
 
 /// Reads an account's statements on SQLite.
 pub fn sqlite_statements(conn: &rusqlite::Connection, account: Uuid) -> rusqlite::Result<Vec<StatementView>> {
+    // `+?1`: with `= ?1` and ORDER BY, SQLite re-prepares the statement on every execution.
     let mut statement = conn.prepare_cached(
         "SELECT month, opening_balance, credits, debits, closing_balance, transactions
-         FROM monthly_statements WHERE account_uuid = ?1 ORDER BY month",
+         FROM monthly_statements WHERE account_uuid = +?1 ORDER BY month",
     )?;
     let rows = statement.query_map([account.to_string()], |row| {
         Ok(StatementView {

@@ -1,5 +1,5 @@
--- The global order from a position (inclusive), keeping only matching events; the
--- limit counts matches.
+-- The global order from a position (inclusive), keeping only matching events (the
+-- caller stops stepping at its limit, see read_all.sql):
 --   ?2: stream id prefix as a UTF-8 blob (compared bytewise, so no character is a
 --       wildcard and embedded NULs are fine), or NULL for any stream;
 --   ?3: JSON array of event type names, or NULL for any type.
@@ -10,4 +10,3 @@ WHERE position >= ?1
   AND (?2 IS NULL OR substr(CAST(stream_id AS BLOB), 1, length(?2)) = ?2)
   AND (?3 IS NULL OR event_type IN (SELECT value FROM json_each(?3)))
 ORDER BY position
-LIMIT ?4
