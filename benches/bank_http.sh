@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # HTTP deposits against a running `bank serve`, measured with oha on loopback.
 #
-#   benches/bank_http.sh [sqlite|postgres] [seconds]
+#   benches/bank_http.sh [sqlite|postgres] [seconds] [connections]
 #
-# Opens 1,000 accounts, then (1) drives deposits spread over them as fast as 64
-# connections go, and (2) drives them at half that rate and reports the latency
-# percentiles. Needs `oha` (cargo install oha) and, for postgres, TEST_DATABASE_URL.
+# Opens 1,000 accounts, then (1) drives deposits spread over them as fast as the
+# connections (default 64) go, and (2) drives them at half that rate and reports the
+# latency percentiles. Needs `oha` (cargo install --locked oha) and, for postgres,
+# TEST_DATABASE_URL.
 # Prints one summary line per run; the server's database is a fresh temporary one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 backend="${1:-sqlite}"
 seconds="${2:-10}"
-command -v oha >/dev/null || { echo "oha is not installed: cargo install oha" >&2; exit 2; }
+connections="${3:-64}"
+command -v oha >/dev/null || { echo "oha is not installed: cargo install --locked oha" >&2; exit 2; }
 
 cargo build --release -q -p bank
 work="$(mktemp -d)"
@@ -23,7 +25,7 @@ case "$backend" in
   postgres)
     : "${TEST_DATABASE_URL:?set TEST_DATABASE_URL for the postgres run}"
     database="$TEST_DATABASE_URL?schema=rwb_http_$(date +%s)" ;;
-  *) echo "usage: $0 [sqlite|postgres] [seconds]" >&2; exit 2 ;;
+  *) echo "usage: $0 [sqlite|postgres] [seconds] [connections]" >&2; exit 2 ;;
 esac
 
 RUST_LOG=error target/release/bank serve --listen 127.0.0.1:0 --database "$database" > "$work/out" 2> "$work/err" &
@@ -43,7 +45,7 @@ PY
 sed "s|.*|$base/api/accounts/&/deposit|" "$work/accounts" > "$work/urls"
 
 run() { # $1 = extra oha flags; prints oha's JSON summary
-  oha --no-tui --output-format json -z "${seconds}s" -c 64 -m POST -H 'content-type: application/json' \
+  oha --no-tui --output-format json -z "${seconds}s" -c "$connections" -m POST -H 'content-type: application/json' \
       -d '{"deposit_amount": 1}' --urls-from-file $1 "$work/urls"
 }
 summary() {

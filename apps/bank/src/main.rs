@@ -9,6 +9,11 @@ use rewind_cli::Database;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+// The server allocates and frees per request on every thread; glibc's allocator was a
+// quarter of the async workers' time under load (`BENCHMARKS.md`, BankAPI over HTTP).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "bank", version, about = "BankAPI on Rewind: accounts, deposits, withdrawals, transfers")]
 struct Cli {

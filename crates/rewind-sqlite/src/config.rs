@@ -8,9 +8,10 @@
 /// WAL mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Synchronous {
-    /// Every commit fsyncs the write-ahead log before the append is acknowledged:
-    /// nothing acknowledged is lost, even on power loss or an OS crash (`DESIGN.md`,
-    /// promise 1). Group commit shares one fsync among all appends of a group.
+    /// The write-ahead log is fsynced after a commit and before its appends are
+    /// acknowledged: nothing acknowledged is lost, even on power loss or an OS crash
+    /// (`DESIGN.md`, promise 1). The fsync runs on its own thread and covers every
+    /// group committed since the last one (`syncer.rs`).
     #[default]
     Full,
     /// Commits are not fsynced; the log is synced at checkpoints. A killed *process*

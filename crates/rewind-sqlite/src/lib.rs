@@ -1,15 +1,20 @@
 //! Rewind's embedded event store: the whole store in one SQLite file.
 //!
 //! [`SqliteStore`] implements [`rewind::EventStore`] and passes its conformance
-//! suite. The file runs in WAL mode with `synchronous=FULL` by default, so an append
-//! is acknowledged only once it is on disk; appends arriving together share one
-//! transaction and one fsync (group commit), each keeping its own
-//! expected-version check.
+//! suite. The file runs in WAL mode, and by default an append is acknowledged only
+//! once the log is fsynced; appends arriving together share one transaction and one
+//! fsync (group commit), each keeping its own expected-version check.
+//!
+//! The append path: [`SqliteStore::append`] → `writer` (the group's transaction,
+//! with inline projectors) → `syncer` (fsync, then the answer and the head).
 //!
 //! # Layout
 //!
 //! * [`sqlite_store`]: the public store; routes calls to the writer or the readers.
-//! * `writer`: the one thread owning the write connection; group commit, the head watch.
+//! * `writer`: the one thread owning the write connection; group commit.
+//! * `syncer`: makes committed groups durable, then answers them and raises the head watch.
+//! * `checkpointer`: copies the write-ahead log into the file in the background.
+//! * `inline`: projectors written in the appends' own transaction.
 //! * `append`: one append inside the group's transaction (idempotency, versions, inserts).
 //! * `reader`: the reader threads and their queries.
 //! * `schema` (with `schema/*.sql`): tables and migrations, versioned by `PRAGMA user_version`.

@@ -3,7 +3,7 @@
 //! The store itself holds no data and no connection; it routes each call. Appends
 //! and snapshot saves go to the writer thread (`writer.rs`), which commits them in
 //! groups; reads go to the reader pool (`reader.rs`); the head position comes from
-//! the watch the writer raises after each commit. It keeps every promise of
+//! the watch the syncer raises once a commit is durable (`syncer.rs`). It keeps every promise of
 //! [`rewind::event_store`], with the same decisions as [`rewind::MemoryStore`].
 //!
 //! One process should own a file. Another process appending to the same file
@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::watch;
 
-/// An [`EventStore`] in one SQLite file (WAL mode, `synchronous=FULL` by default).
+/// An [`EventStore`] in one SQLite file (WAL mode; every commit fsynced before it is acknowledged, by default).
 ///
 /// Share it behind an `Arc`; every method takes `&self`. Appends are acknowledged
 /// once committed (and, with the default [`Synchronous::Full`](crate::Synchronous),
