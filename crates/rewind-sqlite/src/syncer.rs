@@ -4,7 +4,9 @@
 //! pages to the write-ahead log without waiting for the disk. The writer hands each
 //! committed group here and goes straight on to the next one; this thread fsyncs
 //! the log — once for every group that committed while the previous fsync ran —
-//! and only then raises the head and answers the group's callers. So the writer's
+//! and only then raises the head and answers the group's callers. When nothing
+//! else is in flight the writer does this for its group itself: a lone caller
+//! then pays one fsync and no thread hand-off. So the writer's
 //! CPU work and the disk's flush overlap instead of alternating, and a slow fsync
 //! makes groups larger rather than the writer idle.
 //!
@@ -29,9 +31,9 @@ use rewind::{GlobalPosition, StoreError};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tokio::sync::watch;
 
@@ -50,7 +52,18 @@ pub(crate) struct Committed {
 pub(crate) struct Syncer {
     groups: mpsc::Sender<Committed>,
     thread: JoinHandle<()>,
-    poisoned: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+}
+
+/// What the syncer thread and the writer share (the writer syncs a group itself
+/// when nothing else is in flight, see [`Syncer::finish_here`]).
+struct Shared {
+    /// `None` with `Synchronous::Normal`.
+    log: Mutex<Option<Log>>,
+    head: watch::Sender<GlobalPosition>,
+    poisoned: AtomicBool,
+    /// Groups handed to the thread and not yet answered.
+    pending: AtomicUsize,
 }
 
 impl Syncer {
@@ -61,25 +74,38 @@ impl Syncer {
         head: watch::Sender<GlobalPosition>,
     ) -> Result<Syncer, StoreError> {
         let log = if fsync { Some(Log::open(database)?) } else { None };
+        let shared = Arc::new(Shared {
+            log: Mutex::new(log),
+            head,
+            poisoned: AtomicBool::new(false),
+            pending: AtomicUsize::new(0),
+        });
         let (groups, queue) = mpsc::channel();
-        let poisoned = Arc::new(AtomicBool::new(false));
-        let flag = poisoned.clone();
+        let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("rewind-sqlite-syncer".into())
-            .spawn(move || run(queue, log, head, &flag))
+            .spawn(move || run(queue, &thread_shared))
             .map_err(StoreError::backend)?;
-        Ok(Syncer { groups, thread, poisoned })
+        Ok(Syncer { groups, thread, shared })
     }
 
     /// The error for every request once an fsync failed.
     pub(crate) fn refusal(&self) -> Option<StoreError> {
-        self.poisoned.load(Ordering::Acquire).then(|| StoreError::Backend(poison_message().into()))
+        self.shared.poisoned.load(Ordering::Acquire).then(|| StoreError::Backend(poison_message().into()))
     }
 
-    /// Hands over a committed group.
-    pub(crate) fn send(&self, committed: Committed) {
+    /// Makes `committed` durable and answers it: on the syncer thread while the
+    /// writer has more to do (`more` is true), or right here when nothing else is in
+    /// flight — a lone caller then waits for one fsync without a thread hand-off.
+    pub(crate) fn finish_group(&self, committed: Committed, more: bool) {
+        // Only the writer adds to `pending`, so an idle syncer stays idle meanwhile.
+        if !more && self.shared.pending.load(Ordering::Acquire) == 0 {
+            return self.shared.finish(vec![committed]);
+        }
+        self.shared.pending.fetch_add(1, Ordering::AcqRel);
         if let Err(mpsc::SendError(committed)) = self.groups.send(committed) {
             // The thread is gone (it cannot be while the writer runs): nothing was made durable.
+            self.shared.pending.fetch_sub(1, Ordering::AcqRel);
             answer_failed(committed, &|| StoreError::Closed);
         }
     }
@@ -91,24 +117,24 @@ impl Syncer {
     }
 }
 
-fn run(
-    queue: mpsc::Receiver<Committed>,
-    mut log: Option<Log>,
-    head: watch::Sender<GlobalPosition>,
-    poisoned: &AtomicBool,
-) {
+fn run(queue: mpsc::Receiver<Committed>, shared: &Shared) {
     while let Ok(first) = queue.recv() {
         let mut groups = vec![first];
         groups.extend(queue.try_iter());
+        let count = groups.len();
+        shared.finish(groups);
+        shared.pending.fetch_sub(count, Ordering::AcqRel);
+    }
+}
+
+impl Shared {
+    /// One fsync for all `groups` (committed in this order), then their answers.
+    fn finish(&self, mut groups: Vec<Committed>) {
         let newest = groups.iter().filter_map(|g| g.head).max();
-        let synced = match (&mut log, newest) {
-            (_, None) | (None, _) => Ok(()),
-            (Some(_), _) if poisoned.load(Ordering::Acquire) => Err(poison_message()),
-            (Some(log), Some(_)) => log.sync().map_err(|error| {
-                tracing::error!(%error, "fsync of the SQLite write-ahead log failed; the store refuses every write");
-                poisoned.store(true, Ordering::Release);
-                poison_message()
-            }),
+        let synced = match newest {
+            None => Ok(()),
+            Some(_) if self.poisoned.load(Ordering::Acquire) => Err(poison_message()),
+            Some(_) => self.sync(),
         };
         match synced {
             Ok(()) => {
@@ -118,7 +144,7 @@ fn run(
                     progress.publish();
                 }
                 if let Some(newest) = newest {
-                    publish(&head, newest);
+                    publish(&self.head, newest);
                 }
                 for group in groups {
                     for (reply, outcome) in group.replies.into_iter().zip(group.outcomes) {
@@ -133,6 +159,16 @@ fn run(
                 }
             }
         }
+    }
+
+    fn sync(&self) -> Result<(), String> {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(log) = log.as_mut() else { return Ok(()) };
+        log.sync().map_err(|error| {
+            tracing::error!(%error, "fsync of the SQLite write-ahead log failed; the store refuses every write");
+            self.poisoned.store(true, Ordering::Release);
+            poison_message()
+        })
     }
 }
 

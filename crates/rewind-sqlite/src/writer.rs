@@ -199,7 +199,8 @@ impl Writer {
     fn run(self, mut requests: mpsc::Receiver<Request>) -> Result<(), StoreError> {
         while let Some(first) = requests.blocking_recv() {
             let group = self.gather(first, &mut requests);
-            self.commit_group(group);
+            let committed = self.commit_group(group);
+            self.syncer.finish_group(committed, !requests.is_empty());
         }
         let Writer { mut conn, syncer, checkpointer, .. } = self;
         // Every committed group is answered before the connection closes (the last
@@ -221,13 +222,13 @@ impl Writer {
         group
     }
 
-    /// Writes the group and hands it to the syncer, which answers it once durable.
-    fn commit_group(&self, group: Vec<Request>) {
+    /// Writes the group; the syncer answers it once durable.
+    fn commit_group(&self, group: Vec<Request>) -> Committed {
         let (works, replies): (Vec<Work>, Vec<Reply>) = group.into_iter().map(|r| (r.work, r.reply)).unzip();
         let (outcomes, written) = self.write_group(&works);
         debug_assert_eq!(outcomes.len(), replies.len(), "one outcome per request");
         let (head, progress) = written.map_or((None, Vec::new()), |(head, progress)| (Some(head), progress));
-        self.syncer.send(Committed { replies, outcomes, head, progress });
+        Committed { replies, outcomes, head, progress }
     }
 
     /// Runs one group in one transaction; returns one outcome per request, and if
