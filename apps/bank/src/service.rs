@@ -74,10 +74,16 @@ impl RewindApp for BankApp {
         let (accounts, statements): (Arc<dyn Consumer>, Arc<dyn Consumer>) = match &backend.read_model {
             ReadModel::Sqlite(model) => {
                 let accounts = SqliteProjector::new(PROJECTOR, SqliteBankProjection, model).await?;
-                // In the store's own file, the accounts are written with the events, so
-                // a write's answer (which reads them) waits for nothing more.
-                let accounts = if model.is_sharing() { accounts.inline(EventFilter::all())? } else { accounts };
-                (Arc::new(accounts), Arc::new(SqliteProjector::new(STATEMENTS, SqliteStatements, model).await?))
+                let statements = SqliteProjector::new(STATEMENTS, SqliteStatements, model).await?;
+                // In the store's own file, projections are written with the events (a
+                // write's answer, which reads the accounts, then waits for nothing more);
+                // their subscriptions catch up whatever the writer could not do.
+                if model.is_sharing() {
+                    let statements = if self.statements { statements.inline(EventFilter::all())? } else { statements };
+                    (Arc::new(accounts.inline(EventFilter::all())?), Arc::new(statements))
+                } else {
+                    (Arc::new(accounts), Arc::new(statements))
+                }
             }
             ReadModel::Postgres(model) => (
                 Arc::new(PostgresProjector::new(PROJECTOR, PostgresBankProjection, model).await?),
