@@ -16,7 +16,7 @@
 //! *earlier* events (or a batch's earlier streams) are left to roll back.
 
 use crate::error::{is_duplicate_event_id, store_error};
-use crate::row::{get_u64, micros, sql_int};
+use crate::row::{get_u64, micros, optional_u64, sql_int};
 use rewind::{AppendOutcome, AppendResult, GlobalPosition, RecordedEvent, StoreError, StreamAppend, StreamVersion};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashSet;
@@ -126,10 +126,6 @@ impl<'c> Appender<'c> {
                 Err(error) => return Err(store_error(error)),
             }
         }
-        self.conn
-            .prepare_cached(include_str!("append/set_stream_version.sql"))
-            .and_then(|mut statement| statement.execute(params![append.stream_id, sql_int(version)]))
-            .map_err(store_error)?;
         Ok(AppendResult {
             outcome: AppendOutcome::Appended,
             stream_version: StreamVersion(version),
@@ -141,7 +137,7 @@ impl<'c> Appender<'c> {
     /// Writes events exactly as recorded elsewhere, if they continue the store
     /// ([`rewind::check_import`]). On error the caller rolls back.
     pub(crate) fn import(&mut self, events: &[RecordedEvent]) -> Result<(), StoreError> {
-        let versions = rewind::check_import(events, GlobalPosition(self.head), |stream| self.stream_version(stream))?;
+        rewind::check_import(events, GlobalPosition(self.head), |stream| self.stream_version(stream))?;
         let mut insert = self.conn.prepare_cached(include_str!("append/insert_event.sql")).map_err(store_error)?;
         for event in events {
             let inserted = insert.execute(params![
@@ -166,11 +162,6 @@ impl<'c> Appender<'c> {
                 }
                 Err(error) => return Err(store_error(error)),
             }
-        }
-        let mut set_version =
-            self.conn.prepare_cached(include_str!("append/set_stream_version.sql")).map_err(store_error)?;
-        for (stream, version) in versions {
-            set_version.execute(params![stream, sql_int(version.0)]).map_err(store_error)?;
         }
         Ok(())
     }
@@ -228,7 +219,7 @@ impl<'c> Appender<'c> {
 
     fn stream_version(&self, stream_id: &str) -> Result<StreamVersion, StoreError> {
         let mut statement = self.conn.prepare_cached(include_str!("append/stream_version.sql")).map_err(store_error)?;
-        let version = statement.query_row([stream_id], |row| get_u64(row, 0)).optional().map_err(store_error)?;
+        let version = statement.query_row([stream_id], |row| optional_u64(row, 0)).map_err(store_error)?;
         Ok(StreamVersion(version.unwrap_or(0)))
     }
 }

@@ -11,9 +11,9 @@
 use crate::config::SqliteConfig;
 use crate::connection::open_reader;
 use crate::error::store_error;
-use crate::row::{get_u64, recorded_event, snapshot, sql_int};
+use crate::row::{optional_u64, recorded_event, snapshot, sql_int};
 use rewind::{Direction, EventFilter, GlobalPosition, RecordedEvent, Snapshot, StoreError, StreamInfo, StreamVersion};
-use rusqlite::{Connection, OptionalExtension, Params, Statement, params};
+use rusqlite::{Connection, Params, Statement, params};
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -143,7 +143,7 @@ pub(crate) fn read_all(
 /// A stream's current version ([`StreamVersion::NONE`] if it has no events).
 pub(crate) fn stream_version(conn: &Connection, stream_id: &str) -> Result<StreamVersion, StoreError> {
     let mut statement = conn.prepare_cached(include_str!("reader/stream_version.sql")).map_err(store_error)?;
-    let version = statement.query_row([stream_id], |row| get_u64(row, 0)).optional().map_err(store_error)?;
+    let version = statement.query_row([stream_id], |row| optional_u64(row, 0)).map_err(store_error)?;
     Ok(StreamVersion(version.unwrap_or(0)))
 }
 
@@ -154,13 +154,18 @@ pub(crate) fn list_streams(
     after: &str,
     limit: usize,
 ) -> Result<Vec<StreamInfo>, StoreError> {
-    let mut statement = conn.prepare_cached(include_str!("reader/list_streams.sql")).map_err(store_error)?;
-    let rows = statement
-        .query_map(params![prefix, after], |row| {
-            Ok(StreamInfo { stream_id: row.get(0)?, version: StreamVersion(get_u64(row, 1)?) })
-        })
-        .map_err(store_error)?;
-    rows.take(limit).collect::<Result<_, _>>().map_err(store_error)
+    // Two index probes per stream, however many events each holds.
+    let mut next = conn.prepare_cached(include_str!("reader/next_stream.sql")).map_err(store_error)?;
+    let mut streams = Vec::with_capacity(limit.min(1_024));
+    let mut last = after.to_owned();
+    while streams.len() < limit {
+        let found: Option<String> = next.query_row(params![last, prefix], |row| row.get(0)).map_err(store_error)?;
+        let Some(stream_id) = found.filter(|id| id.starts_with(prefix)) else { break };
+        let version = stream_version(conn, &stream_id)?;
+        last.clone_from(&stream_id);
+        streams.push(StreamInfo { stream_id, version });
+    }
+    Ok(streams)
 }
 
 /// The stored snapshot of a stream.
@@ -208,8 +213,13 @@ mod tests {
     fn reads_with_different_limits_reuse_one_prepared_statement() {
         let conn = store_with(20);
         let reprepares = || {
-            [include_str!("reader/read_all.sql"), include_str!("reader/read_stream_forward.sql")]
-                .map(|sql| conn.prepare_cached(sql).expect("cached").get_status(StatementStatus::RePrepare))
+            [
+                include_str!("reader/read_all.sql"),
+                include_str!("reader/read_stream_forward.sql"),
+                include_str!("reader/stream_version.sql"),
+                include_str!("reader/next_stream.sql"),
+            ]
+            .map(|sql| conn.prepare_cached(sql).expect("cached").get_status(StatementStatus::RePrepare))
         };
         let mut before = None;
         for limit in [1, 5, 3, 20, 7, 2, 9] {
@@ -217,6 +227,8 @@ mod tests {
             assert_eq!(events.len(), limit);
             let forward = read_stream(&conn, "s", StreamVersion(1), Direction::Forward, limit).expect("read");
             assert_eq!(forward.len(), limit);
+            assert_eq!(stream_version(&conn, "s").expect("version"), StreamVersion(20));
+            assert_eq!(list_streams(&conn, "", "", limit).expect("list").len(), 1);
             // A bound LIMIT, or `stream_id = ?1` with ORDER BY, makes SQLite re-plan
             // the statement on every execution.
             let now = reprepares();

@@ -24,6 +24,12 @@ pub(crate) fn get_u64(row: &Row<'_>, index: usize) -> rusqlite::Result<u64> {
     u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(index, value))
 }
 
+/// Reads a version, position or count that may be NULL (an aggregate over no rows).
+pub(crate) fn optional_u64(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<u64>> {
+    let value: Option<i64> = row.get(index)?;
+    value.map(|v| u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(index, v))).transpose()
+}
+
 /// A time as stored.
 pub(crate) fn micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()

@@ -17,7 +17,8 @@ use rusqlite::{Connection, OptionalExtension};
 pub(crate) const APPLICATION_ID: i32 = 0x5257_4E44;
 
 /// Every migration, in order; the schema version is the number applied.
-const MIGRATIONS: &[&str] = &[include_str!("schema/0001_initial.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("schema/0001_initial.sql"), include_str!("schema/0002_versions_from_index.sql")];
 
 /// The schema version this code writes and reads.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -92,6 +93,29 @@ mod tests {
         migrate(&conn).expect("second");
         let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).expect("version");
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn version_1_files_lose_the_streams_table_and_keep_their_versions() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(MIGRATIONS[0]).expect("version 1");
+        conn.pragma_update(None, "application_id", APPLICATION_ID).expect("mark");
+        conn.pragma_update(None, "user_version", 1).expect("version");
+        conn.execute_batch(
+            "INSERT INTO events (position, event_id, stream_id, stream_version, event_type, data, created_at)
+             VALUES (1, x'01', 's', 1, 'E', '{}', 0), (2, x'02', 's', 2, 'E', '{}', 0);
+             INSERT INTO streams VALUES ('s', 2);",
+        )
+        .expect("version 1 rows");
+        migrate(&conn).expect("migrate");
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema WHERE name = 'streams'", [], |r| r.get(0))
+            .expect("tables");
+        assert_eq!(tables, 0);
+        let version: Option<i64> = conn
+            .query_row(include_str!("append/stream_version.sql"), ["s"], |r| r.get(0))
+            .expect("version from the index");
+        assert_eq!(version, Some(2));
     }
 
     #[test]
