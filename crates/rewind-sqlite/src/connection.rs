@@ -59,17 +59,6 @@ pub(crate) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connecti
     Ok(conn)
 }
 
-/// Opens the checkpointer's connection (`checkpointer.rs`): it writes only pages the
-/// log already holds into the database file, never a transaction of its own.
-pub(crate) fn open_checkpointer(path: &Path) -> Result<Connection, StoreError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(store_error)?;
-    // A connection finds the file in WAL mode on its first read; until then a
-    // checkpoint does nothing.
-    conn.pragma_query_value(None, "journal_mode", |row| row.get::<_, String>(0)).map_err(store_error)?;
-    Ok(conn)
-}
-
 /// Opens a read connection. It is read-write at the file level (WAL readers need
 /// the shared-memory index) but refuses to change the database.
 pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {

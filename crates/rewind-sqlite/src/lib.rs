@@ -13,7 +13,6 @@
 //! * [`sqlite_store`]: the public store; routes calls to the writer or the readers.
 //! * `writer`: the one thread owning the write connection; group commit.
 //! * `syncer`: makes committed groups durable, then answers them and raises the head watch.
-//! * `checkpointer`: copies the write-ahead log into the file in the background.
 //! * `inline`: projectors written in the appends' own transaction.
 //! * `append`: one append inside the group's transaction (idempotency, versions, inserts).
 //! * `reader`: the reader threads and their queries.
@@ -35,7 +34,6 @@ pub mod stats;
 pub mod subscription_store;
 
 mod append;
-mod checkpointer;
 mod connection;
 mod error;
 mod inline;

@@ -12,9 +12,8 @@
 //! projectors (`inline.rs`) are written in the same transaction, after the
 //! requests.
 //!
-//! The writer does not wait for the disk: it hands each committed group to the
-//! syncer (`syncer.rs`) and starts the next one, and leaves checkpoints to the
-//! checkpointer (`checkpointer.rs`).
+//! The writer does not wait for the disk while others wait for it: it hands each
+//! committed group to the syncer (`syncer.rs`) and starts the next one.
 //!
 //! Promises:
 //! * A caller is answered only after `COMMIT` returned and (with
@@ -27,7 +26,6 @@
 //!   group.
 
 use crate::append::Appender;
-use crate::checkpointer::Checkpointer;
 use crate::config::{SqliteConfig, Synchronous};
 use crate::connection::open_writer;
 use crate::error::{GroupError, store_error};
@@ -166,8 +164,6 @@ struct Writer {
     conn: Connection,
     /// Makes each committed group durable, then answers it and raises the head.
     syncer: Syncer,
-    /// Copies the log into the database file in the background.
-    checkpointer: Checkpointer,
     /// Projectors written in each group's transaction.
     inline: Arc<InlineProjections>,
     /// See [`WriterHandle::committing`].
@@ -185,15 +181,14 @@ impl Writer {
         inline: Arc<InlineProjections>,
         committing: Arc<AtomicU64>,
     ) -> Result<Writer, StoreError> {
-        let mut conn = open_writer(&path, config)?;
+        let conn = open_writer(&path, config)?;
         migrate(&conn)?;
-        let checkpointer = Checkpointer::start(&path, &mut conn)?;
         let last = read_head(&conn).map_err(store_error)?;
         head.send_replace(GlobalPosition(last));
         committing.store(last, Ordering::SeqCst);
         let syncer = Syncer::start(&path, config.synchronous == Synchronous::Full, head)?;
         let max_group_events = config.max_group_events;
-        Ok(Writer { conn, syncer, checkpointer, inline, committing, stats, max_group_events })
+        Ok(Writer { conn, syncer, inline, committing, stats, max_group_events })
     }
 
     fn run(self, mut requests: mpsc::Receiver<Request>) -> Result<(), StoreError> {
@@ -202,11 +197,9 @@ impl Writer {
             let committed = self.commit_group(group);
             self.syncer.finish_group(committed, !requests.is_empty());
         }
-        let Writer { mut conn, syncer, checkpointer, .. } = self;
-        // Every committed group is answered before the connection closes (the last
-        // connection to close checkpoints the whole log itself).
+        let Writer { conn, syncer, .. } = self;
+        // Every committed group is answered before the connection closes.
         syncer.finish();
-        checkpointer.stop(&mut conn);
         conn.close().map_err(|(_, error)| store_error(error))
     }
 
