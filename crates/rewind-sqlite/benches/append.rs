@@ -115,6 +115,8 @@ impl Raw {
         let synchronous = if synchronous == Synchronous::Full { "FULL" } else { "NORMAL" };
         conn.pragma_update(None, "synchronous", synchronous).expect("synchronous");
         conn.pragma_update(None, "cache_size", -16 * 1024).expect("cache");
+        // The store's checkpoint threshold (`connection.rs`), so both copy the log alike.
+        conn.pragma_update(None, "wal_autocheckpoint", 500).expect("checkpoint threshold");
         conn.execute_batch(RAW_SCHEMA).expect("raw schema");
         Raw { conn, next_position: 1 }
     }
