@@ -2,49 +2,17 @@
 //! subscription as the fallback, and never applying an event twice.
 
 use rewind::{
-    Consumer, ConsumerError, ErrorPolicy, EventFilter, EventStore, ExpectedVersion, GlobalPosition, Metadata, NewEvent,
-    RecordedEvent, StoreError, SubscriptionOptions, SubscriptionStore, Subscriptions,
+    Consumer, ErrorPolicy, EventFilter, EventStore, ExpectedVersion, GlobalPosition, StoreError, SubscriptionOptions,
+    SubscriptionStore, Subscriptions,
 };
-use rewind_sqlite::{SqliteProjection, SqliteProjector, SqliteReadModel, SqliteStore, SqliteSubscriptionStore};
-use rusqlite::Connection;
+use rewind_sqlite::{SqliteProjector, SqliteReadModel, SqliteStore, SqliteSubscriptionStore};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Counts events per stream with a plain increment, so applying an event twice
-/// shows; fails on events whose `n` is `poison`.
-struct StreamCounts {
-    poison: Option<i64>,
-}
+mod common;
 
-impl SqliteProjection for StreamCounts {
-    fn create(&self, conn: &Connection) -> rusqlite::Result<()> {
-        conn.execute_batch("CREATE TABLE IF NOT EXISTS stream_counts (stream_id TEXT PRIMARY KEY, n INTEGER NOT NULL)")
-    }
-    fn project(&self, conn: &Connection, event: &RecordedEvent) -> Result<(), ConsumerError> {
-        let value: serde_json::Value = serde_json::from_str(&event.data)?;
-        if self.poison.is_some() && value["n"].as_i64() == self.poison {
-            return Err(format!("poisoned event {}", event.position).into());
-        }
-        conn.execute(
-            "INSERT INTO stream_counts VALUES (?1, 1) ON CONFLICT (stream_id) DO UPDATE SET n = n + 1",
-            [&event.stream_id],
-        )?;
-        Ok(())
-    }
-    fn reset(&self, conn: &Connection) -> rusqlite::Result<()> {
-        conn.execute_batch("DELETE FROM stream_counts")
-    }
-}
-
-fn event(n: i64) -> NewEvent {
-    NewEvent {
-        event_id: uuid::Uuid::now_v7(),
-        event_type: "Counted".into(),
-        data: format!(r#"{{"n":{n}}}"#),
-        metadata: Metadata::default(),
-    }
-}
+use common::{StreamCounts, counted};
 
 fn counts(model: &SqliteReadModel) -> HashMap<String, i64> {
     model
@@ -98,7 +66,7 @@ async fn an_append_is_projected_in_its_own_transaction() {
     for i in 0..5 {
         setup
             .store
-            .append(&format!("s-{}", i % 2), ExpectedVersion::Any, vec![event(i), event(i)])
+            .append(&format!("s-{}", i % 2), ExpectedVersion::Any, vec![counted(i), counted(i)])
             .await
             .expect("append");
     }
@@ -116,7 +84,7 @@ async fn inline_and_its_subscription_apply_each_event_once() {
     // Events from before the projector existed: the subscription must catch up on
     // them while new appends arrive, and the writer must not project past a gap.
     for i in 0..300 {
-        setup.store.append(&format!("s-{}", i % 10), ExpectedVersion::Any, vec![event(i)]).await.expect("append");
+        setup.store.append(&format!("s-{}", i % 10), ExpectedVersion::Any, vec![counted(i)]).await.expect("append");
     }
     let projector = inline_projector(&setup, None, EventFilter::all()).await;
     let subs = Subscriptions::builder(&setup.app, setup.bookkeeping.clone())
@@ -129,7 +97,7 @@ async fn inline_and_its_subscription_apply_each_event_once() {
             tokio::spawn(async move {
                 for i in 0..100 {
                     store
-                        .append(&format!("s-{}", (w + i) % 10), ExpectedVersion::Any, vec![event(i)])
+                        .append(&format!("s-{}", (w + i) % 10), ExpectedVersion::Any, vec![counted(i)])
                         .await
                         .expect("append");
                 }
@@ -141,7 +109,7 @@ async fn inline_and_its_subscription_apply_each_event_once() {
     }
     subs.wait_for("counts", GlobalPosition(1_100)).await.expect("caught up");
     // Once caught up, the writer projects again: one more append is covered inline.
-    setup.store.append("s-0", ExpectedVersion::Any, vec![event(0)]).await.expect("append");
+    setup.store.append("s-0", ExpectedVersion::Any, vec![counted(0)]).await.expect("append");
     assert_eq!(projector.covered(), Some(GlobalPosition(1_101)), "the writer took over after the catch-up");
     subs.shutdown().await;
     let counts = counts(&setup.model);
@@ -161,14 +129,14 @@ async fn a_failing_inline_projection_leaves_the_event_to_its_subscription() {
         .expect("start");
     for i in 10..20 {
         // The poisoned event (n = 13, position 4) still commits.
-        setup.store.append("s", ExpectedVersion::Any, vec![event(i)]).await.expect("append");
+        setup.store.append("s", ExpectedVersion::Any, vec![counted(i)]).await.expect("append");
     }
     subs.wait_for("counts", GlobalPosition(10)).await.expect("past the poison");
     assert_eq!(counts(&setup.model)["s"], 9, "all but the poisoned event, each once");
     let letters = setup.bookkeeping.dead_letters(Some("counts")).await.expect("letters");
     assert_eq!(letters.len(), 1);
     assert_eq!((letters[0].event.position, letters[0].error.as_str()), (GlobalPosition(4), "poisoned event 4"));
-    setup.store.append("s", ExpectedVersion::Any, vec![event(20)]).await.expect("append");
+    setup.store.append("s", ExpectedVersion::Any, vec![counted(20)]).await.expect("append");
     assert_eq!(projector.covered(), Some(GlobalPosition(11)), "inline again once the subscription moved past");
     subs.shutdown().await;
 }
@@ -179,9 +147,9 @@ async fn the_filter_chooses_what_is_projected_and_the_checkpoint_passes_the_rest
     let setup = open(&dir.path().join("bank.db")).await;
     let projector =
         inline_projector(&setup, None, EventFilter { stream_prefix: Some("a-".into()), event_types: Vec::new() }).await;
-    setup.store.append("a-1", ExpectedVersion::Any, vec![event(1)]).await.expect("append");
-    setup.store.append("b-1", ExpectedVersion::Any, vec![event(2), event(3)]).await.expect("append");
-    setup.store.append("a-2", ExpectedVersion::Any, vec![event(4)]).await.expect("append");
+    setup.store.append("a-1", ExpectedVersion::Any, vec![counted(1)]).await.expect("append");
+    setup.store.append("b-1", ExpectedVersion::Any, vec![counted(2), counted(3)]).await.expect("append");
+    setup.store.append("a-2", ExpectedVersion::Any, vec![counted(4)]).await.expect("append");
     let counts = counts(&setup.model);
     assert_eq!(counts.len(), 2, "{counts:?}");
     assert_eq!((counts["a-1"], counts["a-2"]), (1, 1));
@@ -208,7 +176,7 @@ async fn a_projector_not_inline_covers_nothing() {
     let setup = open(&dir.path().join("bank.db")).await;
     let projector =
         SqliteProjector::new("counts", StreamCounts { poison: None }, &setup.model).await.expect("projector");
-    setup.store.append("s", ExpectedVersion::Any, vec![event(1)]).await.expect("append");
+    setup.store.append("s", ExpectedVersion::Any, vec![counted(1)]).await.expect("append");
     assert_eq!(projector.covered(), None);
     assert!(counts(&setup.model).is_empty(), "nothing projected without a subscription");
     let _ = setup.bookkeeping.try_lease("unused").await.expect("bookkeeping works");

@@ -3,16 +3,18 @@
 //! and rebuilds.
 
 use rewind::{
-    ConsumerError, ErrorPolicy, EventStore, ExpectedVersion, GlobalPosition, Metadata, NewEvent, RecordedEvent,
-    SubscriptionOptions, SubscriptionStore, Subscriptions,
+    ErrorPolicy, EventStore, ExpectedVersion, GlobalPosition, SubscriptionOptions, SubscriptionStore, Subscriptions,
 };
-use rewind_sqlite::{SqliteProjection, SqliteProjector, SqliteReadModel, SqliteStore, SqliteSubscriptionStore};
-use rusqlite::Connection;
+use rewind_sqlite::{SqliteProjector, SqliteReadModel, SqliteStore, SqliteSubscriptionStore};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+
+mod common;
+
+use common::{StreamCounts, counted};
 use tempfile::TempDir;
 
 async fn make_bookkeeping() -> Option<(SqliteSubscriptionStore, TempDir)> {
@@ -38,45 +40,10 @@ async fn leases_hold_across_separately_opened_bookkeeping() {
     assert!(second.try_lease("projector/ä").await.expect("lease").is_some(), "released on drop");
 }
 
-/// Counts events per stream with a plain increment, so applying an event twice shows.
-struct StreamCounts {
-    /// Data value that makes `project` fail.
-    poison: Option<i64>,
-}
-
-impl SqliteProjection for StreamCounts {
-    fn create(&self, conn: &Connection) -> rusqlite::Result<()> {
-        conn.execute_batch("CREATE TABLE IF NOT EXISTS stream_counts (stream_id TEXT PRIMARY KEY, n INTEGER NOT NULL)")
-    }
-    fn project(&self, conn: &Connection, event: &RecordedEvent) -> Result<(), ConsumerError> {
-        let value: serde_json::Value = serde_json::from_str(&event.data)?;
-        if self.poison.is_some() && value["n"].as_i64() == self.poison {
-            return Err(format!("poisoned event {}", event.position).into());
-        }
-        conn.execute(
-            "INSERT INTO stream_counts VALUES (?1, 1) ON CONFLICT (stream_id) DO UPDATE SET n = n + 1",
-            [&event.stream_id],
-        )?;
-        Ok(())
-    }
-    fn reset(&self, conn: &Connection) -> rusqlite::Result<()> {
-        conn.execute_batch("DELETE FROM stream_counts")
-    }
-}
-
-fn event(n: i64) -> NewEvent {
-    NewEvent {
-        event_id: uuid::Uuid::new_v4(),
-        event_type: "Counted".into(),
-        data: format!(r#"{{"n":{n}}}"#),
-        metadata: Metadata::default(),
-    }
-}
-
 /// Appends `per_stream` events to each of `streams` streams, in batches.
 async fn seed(store: &SqliteStore, streams: usize, per_stream: usize) {
     for s in 0..streams {
-        let events = (0..per_stream).map(|i| event(i as i64)).collect();
+        let events = (0..per_stream).map(|i| counted(i as i64)).collect();
         store.append(&format!("s-{s}"), ExpectedVersion::Any, events).await.expect("append");
     }
 }
@@ -126,7 +93,7 @@ async fn a_projector_applies_every_event_once_and_resumes() {
         .consumer("counts", Arc::new(projector), SubscriptionOptions::new())
         .start()
         .expect("start");
-    app.store().append("s-0", ExpectedVersion::Any, vec![event(0)]).await.expect("append");
+    app.store().append("s-0", ExpectedVersion::Any, vec![counted(0)]).await.expect("append");
     subs.wait_for("counts", GlobalPosition(301)).await.expect("live");
     assert_eq!(counts(&model).await["s-0"], 31, "resumed from the checkpoint, nothing applied twice");
     subs.shutdown().await;
@@ -138,7 +105,7 @@ async fn a_failing_event_is_isolated_from_its_batch() {
     let path = dir.path().join("bank.db");
     let (app, model, bookkeeping) = open_all(&path).await;
     for i in 0..20 {
-        app.store().append(&format!("s-{}", i % 4), ExpectedVersion::Any, vec![event(i)]).await.expect("append");
+        app.store().append(&format!("s-{}", i % 4), ExpectedVersion::Any, vec![counted(i)]).await.expect("append");
     }
     let projector = SqliteProjector::new("counts", StreamCounts { poison: Some(13) }, &model).await.expect("projector");
     let subs = Subscriptions::builder(&app, bookkeeping.clone())
@@ -161,7 +128,7 @@ async fn a_rebuild_reproduces_the_read_model() {
     let path = dir.path().join("bank.db");
     let (app, model, bookkeeping) = open_all(&path).await;
     for i in 0..50 {
-        app.store().append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![event(i)]).await.expect("append");
+        app.store().append(&format!("s-{}", i % 7), ExpectedVersion::Any, vec![counted(i)]).await.expect("append");
     }
     let projector = SqliteProjector::new("counts", StreamCounts { poison: None }, &model).await.expect("projector");
     let subs = Subscriptions::builder(&app, bookkeeping)

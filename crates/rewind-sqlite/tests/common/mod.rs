@@ -1,5 +1,6 @@
 //! What the SQLite store's integration tests share: a store on a fresh temporary
-//! file that deletes the file when dropped, and small event helpers.
+//! file that deletes the file when dropped, small event helpers, and a projection
+//! that shows an event applied twice.
 
 #![allow(dead_code)] // each test file uses a different part
 
@@ -116,5 +117,41 @@ pub async fn read_everything(store: &impl EventStore) -> Vec<RecordedEvent> {
         let Some(last) = batch.last() else { return all };
         from = last.position.next();
         all.extend(batch);
+    }
+}
+
+/// Counts events per stream with a plain increment, so applying an event twice shows.
+pub struct StreamCounts {
+    /// Data value that makes `project` fail.
+    pub poison: Option<i64>,
+}
+
+impl rewind_sqlite::SqliteProjection for StreamCounts {
+    fn create(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS stream_counts (stream_id TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+    }
+    fn project(&self, conn: &rusqlite::Connection, event: &RecordedEvent) -> Result<(), rewind::ConsumerError> {
+        let value: serde_json::Value = serde_json::from_str(&event.data)?;
+        if self.poison.is_some() && value["n"].as_i64() == self.poison {
+            return Err(format!("poisoned event {}", event.position).into());
+        }
+        conn.execute(
+            "INSERT INTO stream_counts VALUES (?1, 1) ON CONFLICT (stream_id) DO UPDATE SET n = n + 1",
+            [&event.stream_id],
+        )?;
+        Ok(())
+    }
+    fn reset(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        conn.execute_batch("DELETE FROM stream_counts")
+    }
+}
+
+/// An event `{"n": n}` for [`StreamCounts`].
+pub fn counted(n: i64) -> NewEvent {
+    NewEvent {
+        event_id: uuid::Uuid::new_v4(),
+        event_type: "Counted".into(),
+        data: format!(r#"{{"n":{n}}}"#),
+        metadata: Metadata::default(),
     }
 }
