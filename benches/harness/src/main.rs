@@ -48,7 +48,7 @@ struct Cli {
     /// PostgreSQL server for the postgres rows (each run uses a fresh schema and drops it).
     #[arg(long, env = "TEST_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
-    /// The peer's Cargo.toml [default: <workspace>/benches/peer-cqrs-es/Cargo.toml].
+    /// The peer's Cargo.toml; defaults to benches/peer-cqrs-es/Cargo.toml in the workspace.
     #[arg(long)]
     peer_manifest: Option<PathBuf>,
     /// Leave the peer out.

@@ -5,7 +5,7 @@
 //! once the log is fsynced; appends arriving together share one transaction and one
 //! fsync (group commit), each keeping its own expected-version check.
 //!
-//! The append path: [`SqliteStore::append`] → `writer` (the group's transaction,
+//! The append path: [`SqliteStore`]'s `append_batch` → `writer` (the group's transaction,
 //! with inline projectors) → `syncer` (fsync, then the answer and the head).
 //!
 //! # Layout

@@ -4,20 +4,21 @@
 //! pages to the write-ahead log without waiting for the disk. The writer hands each
 //! committed group here and goes straight on to the next one; this thread fsyncs
 //! the log — once for every group that committed while the previous fsync ran —
-//! and only then raises the head and answers the group's callers. When nothing
-//! else is in flight the writer does this for its group itself: a lone caller
-//! then pays one fsync and no thread hand-off. So the writer's
+//! and only then raises the head and answers the group's callers. So the writer's
 //! CPU work and the disk's flush overlap instead of alternating, and a slow fsync
-//! makes groups larger rather than the writer idle.
+//! makes groups larger rather than the writer idle. When nothing else is in flight
+//! the writer does this for its group itself: a lone caller then pays one fsync and
+//! no thread hand-off.
 //!
 //! Promises (with [`Synchronous::Full`](crate::Synchronous::Full)):
 //! * A caller is answered only after an fsync of the log that began after its
 //!   group committed: what is acknowledged survives power loss. SQLite recovers a
 //!   log up to its last intact commit, and commits reach the log in order, so
 //!   whatever an fsync covers is recovered.
-//! * The head is raised only to durable positions, and reads of events are capped
-//!   at the head, so no subscriber ever sees (and acts on) an event a power loss
-//!   could take back.
+//! * The head is raised only to durable positions, and reads of the global order
+//!   never return this process's commits before they are durable
+//!   (`SqliteStore::read_all`), so no subscriber sees (and acts on) an event a
+//!   power loss could take back.
 //! * If an fsync fails the store is poisoned: every waiting and later request
 //!   fails, since the kernel may have dropped the pages it could not write
 //!   (retrying the fsync would report success without them).
@@ -56,7 +57,7 @@ pub(crate) struct Syncer {
 }
 
 /// What the syncer thread and the writer share (the writer syncs a group itself
-/// when nothing else is in flight, see [`Syncer::finish_here`]).
+/// when nothing else is in flight, see [`Syncer::finish_group`]).
 struct Shared {
     /// `None` with `Synchronous::Normal`.
     log: Mutex<Option<Log>>,

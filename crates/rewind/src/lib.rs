@@ -1,6 +1,6 @@
 //! Rewind: event sourcing and CQRS for Rust.
 //!
-//! Commands go through [middleware](middleware) to the [router](Router), which hands
+//! Commands go through [middleware] to the [router](Router), which hands
 //! each one to an [aggregate](Aggregate) instance kept live by the aggregate runtime.
 //! The aggregate decides ([`Execute`]), its events are appended to the
 //! [event store](EventStore) under an optimistic concurrency check, and only then

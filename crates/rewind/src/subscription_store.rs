@@ -4,7 +4,8 @@
 //!
 //! Each event store backend implements [`SubscriptionStore`] in its own database, so
 //! an operator finds everything in one place. Projectors keep their checkpoints in
-//! their read model instead (see [`crate::projector`]), but record dead letters here.
+//! their read model instead (`SqliteProjector`, `PostgresProjector` in the backend
+//! crates), but record dead letters here.
 
 use crate::envelope::RecordedEvent;
 use crate::event_store::StoreError;
