@@ -55,18 +55,19 @@ impl Progress {
 /// The store's inline projectors.
 #[derive(Default)]
 pub(crate) struct InlineProjections {
-    list: RwLock<Vec<Arc<InlineProjection>>>,
+    list: RwLock<Vec<InlineProjection>>,
 }
 
 impl InlineProjections {
     pub(crate) fn add(&self, projection: InlineProjection) {
-        self.list.write().unwrap_or_else(|p| p.into_inner()).push(Arc::new(projection));
+        self.list.write().unwrap_or_else(|p| p.into_inner()).push(projection);
     }
 
     /// Projects the group's events into every inline projector that is exactly at
     /// the group's start. Runs inside the group's transaction, after its requests.
     pub(crate) fn project(&self, conn: &Connection, events: &[RecordedEvent]) -> Vec<Progress> {
-        let list = self.list.read().unwrap_or_else(|p| p.into_inner()).clone();
+        // Registration is rare; holding the read lock while projecting costs nothing.
+        let list = self.list.read().unwrap_or_else(|p| p.into_inner());
         let (Some(first), Some(last)) = (events.first(), events.last()) else { return Vec::new() };
         list.iter()
             .filter(|inline| {

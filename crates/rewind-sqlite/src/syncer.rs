@@ -23,8 +23,8 @@
 //!   fails, since the kernel may have dropped the pages it could not write
 //!   (retrying the fsync would report success without them).
 //!
-//! With [`Synchronous::Normal`](crate::Synchronous::Normal) the thread does the
-//! same without the fsync.
+//! With [`Synchronous::Normal`](crate::Synchronous::Normal) there is no fsync to
+//! wait for, and the writer answers every group itself.
 
 use crate::inline::Progress;
 use crate::writer::{Outcome, Reply};
@@ -51,6 +51,8 @@ pub(crate) struct Committed {
 
 /// The writer's side of the syncer.
 pub(crate) struct Syncer {
+    /// Whether groups wait for an fsync (`Synchronous::Full`).
+    fsync: bool,
     groups: mpsc::Sender<Committed>,
     thread: JoinHandle<()>,
     shared: Arc<Shared>,
@@ -87,7 +89,7 @@ impl Syncer {
             .name("rewind-sqlite-syncer".into())
             .spawn(move || run(queue, &thread_shared))
             .map_err(StoreError::backend)?;
-        Ok(Syncer { groups, thread, shared })
+        Ok(Syncer { fsync, groups, thread, shared })
     }
 
     /// The error for every request once an fsync failed.
@@ -100,7 +102,7 @@ impl Syncer {
     /// flight — a lone caller then waits for one fsync without a thread hand-off.
     pub(crate) fn finish_group(&self, committed: Committed, more: bool) {
         // Only the writer adds to `pending`, so an idle syncer stays idle meanwhile.
-        if !more && self.shared.pending.load(Ordering::Acquire) == 0 {
+        if !self.fsync || (!more && self.shared.pending.load(Ordering::Acquire) == 0) {
             return self.shared.finish(vec![committed]);
         }
         self.shared.pending.fetch_add(1, Ordering::AcqRel);

@@ -6,6 +6,7 @@ mod common;
 use common::{TempStore, events, read_everything};
 use futures_util::future::join_all;
 use rewind::{AppendResult, EventStore, ExpectedVersion, StoreError, StreamAppend, StreamVersion};
+use rewind_sqlite::{SqliteConfig, Synchronous};
 use std::pin::pin;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -122,4 +123,18 @@ async fn partly_written_requests_roll_back_alone_inside_a_group() {
     let all = read_everything(&store).await;
     assert_eq!(all.len(), 2 + 2 + 4 + 2, "rolled-back requests left nothing behind");
     assert!(all.iter().enumerate().all(|(i, e)| e.position.0 == i as u64 + 1), "positions stay dense");
+}
+
+/// Without fsync (`Synchronous::Normal`) the writer answers every group itself:
+/// concurrent appends are all answered, and the head and the global order show them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_without_fsync_are_answered_and_announced() {
+    let store = TempStore::with_config(SqliteConfig::default().synchronous(Synchronous::Normal)).await;
+    let streams: Vec<String> = (0..16).map(|i| format!("s-{i}")).collect();
+    let appends = streams.iter().map(|stream| store.append(stream, ExpectedVersion::NoStream, events(2)));
+    for result in join_all(appends).await {
+        result.expect("append");
+    }
+    assert_eq!(*store.watch_head().borrow(), rewind::GlobalPosition(32));
+    assert_eq!(read_everything(&store).await.len(), 32);
 }
