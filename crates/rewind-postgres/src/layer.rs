@@ -1,6 +1,6 @@
-//! The writer's fast path: a group commit as one statement per layer, decided and
-//! written by PostgreSQL itself (`sql/append_layer.sql`), so the whole transaction
-//! is one round trip.
+//! The writer's fast path: a group commit as one function call per layer, decided
+//! and written by PostgreSQL itself (`append_layer` and `append_one` in
+//! `sql/schema_v2.sql`), so the whole transaction is one round trip.
 //!
 //! A layer is a run of consecutive requests of a group that name distinct streams:
 //! within one statement no append can see another's rows, so a request naming a
@@ -9,18 +9,21 @@
 //! request as [`crate::group::Group`] would, except for events already stored, which
 //! it cannot tell apart: those fail the statement with a unique violation, and the
 //! writer redoes the group on the careful path.
+//!
+//! A group of one layer is one call in a transaction of its own (no `BEGIN` or
+//! `COMMIT` to send, parse and answer), and a layer of one append calls
+//! `append_one`, which skips the many-request machinery.
 
 use crate::codec::{to_i64, to_u64};
-use crate::sql::Sql;
-use crate::writer::{Connection, Done, Pending, Reply, slow_down};
+use crate::writer::{Connection, Done, Pending, Reply, Statements, slow_down};
 use rewind::{AppendOutcome, AppendResult, ExpectedVersion, GlobalPosition, StoreError, StreamVersion};
 use std::collections::HashSet;
 use std::ops::Range;
-use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row};
 use uuid::Uuid;
 
-/// The parameters of one `append_layer.sql` statement.
+/// The parameters of one `append_layer` (or `append_one`) call.
 #[derive(Default)]
 pub(crate) struct Layer<'a> {
     /// The requests of the group in this layer.
@@ -35,32 +38,68 @@ pub(crate) struct Layer<'a> {
     event_id: Vec<Uuid>,
     event_type: Vec<&'a str>,
     data: Vec<Option<&'a str>>,
-    data_text: Vec<Option<&'a str>>,
-    metadata: Vec<Option<&'a str>>,
-    metadata_text: Vec<Option<&'a str>>,
-    causation_id: Vec<Option<Uuid>>,
-    correlation_id: Vec<Option<Uuid>>,
+    data_text: Sparse<&'a str>,
+    /// Custom metadata; empty metadata (`{}`) is sent as NULL.
+    metadata: Sparse<&'a str>,
+    metadata_text: Sparse<&'a str>,
+    causation_id: Sparse<Uuid>,
+    correlation_id: Sparse<Uuid>,
 }
 
-/// Runs the fast path: `BEGIN`, the lock, one statement per layer,
-/// and `COMMIT`, pipelined in one round trip. If a statement fails, the
-/// ones after it fail too (the transaction is aborted) and `COMMIT` rolls back.
+/// A column of optional values that is sent as a NULL array while every value is
+/// missing (`unnest` pads a NULL array with NULLs): most events have no causation,
+/// no `*_text` fallback and no custom metadata.
+struct Sparse<T> {
+    values: Option<Vec<Option<T>>>,
+    len: usize,
+}
+
+impl<T> Default for Sparse<T> {
+    fn default() -> Self {
+        Sparse { values: None, len: 0 }
+    }
+}
+
+impl<T> Sparse<T> {
+    fn push(&mut self, value: Option<T>) {
+        match (&mut self.values, value) {
+            (Some(values), value) => values.push(value),
+            (None, Some(value)) => {
+                let mut values = Vec::with_capacity(self.len + 1);
+                values.resize_with(self.len, || None);
+                values.push(Some(value));
+                self.values = Some(values);
+            }
+            (None, None) => {}
+        }
+        self.len += 1;
+    }
+}
+
+/// Runs the fast path: one call per layer, pipelined in one round trip; a group of
+/// several layers (or one the test hook slows down) in one `BEGIN` ... `COMMIT`. If a
+/// call fails, the ones after it fail too (the transaction is aborted) and `COMMIT`
+/// rolls back.
 pub(crate) async fn run_fast(
     connection: &Connection,
-    sql: &Sql,
     group: &[&Pending],
     sleep: Option<f64>,
 ) -> Result<Done, tokio_postgres::Error> {
     let (client, st) = (&connection.client, &connection.statements);
     let layers = layers(group);
-    let params: Vec<_> = layers.iter().map(Layer::params).collect();
-    let statements = params.iter().map(|p| client.query(&st.append_layer, p));
-    let (_, rows, _, _) = tokio::try_join!(
-        client.batch_execute(&sql.begin_append),
-        futures_util::future::try_join_all(statements),
-        slow_down(connection, sleep),
-        client.batch_execute("COMMIT"),
-    )?;
+    let rows = match layers.as_slice() {
+        [layer] if sleep.is_none() => vec![layer.call(client, st).await?],
+        _ => {
+            let calls = layers.iter().map(|layer| layer.call(client, st));
+            let (_, rows, _, _) = tokio::try_join!(
+                client.batch_execute("BEGIN"),
+                futures_util::future::try_join_all(calls),
+                slow_down(connection, sleep),
+                client.batch_execute("COMMIT"),
+            )?;
+            rows
+        }
+    };
     let mut done = Done { replies: Vec::with_capacity(group.len()), head: 0, events: 0 };
     for (layer, rows) in layers.iter().zip(&rows) {
         let (replies, head, events) = layer.replies(group, rows);
@@ -112,7 +151,7 @@ impl<'a> Layer<'a> {
                     layer.event_type.push(&event.event_type);
                     layer.data.push(event.data.as_jsonb());
                     layer.data_text.push(event.data.as_text());
-                    layer.metadata.push(event.custom.as_jsonb());
+                    layer.metadata.push(event.custom.as_jsonb().filter(|json| *json != "{}"));
                     layer.metadata_text.push(event.custom.as_text());
                     layer.causation_id.push(event.causation_id);
                     layer.correlation_id.push(event.correlation_id);
@@ -122,8 +161,17 @@ impl<'a> Layer<'a> {
         layer
     }
 
-    /// The statement's parameters, in `$n` order.
-    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 15] {
+    /// The layer's call: `append_one` for a lone append, else `append_layer`. Its
+    /// first poll sends the call (so calls polled in order reach the server in order).
+    async fn call(&self, client: &Client, statements: &Statements) -> Result<Vec<Row>, tokio_postgres::Error> {
+        match self.stream_id.as_slice() {
+            [stream_id] => client.query(&statements.append_one, &self.one_params(stream_id)).await,
+            _ => client.query(&statements.append_layer, &self.params()).await,
+        }
+    }
+
+    /// `append_layer`'s parameters, in `$n` order.
+    fn params(&self) -> [&(dyn ToSql + Sync); 15] {
         [
             &self.request,
             &self.stream_id,
@@ -135,11 +183,28 @@ impl<'a> Layer<'a> {
             &self.event_id,
             &self.event_type,
             &self.data,
-            &self.data_text,
-            &self.metadata,
-            &self.metadata_text,
-            &self.causation_id,
-            &self.correlation_id,
+            &self.data_text.values,
+            &self.metadata.values,
+            &self.metadata_text.values,
+            &self.causation_id.values,
+            &self.correlation_id.values,
+        ]
+    }
+
+    /// `append_one`'s parameters, for a layer of one append (to `stream_id`).
+    fn one_params<'s>(&'s self, stream_id: &'s &'a str) -> [&'s (dyn ToSql + Sync); 11] {
+        [
+            stream_id,
+            &self.kind[0],
+            &self.expected[0],
+            &self.event_id,
+            &self.event_type,
+            &self.data,
+            &self.data_text.values,
+            &self.metadata.values,
+            &self.metadata_text.values,
+            &self.causation_id.values,
+            &self.correlation_id.values,
         ]
     }
 
@@ -189,7 +254,7 @@ impl<'a> Layer<'a> {
     }
 }
 
-/// One row of `append_layer.sql`.
+/// One row of `append_layer` or `append_one`.
 struct Outcome {
     written: bool,
     passed: bool,

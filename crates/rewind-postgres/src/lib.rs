@@ -39,9 +39,10 @@
 //!
 //! `events` (one row per event; `data` and `metadata` as `jsonb`, causation and
 //! correlation ids as `uuid`, `created_at` the commit's `timestamptz`), `snapshots` and
-//! `schema_version` (see `src/sql/schema_v1.sql`); the read side adds `rewind_projections`,
-//! `rewind_subscriptions`, `rewind_dead_letters` and `rewind_process_instances`
-//! (`src/read_model/tables.sql`).
+//! `schema_version` (see `src/sql/schema_v1.sql`), and the writer's functions
+//! `append_layer` and `append_one` (`src/sql/schema_v2.sql`); the read side adds
+//! `rewind_projections`, `rewind_subscriptions`, `rewind_dead_letters` and
+//! `rewind_process_instances` (`src/read_model/tables.sql`).
 
 mod careful;
 mod codec;

@@ -10,11 +10,13 @@
 pub(crate) const SCHEMA_VERSION: &str = include_str!("sql/schema_version.sql");
 
 /// The migrations, in order; migration `i` brings the schema to version `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[include_str!("sql/schema_v1.sql")];
+pub(crate) const MIGRATIONS: &[&str] = &[include_str!("sql/schema_v1.sql"), include_str!("sql/schema_v2.sql")];
 
 /// Renders a statement for one schema.
 pub(crate) fn render(template: &str, schema: &str) -> String {
-    template.replace("{schema}", &format!("\"{schema}\""))
+    template
+        .replace("{schema}", &format!("\"{schema}\""))
+        .replace("{lock_key}", &crate::schema::lock_key("append", schema).to_string())
 }
 
 /// The LISTEN/NOTIFY channel of a store: `rewind.<schema>` (a plain identifier, see
@@ -23,10 +25,17 @@ pub(crate) fn channel(schema: &str) -> String {
     format!("rewind.{schema}")
 }
 
+/// A call of one of the schema's functions with `arguments` parameters.
+fn call(function: &str, arguments: usize) -> String {
+    let parameters: Vec<String> = (1..=arguments).map(|n| format!("${n}")).collect();
+    format!("SELECT * FROM {{schema}}.{function}({})", parameters.join(", "))
+}
+
 /// Every statement of one store, rendered for its schema.
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
     pub append_layer: String,
+    pub append_one: String,
     pub begin_append: String,
     pub insert_events: String,
     pub stream_versions: String,
@@ -47,9 +56,9 @@ impl Sql {
     pub(crate) fn new(schema: &str) -> Sql {
         let r = |template| render(template, schema);
         Sql {
-            append_layer: r(include_str!("sql/append_layer.sql")),
-            begin_append: r(include_str!("sql/begin_append.sql"))
-                .replace("{lock_key}", &crate::schema::lock_key("append", schema).to_string()),
+            append_layer: r(&call("append_layer", 15)),
+            append_one: r(&call("append_one", 11)),
+            begin_append: r(include_str!("sql/begin_append.sql")),
             insert_events: r(include_str!("sql/insert_events.sql")),
             stream_versions: r(include_str!("sql/stream_versions.sql")),
             stored_ids: r(include_str!("sql/stored_ids.sql")),
@@ -63,7 +72,7 @@ impl Sql {
             load_snapshot: r(include_str!("sql/load_snapshot.sql")),
             list_streams: r(include_str!("sql/list_streams.sql")),
             import: crate::import::ImportSql {
-                lock: format!("SELECT pg_advisory_xact_lock({})", crate::schema::lock_key("append", schema)),
+                lock: r("SELECT pg_advisory_xact_lock({lock_key})"),
                 head: r(include_str!("sql/head.sql")),
                 versions: r(include_str!("sql/import_versions.sql")),
                 copy: r(include_str!("sql/import_copy.sql")),

@@ -5,11 +5,12 @@
 //! commits it in ONE transaction on its own connection. Only after `COMMIT` returns
 //! does any caller get its reply. Two ways to run that transaction:
 //!
-//! * The fast path (`layer.rs`, one round trip): `BEGIN` and the append lock,
-//!   one `append_layer.sql` statement per layer that checks every append's expected
-//!   version, assigns versions and positions and inserts the rows (a multi-row
-//!   `INSERT ... SELECT FROM unnest(...)`), then `COMMIT`, all pipelined. A conflict
-//!   fails its request alone; the others commit.
+//! * The fast path (`layer.rs`, one round trip): one call of a schema function per
+//!   layer (`sql/schema_v2.sql`) that takes the append lock, checks every append's
+//!   expected version, assigns versions and positions and inserts the rows (a
+//!   multi-row `INSERT ... SELECT FROM unnest(...)`); several calls are pipelined
+//!   between `BEGIN` and `COMMIT`, a lone call is a transaction of its own. A
+//!   conflict fails its request alone; the others commit.
 //! * The careful path (two round trips): `BEGIN` and the lock, then read the head,
 //!   the streams' versions and which event ids are stored; decide in Rust
 //!   (`careful.rs`, `group.rs`: the exact rules of `rewind::MemoryStore`); insert; commit.
@@ -28,7 +29,9 @@
 //! # Why followers never skip an event
 //!
 //! Every append transaction of every process takes the same transaction-scoped
-//! advisory lock before it reads the last position, and holds it until its commit is
+//! advisory lock before it reads the last position (the reads run in a query that
+//! starts after the lock is granted, so their snapshot is at least as new as the
+//! last commit under the lock), and holds it until its commit is
 //! visible (PostgreSQL releases transaction locks after the commit record is flushed
 //! and the transaction is marked finished). So the transaction holding positions
 //! `n+1..=m` started after every transaction holding a position `<= n` had become
@@ -105,6 +108,7 @@ impl Counters {
 /// The statements of the writer's connection, prepared once per connection.
 pub(crate) struct Statements {
     pub append_layer: Statement,
+    pub append_one: Statement,
     pub head: Statement,
     pub versions: Statement,
     pub stored_ids: Statement,
@@ -236,11 +240,10 @@ impl Writer {
             }
         };
         let sleep = self.sleep();
-        let sql = self.sql.clone();
         let mut flight: Flight = Box::pin(async move {
             let result = {
                 let pending: Vec<&Pending> = fast.iter().map(|&i| &group[i]).collect();
-                run_fast(&connection, &sql, &pending, sleep).await
+                run_fast(&connection, &pending, sleep).await
             };
             let result = result.map_err(|error| match connection.client.is_closed() {
                 true => GroupError::Lost(error),
@@ -436,6 +439,7 @@ async fn prepare(client: &Client, sql: &Sql) -> Result<Statements, tokio_postgre
     client.batch_execute("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan").await?;
     Ok(Statements {
         append_layer: client.prepare(&sql.append_layer).await?,
+        append_one: client.prepare(&sql.append_one).await?,
         head: client.prepare(&sql.head).await?,
         versions: client.prepare(&sql.stream_versions).await?,
         stored_ids: client.prepare(&sql.stored_ids).await?,

@@ -80,3 +80,51 @@ async fn json_with_nul_escapes_round_trips() {
     assert_eq!(serde_json::from_str::<serde_json::Value>(&read[0].data).expect("json"), data);
     assert_eq!(read[0].metadata, e.metadata);
 }
+
+/// Events of one call keep their own optional columns when only some of them have
+/// one: a lone append (`append_one`) and a two-stream batch (`append_layer`), each
+/// with a plain event first and causation, correlation and custom metadata further
+/// on (sent as arrays padded with NULLs), and a `\u0000` fallback in a call of its own.
+#[tokio::test]
+async fn optional_columns_stay_with_their_events() {
+    let Some(store) = common::fresh_store("optional_columns_stay_with_their_events").await else { return };
+    let traced = || {
+        let mut traced = event("Traced", serde_json::json!({ "n": 2 }));
+        traced.metadata.causation_id = Some(uuid::Uuid::new_v4());
+        traced.metadata.correlation_id = Some(uuid::Uuid::new_v4());
+        traced.metadata.custom.insert("user".into(), serde_json::json!("ada"));
+        traced
+    };
+    let nul = || {
+        let mut nul = event("Nul", serde_json::json!({ "s": "x\u{0}y" }));
+        nul.metadata.custom.insert("k".into(), serde_json::json!("\u{0}"));
+        nul
+    };
+    let plain = |n| event("Plain", serde_json::json!({ "n": n }));
+    let calls = [
+        vec![plain(1), traced(), plain(3)],
+        vec![plain(1), plain(2), traced(), traced()],
+        vec![plain(1), nul(), traced(), plain(4)],
+    ];
+    for (call, events) in calls.iter().enumerate() {
+        let lone = format!("lone-{call}");
+        store.append(&lone, ExpectedVersion::NoStream, events.clone()).await.expect("lone append");
+        let (first, second) = (format!("first-{call}"), format!("second-{call}"));
+        let batch = |stream: &str| rewind::StreamAppend {
+            stream_id: stream.to_owned(),
+            expected: ExpectedVersion::NoStream,
+            events: events.iter().map(|e| NewEvent { event_id: uuid::Uuid::new_v4(), ..e.clone() }).collect(),
+        };
+        store.append_batch(vec![batch(&first), batch(&second)]).await.expect("batch");
+        for stream in [&lone, &first, &second] {
+            let read = store.read_stream(stream, StreamVersion(1), rewind::Direction::Forward, 10).await.expect("read");
+            assert_eq!(read.len(), events.len(), "{stream}");
+            for (read, sent) in read.iter().zip(events) {
+                assert_eq!(read.event_type, sent.event_type, "{stream}");
+                let data: serde_json::Value = serde_json::from_str(&read.data).expect("json");
+                assert_eq!(data, serde_json::from_str::<serde_json::Value>(&sent.data).expect("json"), "{stream}");
+                assert_eq!(read.metadata, sent.metadata, "{stream} {}", sent.event_type);
+            }
+        }
+    }
+}

@@ -121,6 +121,34 @@ async fn newer_schema_version_is_refused() {
     }
 }
 
+/// A schema at version 1 (before the fast path's functions) is brought to the
+/// current version on open, keeping its events, and appends go on from them.
+#[tokio::test]
+async fn version_1_schema_is_migrated() {
+    let Some(url) = common::database_url("version_1_schema_is_migrated") else { return };
+    let schema = common::fresh_schema();
+    let store = common::open(&url, &schema).await;
+    let first =
+        store.append("a", ExpectedVersion::NoStream, vec![event("One", serde_json::json!(1))]).await.expect("append");
+    drop(store);
+    // What version 1 left: no functions, one version row.
+    let raw = common::raw_client(&url).await;
+    raw.batch_execute(&format!(
+        "DROP FUNCTION \"{schema}\".append_layer; DROP FUNCTION \"{schema}\".append_one; \
+         DELETE FROM \"{schema}\".schema_version WHERE version > 1"
+    ))
+    .await
+    .expect("back to version 1");
+    let store = common::open(&url, &schema).await;
+    let next = store
+        .append("a", ExpectedVersion::Exact(StreamVersion(1)), vec![event("Two", serde_json::json!(2))])
+        .await
+        .expect("append after migrating");
+    assert_eq!((next.stream_version, next.first_position), (StreamVersion(2), first.last_position.next()));
+    let rows = raw.query(&format!("SELECT version FROM \"{schema}\".schema_version"), &[]).await.expect("versions");
+    assert_eq!(rows.len(), rewind_postgres::SCHEMA_VERSION_CURRENT as usize);
+}
+
 /// Several processes opening a new schema at once migrate it exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_opens_migrate_once() {
