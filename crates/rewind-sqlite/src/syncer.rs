@@ -6,9 +6,10 @@
 //! the log — once for every group that committed while the previous fsync ran —
 //! and only then raises the head and answers the group's callers. So the writer's
 //! CPU work and the disk's flush overlap instead of alternating, and a slow fsync
-//! makes groups larger rather than the writer idle. When nothing else is in flight
-//! the writer does this for its group itself: a lone caller then pays one fsync and
-//! no thread hand-off.
+//! makes groups larger rather than the writer idle. A group alone (nothing waiting,
+//! nothing here in flight) is committed with `synchronous=FULL` instead, so SQLite
+//! syncs the log inside its `COMMIT`, and the writer answers it: a lone caller pays
+//! one fsync and no thread hand-off.
 //!
 //! Promises (with [`Synchronous::Full`](crate::Synchronous::Full)):
 //! * A caller is answered only after an fsync of the log that began after its
@@ -47,6 +48,8 @@ pub(crate) struct Committed {
     pub(crate) head: Option<u64>,
     /// How far the group moved inline projectors (`inline.rs`).
     pub(crate) progress: Vec<Progress>,
+    /// Whether its `COMMIT` synced the log already (`synchronous=FULL`).
+    pub(crate) durable: bool,
 }
 
 /// The writer's side of the syncer.
@@ -92,6 +95,11 @@ impl Syncer {
         Ok(Syncer { fsync, groups, thread, shared })
     }
 
+    /// Whether no group is waiting for the syncer thread.
+    pub(crate) fn idle(&self) -> bool {
+        self.shared.pending.load(Ordering::Acquire) == 0
+    }
+
     /// The error for every request once an fsync failed.
     pub(crate) fn refusal(&self) -> Option<StoreError> {
         self.shared.poisoned.load(Ordering::Acquire).then(|| StoreError::Backend(poison_message().into()))
@@ -102,7 +110,7 @@ impl Syncer {
     /// flight — a lone caller then waits for one fsync without a thread hand-off.
     pub(crate) fn finish_group(&self, committed: Committed, more: bool) {
         // Only the writer adds to `pending`, so an idle syncer stays idle meanwhile.
-        if !self.fsync || (!more && self.shared.pending.load(Ordering::Acquire) == 0) {
+        if !self.fsync || committed.durable || (!more && self.idle()) {
             return self.shared.finish(vec![committed]);
         }
         self.shared.pending.fetch_add(1, Ordering::AcqRel);
@@ -131,11 +139,13 @@ fn run(queue: mpsc::Receiver<Committed>, shared: &Shared) {
 }
 
 impl Shared {
-    /// One fsync for all `groups` (committed in this order), then their answers.
+    /// One fsync for all `groups` (committed in this order) unless their commits
+    /// synced themselves, then their answers.
     fn finish(&self, mut groups: Vec<Committed>) {
         let newest = groups.iter().filter_map(|g| g.head).max();
         let synced = match newest {
             None => Ok(()),
+            Some(_) if groups.iter().all(|g| g.durable || g.head.is_none()) => Ok(()),
             Some(_) if self.poisoned.load(Ordering::Acquire) => Err(poison_message()),
             Some(_) => self.sync(),
         };
