@@ -164,39 +164,28 @@ impl<'a> Layer<'a> {
     /// The layer's call: `append_one` for a lone append, else `append_layer`. Its
     /// first poll sends the call (so calls polled in order reach the server in order).
     async fn call(&self, client: &Client, statements: &Statements) -> Result<Vec<Row>, tokio_postgres::Error> {
-        match self.stream_id.as_slice() {
-            [stream_id] => client.query(&statements.append_one, &self.one_params(stream_id)).await,
-            _ => client.query(&statements.append_layer, &self.params()).await,
-        }
+        let (statement, mut params): (_, Vec<&(dyn ToSql + Sync)>) = match self.stream_id.as_slice() {
+            [stream_id] => (&statements.append_one, vec![stream_id, &self.kind[0], &self.expected[0]]),
+            _ => (
+                &statements.append_layer,
+                vec![
+                    &self.request,
+                    &self.stream_id,
+                    &self.kind,
+                    &self.expected,
+                    &self.count,
+                    &self.append,
+                    &self.offset,
+                ],
+            ),
+        };
+        params.extend(self.event_columns());
+        client.query(statement, &params).await
     }
 
-    /// `append_layer`'s parameters, in `$n` order.
-    fn params(&self) -> [&(dyn ToSql + Sync); 15] {
+    /// The events' columns, the last parameters of both functions.
+    fn event_columns(&self) -> [&(dyn ToSql + Sync); 8] {
         [
-            &self.request,
-            &self.stream_id,
-            &self.kind,
-            &self.expected,
-            &self.count,
-            &self.append,
-            &self.offset,
-            &self.event_id,
-            &self.event_type,
-            &self.data,
-            &self.data_text.values,
-            &self.metadata.values,
-            &self.metadata_text.values,
-            &self.causation_id.values,
-            &self.correlation_id.values,
-        ]
-    }
-
-    /// `append_one`'s parameters, for a layer of one append (to `stream_id`).
-    fn one_params<'s>(&'s self, stream_id: &'s &'a str) -> [&'s (dyn ToSql + Sync); 11] {
-        [
-            stream_id,
-            &self.kind[0],
-            &self.expected[0],
             &self.event_id,
             &self.event_type,
             &self.data,
