@@ -16,7 +16,7 @@
 //! *earlier* events (or a batch's earlier streams) are left to roll back.
 
 use crate::error::{is_duplicate_event_id, store_error};
-use crate::row::{get_u64, micros, optional_u64, sql_int};
+use crate::row::{get_u64, micros, sql_int};
 use rewind::{AppendOutcome, AppendResult, GlobalPosition, RecordedEvent, StoreError, StreamAppend, StreamVersion};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashSet;
@@ -218,8 +218,6 @@ impl<'c> Appender<'c> {
     }
 
     fn stream_version(&self, stream_id: &str) -> Result<StreamVersion, StoreError> {
-        let mut statement = self.conn.prepare_cached(include_str!("append/stream_version.sql")).map_err(store_error)?;
-        let version = statement.query_row([stream_id], |row| optional_u64(row, 0)).map_err(store_error)?;
-        Ok(StreamVersion(version.unwrap_or(0)))
+        crate::reader::stream_version(self.conn, stream_id)
     }
 }

@@ -10,8 +10,9 @@
 pub enum Synchronous {
     /// The write-ahead log is fsynced after a commit and before its appends are
     /// acknowledged: nothing acknowledged is lost, even on power loss or an OS crash
-    /// (`DESIGN.md`, promise 1). The fsync runs on its own thread and covers every
-    /// group committed since the last one (`syncer.rs`).
+    /// (`DESIGN.md`, promise 1). Under load the fsync runs on its own thread and covers
+    /// every group committed since the last one; a group alone is synced by SQLite
+    /// inside its `COMMIT` (`syncer.rs`).
     #[default]
     Full,
     /// Commits are not fsynced; the log is synced at checkpoints. A killed *process*
@@ -22,8 +23,9 @@ pub enum Synchronous {
 }
 
 impl Synchronous {
-    /// SQLite's own level is `NORMAL` either way: with `Full` the store fsyncs the
-    /// log itself before acknowledging (`syncer.rs`), off the writer thread.
+    /// The level the writer opens with: `NORMAL` either way. With `Full` the store
+    /// fsyncs the log itself before acknowledging (`syncer.rs`), and switches to
+    /// SQLite's `FULL` only for a group alone (`writer.rs`).
     pub(crate) fn pragma_value(self) -> &'static str {
         "NORMAL"
     }

@@ -6,7 +6,8 @@
 //! fsync (group commit), each keeping its own expected-version check.
 //!
 //! The append path: [`SqliteStore`]'s `append_batch` → `writer` (the group's transaction,
-//! with inline projectors) → `syncer` (fsync, then the answer and the head).
+//! with inline projectors) → `syncer` (fsync unless SQLite's `COMMIT` did, then the
+//! answer and the head).
 //!
 //! # Layout
 //!

@@ -113,7 +113,7 @@ mod tests {
             .expect("tables");
         assert_eq!(tables, 0);
         let version: Option<i64> = conn
-            .query_row(include_str!("append/stream_version.sql"), ["s"], |r| r.get(0))
+            .query_row(include_str!("reader/stream_version.sql"), ["s"], |r| r.get(0))
             .expect("version from the index");
         assert_eq!(version, Some(2));
     }

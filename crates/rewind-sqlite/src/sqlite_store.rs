@@ -162,11 +162,11 @@ impl EventStore for SqliteStore {
         limit: usize,
         filter: &EventFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        // Up to the head only: events past it are committed but maybe not yet durable.
         // Events this process committed but has not made durable yet must not reach
-        // subscribers (they could act on an event a power loss takes back). Only
-        // when every commit of ours up to the read is durable may the read pass the
-        // head: what lies beyond it then came from other processes.
+        // subscribers (they could act on an event a power loss takes back): while a
+        // commit of ours is past the durable head, the read stops at that head. Only
+        // when every commit of ours is durable may the read pass the head: what lies
+        // beyond it then came from other processes.
         let durable = *self.head.borrow();
         let filter = filter.clone();
         let mut events = self.readers.run(move |conn| reader::read_all(conn, from, limit, &filter)).await?;

@@ -20,9 +20,10 @@
 //! * A caller is answered only after `COMMIT` returned and (with
 //!   [`Synchronous::Full`]) an fsync of the log covered it: SQLite's own inside
 //!   `COMMIT` for a group alone, the syncer's otherwise.
-//! * The head [`watch`] is raised, by the syncer, to the last durable position, so
-//!   followers wake without polling; positions are assigned in commit order by this
-//!   one thread, so everything below the published head is committed.
+//! * The head [`watch`] is raised (by the syncer's code, on the writer thread for a
+//!   group alone) to the last durable position, so followers wake without polling;
+//!   positions are assigned in commit order by this one thread, so everything below
+//!   the published head is committed.
 //! * If the transaction itself fails, every request of the group that had not
 //!   already failed gets [`StoreError::Backend`]; the writer goes on with the next
 //!   group.
