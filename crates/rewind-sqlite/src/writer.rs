@@ -14,7 +14,9 @@
 //!
 //! The writer does not wait for the disk while others wait for it: it hands each
 //! committed group to the syncer (`syncer.rs`) and starts the next one. A group
-//! alone is committed with `synchronous=FULL` and answered by the writer.
+//! alone is committed with `synchronous=FULL` and answered by the writer. While
+//! requests come one right after another's answer, the writer polls for the next
+//! one briefly instead of sleeping (`Writer::next_request`).
 //!
 //! Promises:
 //! * A caller is answered only after `COMMIT` returned and (with
@@ -45,10 +47,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// How many requests may wait for the writer before senders wait for room.
 const QUEUE: usize = 4_096;
+
+/// How long the writer polls for the next request before it sleeps, when requests
+/// have been coming that soon. Waking a sleeping thread took 30–50 µs on the
+/// 2-core VM the benchmarks ran on (an idle virtual CPU halts), a tenth of a
+/// 100-event append; a caller appending in a loop sends its next request about
+/// 40 µs after its answer, so polling catches it (`BENCHMARKS.md`, issue 3).
+const POLL: Duration = Duration::from_micros(150);
 
 /// Work run on the write connection inside a group's transaction.
 pub(crate) type RunWork = Box<dyn FnOnce(&Connection) -> Result<(), StoreError> + Send>;
@@ -181,6 +192,8 @@ struct Writer {
     sync_in_commit: Cell<bool>,
     /// Whether no request arrived while the last group committed.
     quiet: Cell<bool>,
+    /// Whether to poll for the next request before sleeping (see `next_request`).
+    poll: Cell<bool>,
 }
 
 impl Writer {
@@ -200,12 +213,12 @@ impl Writer {
         let fsync = config.synchronous == Synchronous::Full;
         let syncer = Syncer::start(&path, fsync, head)?;
         let max_group_events = config.max_group_events;
-        let (sync_in_commit, quiet) = (Cell::new(false), Cell::new(true));
-        Ok(Writer { conn, syncer, inline, committing, stats, max_group_events, fsync, sync_in_commit, quiet })
+        let (sync_in_commit, quiet, poll) = (Cell::new(false), Cell::new(true), Cell::new(false));
+        Ok(Writer { conn, syncer, inline, committing, stats, max_group_events, fsync, sync_in_commit, quiet, poll })
     }
 
     fn run(self, mut requests: mpsc::Receiver<Request>) -> Result<(), StoreError> {
-        while let Some(first) = requests.blocking_recv() {
+        while let Some(first) = self.next_request(&mut requests) {
             let group = self.gather(first, &mut requests);
             // A group alone (nothing waiting, nothing being synced, and nothing
             // arrived while the previous group committed, so no one is likely to
@@ -225,6 +238,31 @@ impl Writer {
         // Every committed group is answered before the connection closes.
         syncer.finish();
         conn.close().map_err(|(_, error)| store_error(error))
+    }
+
+    /// Waits for the next request: first polls for up to [`POLL`] if the last one
+    /// came that soon after the group before it, then sleeps.
+    ///
+    /// Polling yields the CPU on every turn, so a runnable thread is not kept
+    /// waiting, and it stops after one miss until a request again comes soon: an
+    /// idle store does not poll. It is skipped while the syncer has a group in
+    /// flight: the next group could not be answered before that fsync anyway, and
+    /// waiting lets it gather more requests.
+    fn next_request(&self, requests: &mut mpsc::Receiver<Request>) -> Option<Request> {
+        let finished = Instant::now();
+        if self.poll.get() && self.syncer.idle() {
+            loop {
+                match requests.try_recv() {
+                    Ok(request) => return Some(request),
+                    Err(TryRecvError::Disconnected) => return None,
+                    Err(TryRecvError::Empty) if finished.elapsed() < POLL => std::thread::yield_now(),
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+        }
+        let request = requests.blocking_recv();
+        self.poll.set(finished.elapsed() < POLL);
+        request
     }
 
     /// The first request plus whatever else is already waiting, up to the limit.
