@@ -16,6 +16,7 @@ use crate::schema::migrate;
 use crate::sql::Sql;
 use crate::writer::{Counters, Pending, Writer, WriterSetup, WriterStats, connect};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::TryStreamExt;
 use rewind::{
     AppendResult, Direction, EventFilter, EventStore, GlobalPosition, RecordedEvent, Snapshot, StoreError,
     StreamAppend, StreamInfo, StreamVersion,
@@ -144,8 +145,19 @@ impl PostgresStore {
         client.query(&statement, params).await.map_err(from_pg)
     }
 
+    /// Decodes each row as it arrives rather than after the whole result: the
+    /// decoding overlaps the server producing the rest, and the rows' buffers are
+    /// freed as it goes (reading the global order 1.6× as fast, `BENCHMARKS.md`).
     async fn query_events(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.query(sql, params).await?.iter().map(decode_row).collect()
+        let client = self.pool.get().await.map_err(from_pool)?;
+        let statement = client.prepare_cached(sql).await.map_err(from_pg)?;
+        let rows = client.query_raw(&statement, params.iter().copied()).await.map_err(from_pg)?;
+        let mut rows = std::pin::pin!(rows);
+        let mut events = Vec::new();
+        while let Some(row) = rows.try_next().await.map_err(from_pg)? {
+            events.push(decode_row(&row)?);
+        }
+        Ok(events)
     }
 
     async fn query_number(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
