@@ -15,7 +15,7 @@ use crate::options::PostgresOptions;
 use crate::schema::migrate;
 use crate::sql::Sql;
 use crate::writer::{Counters, Pending, Writer, WriterSetup, WriterStats, connect};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use futures_util::TryStreamExt;
 use rewind::{
     AppendResult, Direction, EventFilter, EventStore, GlobalPosition, RecordedEvent, Snapshot, StoreError,
@@ -26,7 +26,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::{NoTls, Row, Statement};
 
 /// An event store in one PostgreSQL schema. See the crate docs.
 pub struct PostgresStore {
@@ -139,9 +139,15 @@ impl PostgresStore {
         self.counters.snapshot()
     }
 
-    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+    /// A pooled connection and `sql` prepared on it.
+    async fn prepared(&self, sql: &str) -> Result<(Object, Statement), StoreError> {
         let client = self.pool.get().await.map_err(from_pool)?;
         let statement = client.prepare_cached(sql).await.map_err(from_pg)?;
+        Ok((client, statement))
+    }
+
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+        let (client, statement) = self.prepared(sql).await?;
         client.query(&statement, params).await.map_err(from_pg)
     }
 
@@ -149,8 +155,7 @@ impl PostgresStore {
     /// decoding overlaps the server producing the rest, and the rows' buffers are
     /// freed as it goes (reading the global order 1.6× as fast, `BENCHMARKS.md`).
     async fn query_events(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<RecordedEvent>, StoreError> {
-        let client = self.pool.get().await.map_err(from_pool)?;
-        let statement = client.prepare_cached(sql).await.map_err(from_pg)?;
+        let (client, statement) = self.prepared(sql).await?;
         let rows = client.query_raw(&statement, params.iter().copied()).await.map_err(from_pg)?;
         let mut rows = std::pin::pin!(rows);
         let mut events = Vec::new();
