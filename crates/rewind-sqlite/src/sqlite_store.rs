@@ -209,3 +209,50 @@ impl EventStore for SqliteStore {
         Ok(last)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rewind::{ExpectedVersion, Metadata, NewEvent};
+
+    fn positions(events: &[RecordedEvent]) -> Vec<u64> {
+        events.iter().map(|event| event.position.0).collect()
+    }
+
+    /// Subscribers must not act on an event a power loss could take back: while a
+    /// commit of this process is past the durable head, `read_all` stops at the head;
+    /// with none under way, what lies past the head is another process's and is read.
+    #[tokio::test]
+    async fn read_all_withholds_this_process_commits_until_durable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("events.db");
+        let store = SqliteStore::open(&path).await.expect("open");
+        let event = || NewEvent {
+            event_id: uuid::Uuid::now_v7(),
+            event_type: "E".into(),
+            data: "{}".into(),
+            metadata: Metadata::default(),
+        };
+        store.append("s", ExpectedVersion::Any, vec![event(), event()]).await.expect("append");
+        assert_eq!(store.head_position().await.expect("head"), GlobalPosition(2));
+        // Positions 3 and 4 committed in the file but not announced, as a commit of
+        // ours waiting for its fsync would be (or another process's commit).
+        let other = rusqlite::Connection::open(&path).expect("second connection");
+        other
+            .execute_batch(
+                "INSERT INTO events (position, event_id, stream_id, stream_version, event_type, data, created_at)
+                 VALUES (3, x'00000000000000000000000000000003', 't', 1, 'E', '{}', 0),
+                        (4, x'00000000000000000000000000000004', 't', 2, 'E', '{}', 0)",
+            )
+            .expect("rows past the head");
+        let all = EventFilter::all();
+
+        store.writer.pretend_committing(4);
+        let read = store.read_all(GlobalPosition(1), 10, &all).await.expect("read");
+        assert_eq!(positions(&read), [1, 2], "our commit past the head is not durable yet");
+
+        store.writer.pretend_committing(2);
+        let read = store.read_all(GlobalPosition(1), 10, &all).await.expect("read");
+        assert_eq!(positions(&read), [1, 2, 3, 4], "nothing of ours pending: the rows are another process's");
+    }
+}

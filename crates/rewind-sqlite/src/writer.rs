@@ -166,6 +166,13 @@ impl WriterHandle {
         self.committing.load(Ordering::SeqCst)
     }
 
+    /// Makes the store believe a commit of its own up to `position` is under way
+    /// (or none, at the head), to test what reads do meanwhile.
+    #[cfg(test)]
+    pub(crate) fn pretend_committing(&self, position: u64) {
+        self.committing.store(position, Ordering::SeqCst);
+    }
+
     /// Stops taking requests and returns the thread, which ends once it has
     /// answered every request already queued.
     pub(crate) fn stop(self) -> JoinHandle<Result<(), StoreError>> {
