@@ -80,7 +80,8 @@ pub(crate) fn to_i64(value: u64) -> i64 {
 pub(crate) fn decode_row(row: &Row) -> Result<RecordedEvent, StoreError> {
     let get_err = |e: tokio_postgres::Error| corrupt(format!("unreadable event row: {e}"));
     let custom: &str = row.try_get(6).map_err(get_err)?;
-    let custom = Metadata::parse_custom(custom).map_err(|e| corrupt(format!("unreadable metadata: {e}")))?;
+    let metadata = Metadata::from_stored(row.try_get(7).map_err(get_err)?, row.try_get(8).map_err(get_err)?, custom)
+        .map_err(|e| corrupt(format!("unreadable metadata: {e}")))?;
     Ok(RecordedEvent {
         position: GlobalPosition(to_u64(row.try_get(0).map_err(get_err)?, "position")?),
         event_id: row.try_get(1).map_err(get_err)?,
@@ -88,11 +89,7 @@ pub(crate) fn decode_row(row: &Row) -> Result<RecordedEvent, StoreError> {
         stream_version: StreamVersion(to_u64(row.try_get(3).map_err(get_err)?, "stream version")?),
         event_type: row.try_get(4).map_err(get_err)?,
         data: row.try_get(5).map_err(get_err)?,
-        metadata: Metadata {
-            causation_id: row.try_get(7).map_err(get_err)?,
-            correlation_id: row.try_get(8).map_err(get_err)?,
-            custom,
-        },
+        metadata,
         created_at: row.try_get(9).map_err(get_err)?,
     })
 }

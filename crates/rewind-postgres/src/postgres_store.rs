@@ -247,6 +247,10 @@ impl EventStore for PostgresStore {
         self.query_number(&self.sql.stream_version, &[&stream_id]).await.map(StreamVersion)
     }
 
+    async fn read_event(&self, event_id: uuid::Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        Ok(self.query_events(&self.sql.read_event, &[&event_id]).await?.pop())
+    }
+
     async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
         self.query_number(&self.sql.head, &[]).await.map(GlobalPosition)
     }

@@ -236,7 +236,7 @@ enum TallyEvent {
 }
 impl rewind::Event for TallyEvent {}
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Never;
 impl std::fmt::Display for Never {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -103,7 +103,10 @@ fn project_in_savepoint(conn: &Connection, inline: &InlineProjection, events: &[
 }
 
 fn project(conn: &Connection, inline: &InlineProjection, events: &[RecordedEvent]) -> Result<(), String> {
-    for event in events.iter().filter(|e| inline.filter.matches(&e.stream_id, &e.event_type)) {
+    let delivered = |e: &&RecordedEvent| {
+        !rewind::command_outcome::is_system_stream(&e.stream_id) && inline.filter.matches(&e.stream_id, &e.event_type)
+    };
+    for event in events.iter().filter(delivered) {
         inline.projection.project(conn, event).map_err(|e| e.to_string())?;
     }
     let last = events.last().map_or(GlobalPosition::START, |e| e.position);

@@ -147,6 +147,12 @@ pub(crate) fn stream_version(conn: &Connection, stream_id: &str) -> Result<Strea
     Ok(StreamVersion(version.unwrap_or(0)))
 }
 
+/// The event stored with this id, if any (the unique index on `event_id`).
+pub(crate) fn read_event(conn: &Connection, event_id: uuid::Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+    let mut statement = conn.prepare_cached(include_str!("reader/read_event.sql")).map_err(store_error)?;
+    Ok(collect(&mut statement, [event_id.as_bytes()], 1)?.pop())
+}
+
 /// A page of streams whose id starts with `prefix`, after `after`, in id order.
 pub(crate) fn list_streams(
     conn: &Connection,

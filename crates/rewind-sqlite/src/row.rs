@@ -55,7 +55,7 @@ pub(crate) fn recorded_event(row: &Row<'_>) -> Result<RecordedEvent, StoreError>
     let get_string = |index| row.get::<_, String>(index).map_err(store_error);
     let event_id = uuid(row.get_ref(1).and_then(|v| Ok(v.as_blob()?)).map_err(store_error)?)?;
     let custom = row.get_ref(8).and_then(|v| Ok(v.as_str()?)).map_err(store_error)?;
-    let custom = Metadata::parse_custom(custom)
+    let metadata = Metadata::from_stored(optional_uuid(row, 6)?, optional_uuid(row, 7)?, custom)
         .map_err(|error| StoreError::Corrupt(format!("metadata of event {event_id} is not a JSON object: {error}")))?;
     Ok(RecordedEvent {
         event_id,
@@ -64,7 +64,7 @@ pub(crate) fn recorded_event(row: &Row<'_>) -> Result<RecordedEvent, StoreError>
         position: GlobalPosition(get_u64(0)?),
         event_type: get_string(4)?,
         data: get_string(5)?,
-        metadata: Metadata { causation_id: optional_uuid(row, 6)?, correlation_id: optional_uuid(row, 7)?, custom },
+        metadata,
         created_at: time(row.get(9).map_err(store_error)?)?,
     })
 }

@@ -181,6 +181,10 @@ impl EventStore for SqliteStore {
         self.readers.run(move |conn| reader::stream_version(conn, &stream_id)).await
     }
 
+    async fn read_event(&self, event_id: uuid::Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        self.readers.run(move |conn| reader::read_event(conn, event_id)).await
+    }
+
     async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
         Ok(*self.head.borrow())
     }

@@ -25,7 +25,7 @@ use crate::event::Event;
 /// enum CounterEvent { Added { by: u64 } }
 /// impl rewind::Event for CounterEvent {}
 ///
-/// #[derive(Debug, PartialEq, thiserror::Error)]
+/// #[derive(Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
 /// enum CounterError { #[error("overflow")] Overflow }
 ///
 /// impl Aggregate for Counter {
@@ -58,8 +58,11 @@ pub trait Aggregate: Default + Clone + Send + Sync + 'static {
     const NAME: &'static str;
     /// The events it emits.
     type Event: Event;
-    /// Its domain errors; they reach the caller unchanged.
-    type Error: std::error::Error + Send + Sync + 'static;
+    /// Its domain errors; they reach the caller unchanged. They are serializable
+    /// because a refusal of a command with a caller-chosen id is recorded in the log,
+    /// so that a repeat of that command gets the same typed error back
+    /// ([`crate::command_outcome`]).
+    type Error: std::error::Error + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static;
 
     /// Folds one event into the state. Must accept every event the aggregate emits.
     fn apply(&mut self, event: &Self::Event);

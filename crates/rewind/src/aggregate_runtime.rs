@@ -9,14 +9,22 @@
 //! * When the append finds the stream moved on (another process, or an evicted copy
 //!   of this instance), the runtime reads the missing events and decides the command
 //!   again, up to `max_attempts` times.
-//! * A command id already seen in the stream (the events' causation id) is not run
-//!   again: the dispatch reports the version it reached the first time.
+//! * A command is processed once (`DESIGN.md`, promise 9): a command id of the
+//!   caller's choosing that the log already records ([`crate::command_outcome`]) is
+//!   answered with its first outcome — the version its events reached, or its typed
+//!   domain failure — and appends nothing. The instance's memory of recent command
+//!   ids only spares the store that question; it never decides it, since an instance
+//!   loaded from a snapshot, or past many later commands, remembers nothing.
+//! * A store that cannot tell whether an append committed makes the dispatch fail
+//!   with [`DispatchError::OutcomeUnknown`], never with a plain error.
 
 use crate::aggregate::{Aggregate, Execute};
+use crate::command::short_type_name;
+use crate::command_outcome::{self, Recorded};
 use crate::dispatch::{DispatchError, Returning};
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
 use crate::event::encode_event;
-use crate::event_store::{AppendOutcome, EventStore, Snapshot, StoreError};
+use crate::event_store::{AppendOutcome, EventStore, Snapshot, StoreError, StreamAppend};
 use crate::router::AggregateConfig;
 use crate::stream::{Direction, ExpectedVersion, GlobalPosition, StreamVersion};
 use lru::LruCache;
@@ -29,8 +37,8 @@ use uuid::Uuid;
 const SHARDS: usize = 16;
 /// Events read per round trip when loading an instance.
 const LOAD_BATCH: usize = 1_000;
-/// Command ids remembered per instance for duplicate detection; older repeats are
-/// caught by the store instead (deterministic event ids, see `event_ids`).
+/// Command ids remembered per instance, to answer a quick repeat without asking the
+/// store; older repeats are found in the log (`command_outcome::find`).
 const RECENT_COMMANDS: usize = 32;
 
 /// An instance slot. `None` until loaded, and again after a failure that may have
@@ -82,13 +90,39 @@ impl<A: Aggregate> Instance<A> {
     fn handled(&self, command_id: Uuid) -> Option<StreamVersion> {
         self.recent.iter().rev().find(|(id, _)| *id == command_id).map(|(_, v)| *v)
     }
+
+    /// A recorded failure is not remembered: its repeat reads the typed error back
+    /// from the log (failures are rare; the window is for successes).
+    fn remember_failure(&mut self, command_id: Uuid) {
+        self.recent.retain(|(id, _)| *id != command_id);
+    }
+}
+
+/// What deciding a refused command came to.
+enum Decided<A: Aggregate> {
+    /// The answer.
+    Done(Result<Executed<A>, DispatchError<A::Error>>),
+    /// The stream moved since the decision: catch up and decide again.
+    StreamMoved,
+}
+
+/// An append that failed. A backend error or a store that stopped while the append
+/// was under way leaves its outcome unknown (`EventStore::append`).
+fn append_failed<E: std::error::Error + 'static>(error: StoreError, context: &CommandContext) -> DispatchError<E> {
+    match error {
+        StoreError::Backend(_) | StoreError::Closed => {
+            DispatchError::OutcomeUnknown { command_id: context.command_id, source: error }
+        }
+        other => DispatchError::Store(other),
+    }
 }
 
 /// Everything about one dispatch that the runtime needs besides the command.
 pub(crate) struct CommandContext {
     pub(crate) command_id: Uuid,
-    /// Derive event ids from the command id, so a re-sent command re-appends the same
-    /// ids and the store reports them as already appended.
+    /// The caller chose the command id (an Idempotency-Key, a process manager): event
+    /// ids derive from it and its outcome is found in the log on a repeat. A random
+    /// id cannot be repeated, so it needs neither.
     pub(crate) deterministic_ids: bool,
     pub(crate) metadata: Metadata,
     pub(crate) returning: Returning,
@@ -153,7 +187,10 @@ impl<A: Aggregate> AggregateRuntime<A> {
         let slot = self.slot(stream_id);
         let mut guard = slot.lock().await;
         let result = self.execute_locked(store, stream_id, command, context, &mut guard).await;
-        if matches!(result, Err(DispatchError::Store(_) | DispatchError::Event(_))) {
+        if matches!(
+            result,
+            Err(DispatchError::Store(_) | DispatchError::Event(_) | DispatchError::OutcomeUnknown { .. })
+        ) {
             // The append may or may not have happened: reload from the log next time.
             *guard = None;
         }
@@ -184,8 +221,23 @@ impl<A: Aggregate> AggregateRuntime<A> {
             {
                 return Err(DispatchError::WrongVersion { expected, actual: instance.version });
             }
-            let events = instance.state.execute(command).map_err(DispatchError::Domain)?;
+            let events = match instance.state.execute(command) {
+                Ok(events) => events,
+                Err(refusal) => {
+                    match self.refused(store, stream_id, short_type_name::<C>(), refusal, context, instance).await? {
+                        Decided::Done(result) => return result,
+                        Decided::StreamMoved => {
+                            backoff(attempt).await;
+                            self.catch_up(store, stream_id, instance).await?;
+                            continue;
+                        }
+                    }
+                }
+            };
             if events.is_empty() {
+                if let Some(found) = self.first_outcome(store, context, instance).await? {
+                    return found;
+                }
                 return Ok(self.executed(instance, None, Vec::new(), context));
             }
             let new_events = encode(&events, context)?;
@@ -215,18 +267,100 @@ impl<A: Aggregate> AggregateRuntime<A> {
                     executed.event_types = event_types;
                     return Ok(executed);
                 }
-                // This very command was appended before (same deterministic ids), longer
-                // ago than the instance remembers: report that outcome.
-                Ok(appended) => return Ok(self.duplicate(instance, appended.stream_version, context)),
+                // Its first event id is stored already: this command was processed
+                // before, longer ago than the instance remembers.
+                Ok(_) | Err(StoreError::DuplicateEvent { .. }) => {
+                    match self.first_outcome(store, context, instance).await? {
+                        Some(found) => return found,
+                        None => {
+                            return Err(StoreError::Corrupt(format!(
+                                "command {} is reported stored but its events are not found",
+                                context.command_id
+                            ))
+                            .into());
+                        }
+                    }
+                }
                 // The stream moved on: catch up and decide again.
                 Err(StoreError::Conflict { .. }) => {
                     backoff(attempt).await;
                     self.catch_up(store, stream_id, instance).await?
                 }
-                Err(error) => return Err(error.into()),
+                Err(error) => return Err(append_failed(error, context)),
             }
         }
         Err(DispatchError::Conflict { stream: stream_id.to_owned(), attempts: self.config.max_attempts })
+    }
+
+    /// The aggregate refused the command. A command with a caller-chosen id may have
+    /// been processed before (then its first outcome stands); otherwise its failure is
+    /// recorded, for the state it was decided on, so a repeat gets the same answer.
+    async fn refused<S: EventStore>(
+        &self,
+        store: &S,
+        stream_id: &str,
+        command: &str,
+        refusal: A::Error,
+        context: &CommandContext,
+        instance: &mut Instance<A>,
+    ) -> Result<Decided<A>, DispatchError<A::Error>> {
+        if !context.deterministic_ids {
+            return Ok(Decided::Done(Err(DispatchError::Domain(refusal))));
+        }
+        if let Some(found) = self.first_outcome(store, context, instance).await? {
+            return Ok(Decided::Done(found));
+        }
+        let record = command_outcome::failure_event(context.command_id, command, &refusal, &context.metadata)
+            .map_err(|e| StoreError::Invalid(format!("the refusal of {command} cannot be recorded: {e}")))?;
+        let appends = vec![
+            StreamAppend {
+                stream_id: stream_id.to_owned(),
+                expected: ExpectedVersion::Exact(instance.version),
+                events: Vec::new(),
+            },
+            StreamAppend {
+                stream_id: command_outcome::failure_stream(stream_id),
+                expected: ExpectedVersion::Any,
+                events: vec![record],
+            },
+        ];
+        match store.append_batch(appends).await {
+            Ok(_) => {
+                instance.remember_failure(context.command_id);
+                Ok(Decided::Done(Err(DispatchError::Domain(refusal))))
+            }
+            Err(StoreError::Conflict { .. }) => Ok(Decided::StreamMoved),
+            // Recorded meanwhile by another process: its outcome stands.
+            Err(StoreError::DuplicateEvent { .. }) => match self.first_outcome(store, context, instance).await? {
+                Some(found) => Ok(Decided::Done(found)),
+                None => Err(StoreError::Corrupt(format!(
+                    "the failure of command {} is reported stored but not found",
+                    context.command_id
+                ))
+                .into()),
+            },
+            Err(error) => Err(append_failed(error, context)),
+        }
+    }
+
+    /// The outcome the log records for this command, as the answer to a repeat.
+    async fn first_outcome<S: EventStore>(
+        &self,
+        store: &S,
+        context: &CommandContext,
+        instance: &mut Instance<A>,
+    ) -> Result<Option<Result<Executed<A>, DispatchError<A::Error>>>, DispatchError<A::Error>> {
+        if !context.deterministic_ids {
+            return Ok(None);
+        }
+        Ok(match command_outcome::find::<S, A::Error>(store, context.command_id).await? {
+            None => None,
+            Some(Recorded::Succeeded(version)) => {
+                instance.remember(context.command_id, version);
+                Some(Ok(self.duplicate(instance, version, context)))
+            }
+            Some(Recorded::Failed(error)) => Some(Err(DispatchError::Domain(error))),
+        })
     }
 
     fn executed(
@@ -286,7 +420,7 @@ impl<A: Aggregate> AggregateRuntime<A> {
                 let event: A::Event = recorded.decode()?;
                 instance.state.apply(&event);
                 instance.version = recorded.stream_version;
-                if let Some(command_id) = recorded.metadata.causation_id {
+                if let Some(command_id) = recorded.metadata.command() {
                     instance.remember(command_id, recorded.stream_version);
                 }
             }
@@ -356,11 +490,7 @@ fn encode<E: crate::event::Event>(
 }
 
 fn event_id(context: &CommandContext, index: usize) -> Uuid {
-    if context.deterministic_ids {
-        Uuid::new_v5(&context.command_id, &(index as u64).to_be_bytes())
-    } else {
-        Uuid::now_v7()
-    }
+    if context.deterministic_ids { command_outcome::event_id(context.command_id, index) } else { Uuid::now_v7() }
 }
 
 /// Retries of a contested aggregate back off with jitter, so writers in other

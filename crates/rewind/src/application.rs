@@ -35,7 +35,7 @@ const DEFAULT_CONSISTENCY_TIMEOUT: Duration = Duration::from_secs(5);
 /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// enum CounterEvent { Added { by: u64 } }
 /// impl rewind::Event for CounterEvent {}
-/// #[derive(Debug, thiserror::Error)]
+/// #[derive(Debug, Serialize, Deserialize, thiserror::Error)]
 /// #[error("overflow")]
 /// struct Overflow;
 ///
@@ -178,7 +178,8 @@ impl Application {
             command_id,
             deterministic_ids: options.command_id.is_some(),
             metadata: Metadata {
-                causation_id: Some(command_id),
+                causation_id: Some(options.causation_id.unwrap_or(command_id)),
+                command_id: options.causation_id.is_some().then_some(command_id),
                 correlation_id: Some(correlation_id),
                 custom: pipeline.metadata.clone(),
             },

@@ -16,7 +16,7 @@ use std::fmt;
 /// # #[derive(Debug, Default, Clone)] struct Account;
 /// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)] enum AccountEvent { Opened }
 /// # impl rewind::Event for AccountEvent {}
-/// # #[derive(Debug, thiserror::Error)] #[error("never")] struct Never;
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize, thiserror::Error)] #[error("never")] struct Never;
 /// # impl Aggregate for Account {
 /// #     const NAME: &'static str = "account";
 /// #     type Event = AccountEvent; type Error = Never;

@@ -58,7 +58,9 @@ macro_rules! event_store_conformance {
             follower_never_skips_or_reorders,
             list_streams_pages_by_prefix,
             import_keeps_every_envelope_field,
-            import_must_continue_the_store
+            import_must_continue_the_store,
+            read_event_finds_an_event_by_id,
+            empty_append_in_a_batch_guards_the_others
         );
     };
     (@tests $make_store:path; $($name:ident),* $(,)?) => {
@@ -372,7 +374,12 @@ pub async fn envelope_round_trips<S: EventStore>(store: Arc<S>) {
     let mut custom = serde_json::Map::new();
     custom.insert("user".into(), serde_json::json!("u-1"));
     custom.insert("nested".into(), serde_json::json!({"a": [1, 2]}));
-    let metadata = Metadata { causation_id: Some(Uuid::new_v4()), correlation_id: Some(Uuid::new_v4()), custom };
+    let metadata = Metadata {
+        causation_id: Some(Uuid::new_v4()),
+        command_id: Some(Uuid::new_v4()),
+        correlation_id: Some(Uuid::new_v4()),
+        custom,
+    };
     let written = NewEvent {
         event_id: Uuid::new_v4(),
         event_type: "AccountOpened".into(),
@@ -501,6 +508,43 @@ pub async fn batch_append_is_atomic<S: EventStore>(store: Arc<S>) {
     ];
     assert!(matches!(store.append_batch(twice).await, Err(StoreError::Invalid(_))));
     assert_eq!(read_everything(store.as_ref()).await.len(), 4);
+}
+
+/// An event is found by its id, wherever it is; an unknown id finds nothing.
+pub async fn read_event_finds_an_event_by_id<S: EventStore>(store: Arc<S>) {
+    store.append("a", ExpectedVersion::Any, events(2)).await.expect("append");
+    let wanted = event("Wanted", serde_json::json!({"x": 1}));
+    let id = wanted.event_id;
+    store.append("b", ExpectedVersion::Any, vec![wanted]).await.expect("append");
+    let found = store.read_event(id).await.expect("read_event").expect("found");
+    let in_stream = store.read_stream("b", StreamVersion(1), Direction::Forward, 1).await.expect("read");
+    assert_eq!(Some(&found), in_stream.first());
+    assert_eq!((found.stream_id.as_str(), found.position), ("b", GlobalPosition(3)));
+    assert!(store.read_event(Uuid::new_v4()).await.expect("read_event").is_none());
+}
+
+/// A batch may carry an append of no events: it only checks its stream's version,
+/// and when that check fails nothing in the batch is written (how a command's
+/// failure is recorded only for the state it was decided on).
+pub async fn empty_append_in_a_batch_guards_the_others<S: EventStore>(store: Arc<S>) {
+    store.append("guarded", ExpectedVersion::Any, events(2)).await.expect("append");
+    let batch = |version| {
+        vec![
+            StreamAppend {
+                stream_id: "guarded".into(),
+                expected: ExpectedVersion::Exact(StreamVersion(version)),
+                events: Vec::new(),
+            },
+            StreamAppend { stream_id: "$side".into(), expected: ExpectedVersion::Any, events: events(1) },
+        ]
+    };
+    assert_conflict(store.append_batch(batch(1)).await, "guard at an old version");
+    assert_eq!(store.stream_version("$side").await.expect("version"), StreamVersion::NONE, "nothing written");
+    let results = store.append_batch(batch(2)).await.expect("guard at the current version");
+    assert_eq!(results[0].stream_version, StreamVersion(2), "the guarded stream is unchanged");
+    assert_eq!(results[1].stream_version, StreamVersion(1));
+    assert_eq!(store.stream_version("guarded").await.expect("version"), StreamVersion(2));
+    assert_eq!(read_everything(store.as_ref()).await.len(), 3);
 }
 
 /// 32 writers × 50 appends to their own streams: everything is there, once.
@@ -680,7 +724,8 @@ pub async fn import_keeps_every_envelope_field<S: EventStore>(store: Arc<S>) {
     let mut custom = serde_json::Map::new();
     custom.insert("user".into(), serde_json::json!("ünï"));
     let mut with_metadata = event("Opened", serde_json::json!({"b": 1, "a": [1, 2]}));
-    with_metadata.metadata = Metadata { causation_id: Some(Uuid::new_v4()), correlation_id: None, custom };
+    with_metadata.metadata =
+        Metadata { causation_id: Some(Uuid::new_v4()), command_id: Some(Uuid::new_v4()), correlation_id: None, custom };
     source.append("s-1", ExpectedVersion::NoStream, vec![with_metadata]).await.expect("append");
     source.append("s-2", ExpectedVersion::NoStream, events(3)).await.expect("append");
     source.append("s-1", ExpectedVersion::Any, events(2)).await.expect("append");

@@ -192,6 +192,18 @@ pub enum DispatchError<E: std::error::Error + 'static> {
         /// How long it waited.
         timeout: Duration,
     },
+    /// The store could not say whether the append committed (the connection was lost
+    /// after the request was sent, a sync failed after the commit). Dispatch again
+    /// with the same command id: the repeat finds the first outcome if there was one,
+    /// and otherwise runs the command.
+    #[error("the outcome of command {command_id} is unknown ({source}); dispatch it again with the same command id")]
+    OutcomeUnknown {
+        /// The command's id, to repeat it with.
+        command_id: Uuid,
+        /// What the store said.
+        #[source]
+        source: StoreError,
+    },
     /// An event or snapshot could not be encoded or decoded.
     #[error(transparent)]
     Event(#[from] EventError),

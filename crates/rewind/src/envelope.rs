@@ -2,8 +2,16 @@
 //! one read back ([`RecordedEvent`]), and the [`Metadata`] they share.
 //!
 //! Every recorded event carries event id, stream id and version, global position,
-//! type name, JSON data, metadata with causation and correlation ids, and the commit
-//! timestamp (`DESIGN.md`, promise 6).
+//! type name, JSON data, metadata with command, causation and correlation ids, and
+//! the commit timestamp (`DESIGN.md`, promise 6).
+//!
+//! How metadata is stored is decided here, for every backend: causation and
+//! correlation ids in columns of their own, the custom keys as one JSON object
+//! ([`Metadata::custom_json`]). The command id joins that object under the reserved
+//! key `$command_id` only when it differs from the causation id (a command sent by a
+//! process manager, caused by an event): most events pay nothing for it, and events
+//! stored before the field existed (whose causation id *is* their command id) read
+//! back with the right command id ([`Metadata::from_stored`]).
 
 use crate::event::{Event, EventError, decode_event};
 use crate::stream::{GlobalPosition, StreamVersion};
@@ -11,12 +19,21 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// The custom-metadata key that carries a command id unlike the causation id.
+const COMMAND_ID_KEY: &str = "$command_id";
+
 /// Why an event happened and which conversation it belongs to, plus user keys.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
-    /// The id of the command (or event) that directly caused this one.
+    /// What directly caused this event: the event a process manager reacted to (the
+    /// dispatch's [`causation_id`](crate::DispatchOptions::causation_id)), or else the
+    /// command itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<Uuid>,
+    /// The command whose dispatch appended this event, when it is not the causation
+    /// id (`None` means the causation id is the command's; see [`Metadata::command`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<Uuid>,
     /// The id shared by everything that one original request set in motion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<Uuid>,
@@ -26,18 +43,50 @@ pub struct Metadata {
 }
 
 impl Metadata {
-    /// The custom keys as JSON text (`{}` when empty), the form stores persist.
+    /// The command that appended the event: its command id, or else the causation id
+    /// (a command nothing else caused is its events' cause, and events stored before
+    /// command ids were kept apart name their command there).
+    pub fn command(&self) -> Option<Uuid> {
+        self.command_id.or(self.causation_id)
+    }
+
+    /// The custom keys as JSON text (`{}` when empty), the form stores persist; it
+    /// also carries the command id when the causation id is not it.
     pub fn custom_json(&self) -> String {
-        if self.custom.is_empty() {
-            "{}".to_owned()
-        } else {
-            serde_json::Value::Object(self.custom.clone()).to_string()
+        let command = self.command_id.filter(|id| Some(*id) != self.causation_id);
+        match command {
+            None if self.custom.is_empty() => "{}".to_owned(),
+            None => serde_json::Value::Object(self.custom.clone()).to_string(),
+            Some(id) => {
+                let mut object = self.custom.clone();
+                object.insert(COMMAND_ID_KEY.to_owned(), serde_json::Value::String(id.to_string()));
+                serde_json::Value::Object(object).to_string()
+            }
         }
     }
 
-    /// Parses custom keys written by [`Metadata::custom_json`].
-    pub fn parse_custom(json: &str) -> Result<serde_json::Map<String, serde_json::Value>, serde_json::Error> {
-        if json == "{}" { Ok(serde_json::Map::new()) } else { serde_json::from_str(json) }
+    /// Metadata as a store kept it: the id columns and the text of
+    /// [`Metadata::custom_json`].
+    ///
+    /// ```
+    /// let metadata = rewind::Metadata {
+    ///     causation_id: Some(uuid::Uuid::from_u128(1)),
+    ///     command_id: Some(uuid::Uuid::from_u128(2)),
+    ///     ..Default::default()
+    /// };
+    /// let stored = metadata.custom_json();
+    /// let back = rewind::Metadata::from_stored(metadata.causation_id, None, &stored).unwrap();
+    /// assert_eq!(back, metadata);
+    /// ```
+    pub fn from_stored(
+        causation_id: Option<Uuid>,
+        correlation_id: Option<Uuid>,
+        custom_json: &str,
+    ) -> Result<Metadata, serde_json::Error> {
+        let mut custom: serde_json::Map<String, serde_json::Value> =
+            if custom_json == "{}" { serde_json::Map::new() } else { serde_json::from_str(custom_json)? };
+        let command_id = custom.remove(COMMAND_ID_KEY).map(serde_json::from_value).transpose()?;
+        Ok(Metadata { causation_id, command_id, correlation_id, custom })
     }
 }
 

@@ -114,10 +114,70 @@ pub fn decode_event<E: Event>(event_type: &str, data: &str) -> Result<E, EventEr
     serde_json::from_str(&tagged).map_err(json_error)
 }
 
+/// Whether a stored event is of one of `E`'s types — a current type name, or an old
+/// one that [`Event::upcast`] rewrites — whether or not its data decodes. A consumer
+/// that must not pass over its own events (a process manager) tells an event it
+/// cannot read from one that is not for it with this.
+///
+/// ```
+/// #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// enum Ev { Opened { id: u32 }, Closed }
+/// impl rewind::Event for Ev {}
+///
+/// assert!(rewind::event::is_type_of::<Ev>("Opened", r#"{"garbled": true}"#));
+/// assert!(!rewind::event::is_type_of::<Ev>("SomethingElse", "{}"));
+/// ```
+pub fn is_type_of<E: Event>(event_type: &str, data: &str) -> bool {
+    type_names::<E>().contains(&event_type) || E::upcast(event_type, data).is_some()
+}
+
+/// The type names `E` declares: its variants' serde names. Empty for a type serde
+/// does not deserialize as an externally tagged enum.
+pub fn type_names<E: Event>() -> &'static [&'static str] {
+    let mut probe = VariantProbe(None);
+    let _ = E::deserialize(&mut probe);
+    probe.0.unwrap_or(&[])
+}
+
+/// A deserializer that answers nothing and remembers the variant names an enum asks
+/// for, so they come from serde's own derive rather than a list kept by hand.
+struct VariantProbe(Option<&'static [&'static str]>);
+
+impl<'de> serde::Deserializer<'de> for &mut VariantProbe {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("probing variant names"))
+    }
+
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        variants: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.0 = Some(variants);
+        Err(serde::de::Error::custom("probing variant names"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+        unit_struct newtype_struct seq tuple tuple_struct map struct identifier ignored_any
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde::Deserialize;
+
+    #[test]
+    fn knows_its_own_type_names_current_and_old() {
+        assert_eq!(type_names::<Ev>(), &["Opened", "Tuple", "Closed", "Renamed.V2"]);
+        assert!(is_type_of::<Ev>("Renamed.V2", "{}"));
+        assert!(is_type_of::<Ev>("Deposited", "{}"), "an old name that upcasts");
+        assert!(!is_type_of::<Ev>("Renamed", "{}"));
+    }
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     enum Ev {

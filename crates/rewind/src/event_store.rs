@@ -206,6 +206,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// The stream's current version ([`StreamVersion::NONE`] if it does not exist).
     fn stream_version(&self, stream_id: &str) -> impl Future<Output = Result<StreamVersion, StoreError>> + Send;
 
+    /// The event stored with this id, wherever it is (`None` if there is none). An
+    /// index probe: the aggregate runtime asks it to find a command's first outcome.
+    fn read_event(&self, event_id: Uuid) -> impl Future<Output = Result<Option<RecordedEvent>, StoreError>> + Send;
+
     /// The position of the last committed event that a reader may safely follow to.
     fn head_position(&self) -> impl Future<Output = Result<GlobalPosition, StoreError>> + Send;
 
@@ -273,6 +277,9 @@ impl<S: EventStore> EventStore for std::sync::Arc<S> {
     }
     fn stream_version(&self, stream_id: &str) -> impl Future<Output = Result<StreamVersion, StoreError>> + Send {
         S::stream_version(self, stream_id)
+    }
+    fn read_event(&self, event_id: Uuid) -> impl Future<Output = Result<Option<RecordedEvent>, StoreError>> + Send {
+        S::read_event(self, event_id)
     }
     fn head_position(&self) -> impl Future<Output = Result<GlobalPosition, StoreError>> + Send {
         S::head_position(self)

@@ -23,6 +23,7 @@ pub mod aggregate;
 mod aggregate_runtime;
 pub mod application;
 pub mod command;
+pub mod command_outcome;
 pub mod conformance;
 mod consistency;
 pub mod dispatch;

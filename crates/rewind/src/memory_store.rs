@@ -263,6 +263,11 @@ impl EventStore for MemoryStore {
         Ok(self.lock().version(stream_id))
     }
 
+    async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        let inner = self.lock();
+        Ok(inner.ids.get(&event_id).map(|&index| inner.all[index].clone()))
+    }
+
     async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
         Ok(GlobalPosition(self.lock().all.len() as u64))
     }

@@ -120,8 +120,10 @@ impl CommandFailure {
 
 /// A process manager. Pure like an aggregate: no I/O in any method.
 ///
-/// Events that do not decode as [`ProcessManager::Event`] are not for this manager
-/// and are passed over; narrow the subscription with a filter to skip reading them.
+/// Events of other types than [`ProcessManager::Event`]'s are not for this manager and
+/// are passed over (narrow the subscription with a filter to skip reading them); an
+/// event of one of its types that does not decode is a failure, handled by the
+/// subscription's error policy, never passed over.
 pub trait ProcessManager: Send + Sync + 'static {
     /// The events it understands.
     type Event: Event;
@@ -181,11 +183,23 @@ impl<P: ProcessManager> ProcessManagerConsumer<P> {
         ProcessManagerConsumer { name, manager, app, bookkeeping, saved: AtomicU64::new(0) }
     }
 
-    /// Groups the batch's events by instance, keeping their order.
-    fn route(&self, events: &[RecordedEvent]) -> Vec<(String, Vec<Routed<P::Event>>)> {
+    /// Groups the batch's events by instance, keeping their order, up to the first
+    /// event of the manager's own types that does not decode: that one is a failure
+    /// for the error policy (returned with its index), never passed over.
+    fn route(
+        &self,
+        events: &[RecordedEvent],
+    ) -> (Vec<(String, Vec<Routed<P::Event>>)>, Option<(usize, ConsumerError)>) {
         let mut groups: Vec<(String, Vec<Routed<P::Event>>)> = Vec::new();
         for (index, recorded) in events.iter().enumerate() {
-            let Ok(event) = recorded.decode::<P::Event>() else { continue };
+            let event = match recorded.decode::<P::Event>() {
+                Ok(event) => event,
+                Err(error) if crate::event::is_type_of::<P::Event>(&recorded.event_type, &recorded.data) => {
+                    return (groups, Some((index, Box::new(error))));
+                }
+                // Another aggregate's event: not for this manager.
+                Err(_) => continue,
+            };
             let interest = self.manager.interested(&event, recorded);
             let id = match &interest {
                 Interest::Start(id) | Interest::Continue(id) | Interest::ContinueExisting(id) | Interest::Stop(id) => {
@@ -199,7 +213,7 @@ impl<P: ProcessManager> ProcessManagerConsumer<P> {
                 None => groups.push((id, vec![routed])),
             }
         }
-        groups
+        (groups, None)
     }
 
     async fn run_instance(
@@ -328,13 +342,14 @@ impl<P: ProcessManager> Consumer for ProcessManagerConsumer<P> {
 
     async fn process(&self, events: Arc<[RecordedEvent]>) -> Result<(), BatchFailure> {
         let events = &events[..];
+        let (routed, unreadable) = self.route(events);
         let runs = futures_util::future::join_all(
-            self.route(events).into_iter().map(|(id, routed)| self.run_instance(id, routed, events)),
+            routed.into_iter().map(|(id, routed)| self.run_instance(id, routed, events)),
         )
         .await;
         // Events before the first failure are done everywhere; later ones that other
         // instances already handled are redelivered and deduplicated by command id.
-        let mut failure: Option<(usize, ConsumerError)> = None;
+        let mut failure: Option<(usize, ConsumerError)> = unreadable;
         for run in &runs {
             if let Some((index, error)) = &run.failure
                 && failure.as_ref().is_none_or(|(first, _)| index < first)

@@ -21,7 +21,7 @@ use std::sync::Arc;
 /// # #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)] struct Account;
 /// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)] enum Ev { A }
 /// # impl rewind::Event for Ev {}
-/// # #[derive(Debug, thiserror::Error)] #[error("e")] struct E;
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize, thiserror::Error)] #[error("e")] struct E;
 /// # impl rewind::Aggregate for Account {
 /// #     const NAME: &'static str = "account"; type Event = Ev; type Error = E;
 /// #     fn apply(&mut self, _: &Ev) {}
@@ -102,7 +102,7 @@ impl<A: Aggregate> AggregateConfig<A> {
 /// # #[derive(Debug, Default, Clone)] struct Account;
 /// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)] enum Ev { A }
 /// # impl rewind::Event for Ev {}
-/// # #[derive(Debug, thiserror::Error)] #[error("e")] struct E;
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize, thiserror::Error)] #[error("e")] struct E;
 /// # impl Aggregate for Account {
 /// #     const NAME: &'static str = "account"; type Event = Ev; type Error = E;
 /// #     fn apply(&mut self, _: &Ev) {}

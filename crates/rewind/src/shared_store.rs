@@ -12,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::watch;
+use uuid::Uuid;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -44,6 +45,8 @@ pub trait DynEventStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<RecordedEvent>, StoreError>>;
     #[doc(hidden)]
     fn dyn_stream_version<'a>(&'a self, stream_id: &'a str) -> BoxFuture<'a, Result<StreamVersion, StoreError>>;
+    #[doc(hidden)]
+    fn dyn_read_event(&self, event_id: Uuid) -> BoxFuture<'_, Result<Option<RecordedEvent>, StoreError>>;
     #[doc(hidden)]
     fn dyn_head_position(&self) -> BoxFuture<'_, Result<GlobalPosition, StoreError>>;
     #[doc(hidden)]
@@ -94,6 +97,9 @@ impl<S: EventStore> DynEventStore for S {
     }
     fn dyn_stream_version<'a>(&'a self, stream_id: &'a str) -> BoxFuture<'a, Result<StreamVersion, StoreError>> {
         Box::pin(self.stream_version(stream_id))
+    }
+    fn dyn_read_event(&self, event_id: Uuid) -> BoxFuture<'_, Result<Option<RecordedEvent>, StoreError>> {
+        Box::pin(self.read_event(event_id))
     }
     fn dyn_head_position(&self) -> BoxFuture<'_, Result<GlobalPosition, StoreError>> {
         Box::pin(self.head_position())
@@ -182,6 +188,10 @@ impl EventStore for SharedStore {
     }
     async fn stream_version(&self, stream_id: &str) -> Result<StreamVersion, StoreError> {
         self.0.dyn_stream_version(stream_id).await
+    }
+
+    async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        self.0.dyn_read_event(event_id).await
     }
     async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
         self.0.dyn_head_position().await

@@ -429,8 +429,8 @@ impl Runner {
                 }
             }
             let read = self.store.read_all(position.next(), self.options.batch_size, &self.options.filter).await;
-            let batch: Arc<[RecordedEvent]> = match read {
-                Ok(batch) => batch.into(),
+            let read: Vec<RecordedEvent> = match read {
+                Ok(read) => read,
                 Err(error) => {
                     tracing::warn!(subscription = %self.tracker.name, %error, "reading events failed");
                     if !self.pause(self.options.poll_interval).await {
@@ -439,13 +439,21 @@ impl Runner {
                     continue;
                 }
             };
-            if batch.is_empty() {
+            let Some(last_read) = read.last().map(|e| e.position) else {
                 if let Some(ended) = self.idle(&mut head, lease).await {
                     return ended;
                 }
                 continue;
+            };
+            let full = read.len() == self.options.batch_size;
+            // The framework's own records (command failures) are not the consumer's.
+            let batch: Arc<[RecordedEvent]> =
+                read.into_iter().filter(|e| !crate::command_outcome::is_system_stream(&e.stream_id)).collect();
+            if batch.is_empty() {
+                position = last_read;
+                self.tracker.advance(position);
+                continue;
             }
-            let full = batch.len() == self.options.batch_size;
             self.tracker.set(if full { SubscriptionState::CatchingUp } else { SubscriptionState::Live });
             let failure = self.consumer.process(batch.clone()).await.err();
             let done = failure.as_ref().map_or(batch.len(), |f| f.failed_at.min(batch.len()));
@@ -457,7 +465,11 @@ impl Runner {
                 }
                 attempts = 0;
             }
-            let Some(BatchFailure { error, .. }) = failure else { continue };
+            let Some(BatchFailure { error, .. }) = failure else {
+                position = position.max(last_read);
+                self.tracker.advance(position);
+                continue;
+            };
             let Some(event) = batch.get(done) else { continue };
             match self.decide(attempts) {
                 Decision::Retry(delay) => {

@@ -47,7 +47,7 @@ fn event(position: u64) -> RecordedEvent {
         position: GlobalPosition(position),
         event_type: "Happened".into(),
         data: r#"{"n":1}"#.into(),
-        metadata: Metadata { causation_id: Some(Uuid::new_v4()), correlation_id: None, custom: Default::default() },
+        metadata: Metadata { causation_id: Some(Uuid::new_v4()), ..Default::default() },
         created_at: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("valid time"),
     }
 }

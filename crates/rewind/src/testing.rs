@@ -15,7 +15,7 @@ use std::fmt::Debug;
 /// # #[derive(Debug)] struct Add(u64);
 /// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)] enum Ev { Added { by: u64 } }
 /// # impl rewind::Event for Ev {}
-/// # #[derive(Debug, PartialEq, thiserror::Error)] enum CounterError { #[error("overflow")] Overflow }
+/// # #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, thiserror::Error)] enum CounterError { #[error("overflow")] Overflow }
 /// # impl Aggregate for Counter {
 /// #     const NAME: &'static str = "counter"; type Event = Ev; type Error = CounterError;
 /// #     fn apply(&mut self, Ev::Added { by }: &Ev) { self.value += by }

@@ -228,7 +228,15 @@ async fn events_carry_causation_and_correlation() {
         .returning(Returning::Events);
     let done = app.dispatch_with(Open { id: "a".into(), initial_balance: 3 }, options).await.expect("open");
     let event = &done.events[0];
-    assert_eq!(event.metadata.causation_id, Some(done.command_id), "events are caused by their command");
+    assert_eq!(event.metadata.causation_id, Some(cause), "the given cause is recorded");
+    assert_eq!(event.metadata.command(), Some(done.command_id), "and the command that appended it");
+    let uncaused = app
+        .dispatch_with(Open { id: "b".into(), initial_balance: 3 }, DispatchOptions::new().returning(Returning::Events))
+        .await
+        .expect("open");
+    let event_b = &uncaused.events[0];
+    assert_eq!(event_b.metadata.causation_id, Some(uncaused.command_id), "a command nothing caused is the cause");
+    assert_eq!(event_b.metadata.command_id, None, "stored once");
     assert_eq!(event.metadata.correlation_id, Some(correlation));
     assert_eq!(event.metadata.custom["user"], "u-1");
     assert_eq!(
@@ -305,7 +313,10 @@ async fn a_lost_acknowledgement_reloads_instead_of_guessing() {
     open(&app, "a", 10).await;
     store.lose_next_ack.store(true, Ordering::SeqCst);
     let result = app.dispatch(Deposit { id: "a".into(), amount: 5 }).await;
-    assert!(matches!(result, Err(DispatchError::Store(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(DispatchError::OutcomeUnknown { .. })),
+        "an answer lost after the commit is unknown: {result:?}"
+    );
     // The event was written after all; the next command must see it.
     let done = app
         .dispatch_with(Deposit { id: "a".into(), amount: 1 }, DispatchOptions::new().returning(Returning::State))
@@ -503,4 +514,70 @@ async fn an_expected_version_guards_the_command() {
         GlobalPosition(2),
         "the refused command appended nothing"
     );
+}
+
+/// A repeat is answered from the log, not from the instance's memory: loaded from a
+/// snapshot, the instance remembers no command, and the withdrawal would now be
+/// refused (the money is gone), yet the repeat reports the first success.
+#[tokio::test]
+async fn a_repeat_gets_its_first_success_though_the_command_would_now_fail() {
+    let store = shared(MemoryStore::new());
+    let config = || AggregateConfig::new().snapshot_every(1, 1);
+    let app = app(store.clone(), config());
+    open(&app, "a", 10).await;
+    let id = uuid::Uuid::new_v4();
+    let withdraw = || Withdraw { id: "a".into(), amount: 10 };
+    let first = app.dispatch_with(withdraw(), DispatchOptions::new().command_id(id)).await.expect("first");
+    let fresh = crate::app(store.clone(), config());
+    let again =
+        fresh.dispatch_with(withdraw(), DispatchOptions::new().command_id(id)).await.expect("the first outcome");
+    assert!(again.duplicate);
+    assert_eq!(again.version, first.version);
+    assert_eq!(rebuild(store.as_ref(), "a").await.0.balance, 0);
+}
+
+/// A refused command with a caller-chosen id is refused again on its repeat, even
+/// once the aggregate would accept it; the refusal is kept in the log.
+#[tokio::test]
+async fn a_repeat_of_a_refused_command_gets_its_refusal_after_the_state_changed() {
+    let store = shared(MemoryStore::new());
+    let app = app(store.clone(), AggregateConfig::new());
+    open(&app, "a", 10).await;
+    let id = uuid::Uuid::new_v4();
+    let withdraw = || Withdraw { id: "a".into(), amount: 50 };
+    let first = app.dispatch_with(withdraw(), DispatchOptions::new().command_id(id)).await;
+    assert!(matches!(first, Err(DispatchError::Domain(AccountError::InsufficientFunds))), "{first:?}");
+    app.dispatch(Deposit { id: "a".into(), amount: 100 }).await.expect("deposit");
+    for restarted in [app.clone(), crate::app(store.clone(), AggregateConfig::new())] {
+        let again = restarted.dispatch_with(withdraw(), DispatchOptions::new().command_id(id)).await;
+        assert!(matches!(again, Err(DispatchError::Domain(AccountError::InsufficientFunds))), "{again:?}");
+    }
+    assert_eq!(rebuild(store.as_ref(), "a").await.0.balance, 110, "no money moved");
+    let failures = store.read_stream("$failed-a", StreamVersion(1), Direction::Forward, 10).await.expect("read");
+    assert_eq!(failures.len(), 1, "recorded once");
+    assert_eq!(failures[0].event_type, rewind::command_outcome::FAILURE_TYPE);
+    assert_eq!(failures[0].metadata.command(), Some(id));
+    // A refusal with a random id cannot be repeated, so it is not recorded.
+    let refused = app.dispatch(Withdraw { id: "a".into(), amount: 1_000 }).await;
+    assert!(matches!(refused, Err(DispatchError::Domain(AccountError::InsufficientFunds))));
+    let failures = store.read_stream("$failed-a", StreamVersion(1), Direction::Forward, 10).await.expect("read");
+    assert_eq!(failures.len(), 1);
+}
+
+/// A refusal is recorded only for the state it was decided on: when the stream moved
+/// meanwhile (another process), the command is decided again on the new state.
+#[tokio::test]
+async fn a_refusal_decided_on_a_stale_state_is_decided_again() {
+    let store = shared(MemoryStore::new());
+    let stale = app(store.clone(), AggregateConfig::new());
+    open(&stale, "a", 10).await;
+    // Another process deposits; `stale` still holds the instance at version 1.
+    let other = crate::app(store.clone(), AggregateConfig::new());
+    other.dispatch(Deposit { id: "a".into(), amount: 100 }).await.expect("deposit");
+    let id = uuid::Uuid::new_v4();
+    let done =
+        stale.dispatch_with(Withdraw { id: "a".into(), amount: 50 }, DispatchOptions::new().command_id(id)).await;
+    assert!(done.is_ok(), "decided again on the current state: {done:?}");
+    assert!(store.read_stream("$failed-a", StreamVersion(1), Direction::Forward, 10).await.expect("read").is_empty());
+    assert_eq!(rebuild(store.as_ref(), "a").await.0.balance, 60);
 }

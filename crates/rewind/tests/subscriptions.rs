@@ -554,3 +554,28 @@ async fn a_process_manager_writes_its_checkpoint_lazily_for_events_it_ignores() 
     assert!(head(&app).await.0 - saved.0 < 1_000, "the stored checkpoint lags by less than 1,000 events");
     subs.shutdown().await;
 }
+
+/// An event of a type the manager handles that does not decode is a failure for the
+/// error policy (here: a dead letter), never passed over as if it were not for it.
+#[tokio::test]
+async fn a_process_manager_does_not_pass_over_an_unreadable_event_of_its_own_type() {
+    let app =
+        Application::builder(MemoryStore::new()).router(router(AggregateConfig::new()).command::<Refund>()).build();
+    let store = bookkeeping();
+    open(&app, "src", 1).await;
+    let garbled = rewind::NewEvent {
+        event_id: uuid::Uuid::new_v4(),
+        event_type: "Deposited".into(),
+        data: r#"{"garbled": true}"#.into(),
+        metadata: Default::default(),
+    };
+    let written = app.store().append("src-old", rewind::ExpectedVersion::Any, vec![garbled]).await.expect("append");
+    let subs = Subscriptions::builder(&app, store.clone())
+        .process_manager("sweeper", Sweeper, SubscriptionOptions::new().on_error(ErrorPolicy::Skip))
+        .start()
+        .expect("start");
+    subs.wait_for("sweeper", written.last_position).await.expect("wait");
+    let letters = store.dead_letters(Some("sweeper")).await.expect("dead letters");
+    assert_eq!(letters.iter().map(|l| l.event.position).collect::<Vec<_>>(), vec![written.last_position]);
+    subs.shutdown().await;
+}

@@ -9,8 +9,9 @@ use rewind::{Aggregate, Execute};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Domain errors, with the messages the HTTP API answers.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Domain errors, with the messages the HTTP API answers. Serializable, because a
+/// refusal is recorded in the log for the command's repeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum AccountError {
     /// No such account.
     #[error("account not found")]

@@ -2,8 +2,11 @@
 //!
 //! Domain and validation errors are 422 with `{"errors": {"message": …}}` (plus
 //! per-field details), an unknown account is 404 `{"errors": {"detail": "Not Found"}}`,
-//! malformed input is 400 or 422, a stale `If-Match` is 412, and anything
-//! unexpected is a 500 whose details go to the log, not to the client.
+//! malformed input is 400 or 422, a stale `If-Match` is 412, a store that is away is
+//! 503, a write whose outcome the store could not tell is 503 saying exactly that
+//! (`{"errors": {"message": …, "outcome": "unknown"}}`: retry with the same
+//! Idempotency-Key, which finds the first outcome), and anything unexpected is a 500
+//! whose details go to the log, not to the client.
 
 use crate::domain::AccountError;
 use axum::Json;
@@ -39,9 +42,12 @@ pub enum ApiError {
     /// 401: missing or wrong bearer token.
     #[error("unauthorized")]
     Unauthorized,
-    /// 503: committed, but the read model has not caught up; or timed out.
+    /// 503: committed, but the read model has not caught up; or the store is away.
     #[error("{0}")]
     Unavailable(String),
+    /// 503: the write may or may not have happened.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     /// Any other refusal of the request itself (413 for a body over the limit, 415, …).
     #[error("{1}")]
     Http(StatusCode, String),
@@ -59,7 +65,7 @@ impl ApiError {
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::Conflict => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Http(status, _) => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -82,6 +88,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(%detail, "internal error");
                 json!({"errors": {"message": "internal server error"}})
             }
+            ApiError::OutcomeUnknown(message) => json!({"errors": {"message": message, "outcome": "unknown"}}),
             other => json!({"errors": {"message": other.to_string()}}),
         };
         (self.status(), Json(body)).into_response()
@@ -100,7 +107,18 @@ impl From<DispatchError<AccountError>> for ApiError {
             DispatchError::ConsistencyTimeout { .. } => {
                 ApiError::Unavailable("committed; the read model has not caught up yet".into())
             }
-            DispatchError::Timeout(_) => ApiError::Unavailable("timed out; retry with the same Idempotency-Key".into()),
+            DispatchError::Timeout(_) | DispatchError::OutcomeUnknown { .. } => {
+                tracing::warn!(error = %rewind::subscription::describe(&error), "outcome unknown");
+                ApiError::OutcomeUnknown(
+                    "the outcome is unknown: the request may or may not have taken effect; \
+                     retry it with the same Idempotency-Key"
+                        .into(),
+                )
+            }
+            DispatchError::Store(rewind::StoreError::Backend(_) | rewind::StoreError::Closed) => {
+                tracing::warn!(error = %rewind::subscription::describe(&error), "store unavailable");
+                ApiError::Unavailable("the store is unavailable; nothing was changed, retry later".into())
+            }
             other => ApiError::Internal(rewind::subscription::describe(&other)),
         }
     }

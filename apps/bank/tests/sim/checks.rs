@@ -54,9 +54,21 @@ pub fn check_books(events: &[RecordedEvent], settled: bool) -> Vec<String> {
                     Some(t) => transfers.entry(*t).or_default().deposited += 1,
                     None => external += *deposit_amount as i128,
                 }
-                step(&mut balances, &mut violations, recorded, *account_uuid, *deposit_amount as i128, *new_current_balance);
+                step(
+                    &mut balances,
+                    &mut violations,
+                    recorded,
+                    *account_uuid,
+                    *deposit_amount as i128,
+                    *new_current_balance,
+                );
             }
-            AccountEvent::WithdrawnFromAccount { account_uuid, withdraw_amount, new_current_balance, transfer_uuid } => {
+            AccountEvent::WithdrawnFromAccount {
+                account_uuid,
+                withdraw_amount,
+                new_current_balance,
+                transfer_uuid,
+            } => {
                 match transfer_uuid {
                     Some(t) => transfers.entry(*t).or_default().withdrawn += 1,
                     None => external -= *withdraw_amount as i128,
@@ -64,14 +76,18 @@ pub fn check_books(events: &[RecordedEvent], settled: bool) -> Vec<String> {
                 let delta = -(*withdraw_amount as i128);
                 step(&mut balances, &mut violations, recorded, *account_uuid, delta, *new_current_balance);
             }
-            AccountEvent::MoneyTransferRefunded { transfer_uuid, account_uuid, amount, new_current_balance, .. } => {
+            AccountEvent::MoneyTransferRefunded {
+                transfer_uuid, account_uuid, amount, new_current_balance, ..
+            } => {
                 transfers.entry(*transfer_uuid).or_default().refunded += 1;
                 step(&mut balances, &mut violations, recorded, *account_uuid, *amount as i128, *new_current_balance);
             }
             AccountEvent::MoneyTransferRequested { transfer_uuid, .. } => {
                 transfers.entry(*transfer_uuid).or_default().requested += 1
             }
-            AccountEvent::MoneyTransferFailed { transfer_uuid, .. } => transfers.entry(*transfer_uuid).or_default().failed += 1,
+            AccountEvent::MoneyTransferFailed { transfer_uuid, .. } => {
+                transfers.entry(*transfer_uuid).or_default().failed += 1
+            }
             AccountEvent::AccountClosed { .. } => {}
         }
     }
@@ -173,6 +189,8 @@ pub fn dump(model: &SqliteReadModel) -> BTreeMap<&'static str, Vec<String>> {
 
 /// The tables a fresh projection of `events` writes.
 pub async fn fresh(events: &[RecordedEvent]) -> BTreeMap<&'static str, Vec<String>> {
+    let events: Vec<RecordedEvent> =
+        events.iter().filter(|e| !rewind::command_outcome::is_system_stream(&e.stream_id)).cloned().collect();
     let dir = crate::sim::world::scratch();
     let model = SqliteReadModel::open(dir.path().join("fresh.db")).await.expect("fresh model");
     let accounts = SqliteProjector::new(PROJECTOR, SqliteBankProjection, &model).await.expect("projector");
@@ -198,7 +216,11 @@ pub async fn fresh(events: &[RecordedEvent]) -> BTreeMap<&'static str, Vec<Strin
 }
 
 /// Differences between two sets of tables, as violations.
-pub fn compare(what: &str, live: &BTreeMap<&'static str, Vec<String>>, fresh: &BTreeMap<&'static str, Vec<String>>) -> Vec<String> {
+pub fn compare(
+    what: &str,
+    live: &BTreeMap<&'static str, Vec<String>>,
+    fresh: &BTreeMap<&'static str, Vec<String>>,
+) -> Vec<String> {
     let mut violations = Vec::new();
     for table in TABLES {
         let (a, b) = (&live[table], &fresh[table]);

@@ -181,6 +181,10 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
         self.read("stream_version", self.inner.stream_version(stream_id)).await
     }
 
+    async fn read_event(&self, event_id: uuid::Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        self.read("read_event", self.inner.read_event(event_id)).await
+    }
+
     async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
         self.read("head_position", self.inner.head_position()).await
     }

@@ -1,9 +1,9 @@
 //! One seed, step by step: what happens, and the checks after it.
 
-use crate::sim::faults::Outage;
 use crate::sim::checks::{all_events, check_acknowledged, check_books, compare, dump, fresh};
+use crate::sim::faults::Outage;
 use crate::sim::workload::Users;
-use crate::sim::world::{Backend, Shape, World};
+use crate::sim::world::{Backend, Delivered, Shape, World};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rewind::{ConsumerKind, ErrorPolicy, EventStore, ExpectedVersion, GlobalPosition, Metadata, NewEvent};
@@ -150,6 +150,14 @@ impl Sim {
     async fn deliver(&mut self, index: usize, batch: usize) {
         let faults = self.world.faults.clone();
         let delivered = self.world.live().deliver(index, batch, &faults).await;
+        self.judge_delivery(index, delivered);
+    }
+
+    /// Only deterministic failures may take the error policy.
+    fn judge_delivery(&mut self, index: usize, delivered: Delivered) {
+        if let Some(why) = delivered.dead_lettered_by_fault {
+            self.note(vec![format!("a transient fault took the dead-letter policy: {why}")]);
+        }
         if delivered.stopped_by_fault == Some(true) {
             let sub = &self.world.live().subs[index];
             let why = sub.stopped.clone().unwrap_or_default();
@@ -227,7 +235,7 @@ impl Sim {
         let live = self.world.live.as_mut().expect("running");
         let answers = if self.world.shape.backend == Backend::Memory {
             let sends = futures_util::future::join_all(commands.iter().map(|(id, c)| c.send(&app, *id)));
-            tokio::join!(sends, live.deliver(1, 20, &faults)).0
+            tokio::join!(sends, live.deliver(1, 20, &faults))
         } else {
             // The SQLite writer is a thread: concurrent work would finish in an order
             // that thread timing decides, and the seed would not replay exactly.
@@ -235,9 +243,11 @@ impl Sim {
             for (id, command) in &commands {
                 answers.push(command.send(&app, *id).await);
             }
-            live.deliver(1, 20, &faults).await;
-            answers
+            let delivered = live.deliver(1, 20, &faults).await;
+            (answers, delivered)
         };
+        let (answers, delivered) = answers;
+        self.judge_delivery(1, delivered);
         for ((id, command), answer) in commands.into_iter().zip(answers) {
             if let Some(id) = id {
                 self.users.sent.push((id, command));
@@ -282,13 +292,7 @@ impl Sim {
             return;
         }
         let until = self.world.rng.random_range(1..=events.len());
-        let (shape, _) = shape(self.world.rng.random());
-        let copy_shape = Shape {
-            backend: Backend::Memory,
-            projector_policy: ErrorPolicy::Skip,
-            projector_bug_rate: 0.0,
-            ..shape
-        };
+        let copy_shape = Shape { backend: Backend::Memory, projector_bug_rate: 0.0, ..self.world.shape.clone() };
         let mut copy = World::new(self.world.rng.random(), copy_shape).await;
         let memory = copy.durable.memory.clone().expect("memory copy");
         if let Err(error) = memory.import(events[..until].to_vec()).await {
@@ -316,11 +320,17 @@ async fn settle(world: &mut World) -> Vec<String> {
         for index in 0..3 {
             moved += world.live().deliver(index, 500, &faults).await.done;
         }
-        if moved == 0 {
+        let retrying = world.live().subs.iter().any(|s| s.attempts > 0 && s.stopped.is_none());
+        if moved == 0 && !retrying {
             break;
         }
     }
     let live = world.live();
+    for letter in live.bookkeeping.dead_letters(None).await.unwrap_or_default() {
+        if std::env::var("REWIND_SIM_DEBUG").is_ok() {
+            eprintln!("dead letter of {} at {}: {}", letter.subscription, letter.event.position, letter.error);
+        }
+    }
     for sub in &live.subs {
         if let Some(why) = &sub.stopped {
             violations.push(format!("subscription {} is stopped after settling: {why}", sub.name));

@@ -23,7 +23,11 @@ pub enum UserCommand {
 /// How a dispatch ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    Done { version: StreamVersion, position: Option<GlobalPosition>, duplicate: bool },
+    Done {
+        version: StreamVersion,
+        position: Option<GlobalPosition>,
+        duplicate: bool,
+    },
     Refused(AccountError),
     /// Rejected before the aggregate (validation, destination check): not an outcome.
     Rejected,

@@ -7,20 +7,21 @@
 //! covers inline) like the framework's runner, applies the subscription's error
 //! policy, and can hand a consumer events again at any point (redelivery).
 
-use crate::sim::faults::{FaultyStore, Faults};
+use crate::sim::faults::{Faults, FaultyStore};
 use bank::app::router_with;
 use bank::destination_check::DestinationCheck;
 use bank::domain::{Account, TransferProcess};
+use bank::read_model::PROJECTOR;
 use bank::read_model::sqlite::{SqliteBankProjection, SqliteQueries};
 use bank::read_model::statements::{STATEMENTS, SqliteStatements};
-use bank::read_model::PROJECTOR;
 use bank::service::TRANSFER_PROCESS;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rewind::command_outcome::is_system_stream;
 use rewind::{
     AggregateConfig, Application, BatchFailure, Consumer, ConsumerError, ConsumerKind, DeadLetter, ErrorPolicy,
-    EventFilter, EventStore, GlobalPosition, LoggingMiddleware, MemoryStore, MemorySubscriptionStore, RecordedEvent, SharedStore,
-    SubscriptionOptions, SubscriptionStore, Subscriptions, ValidationMiddleware,
+    EventFilter, EventStore, GlobalPosition, LoggingMiddleware, MemoryStore, MemorySubscriptionStore, RecordedEvent,
+    SharedStore, SubscriptionOptions, SubscriptionStore, Subscriptions, ValidationMiddleware,
 };
 use rewind_sqlite::{SqliteProjection, SqliteProjector, SqliteReadModel, SqliteStore};
 use rusqlite::Connection;
@@ -194,7 +195,12 @@ impl World {
         self.live = Some(Live { app, model, bookkeeping, subs, _sqlite: sqlite });
     }
 
-    async fn consumers(&self, app: &Application, model: &SqliteReadModel, bookkeeping: Arc<dyn SubscriptionStore>) -> Vec<Sub> {
+    async fn consumers(
+        &self,
+        app: &Application,
+        model: &SqliteReadModel,
+        bookkeeping: Arc<dyn SubscriptionStore>,
+    ) -> Vec<Sub> {
         let flaky = |inner| Flaky {
             inner,
             rng: self.bug_rng.clone(),
@@ -202,12 +208,16 @@ impl World {
             enabled: self.bugs.clone(),
         };
         let accounts = SqliteProjector::new(PROJECTOR, flaky(SqliteBankProjection), model).await.expect("projector");
-        let statements = SqliteProjector::new(STATEMENTS, Flaky {
-            inner: SqliteStatements,
-            rng: self.bug_rng.clone(),
-            rate: self.shape.projector_bug_rate,
-            enabled: self.bugs.clone(),
-        }, model)
+        let statements = SqliteProjector::new(
+            STATEMENTS,
+            Flaky {
+                inner: SqliteStatements,
+                rng: self.bug_rng.clone(),
+                rate: self.shape.projector_bug_rate,
+                enabled: self.bugs.clone(),
+            },
+            model,
+        )
         .await
         .expect("projector");
         let (accounts, statements): (Arc<dyn Consumer>, Arc<dyn Consumer>) = if model.is_sharing() {
@@ -252,6 +262,8 @@ pub struct Delivered {
     pub done: usize,
     /// The subscription stopped, and whether an injected fault caused the failure.
     pub stopped_by_fault: Option<bool>,
+    /// An event went to the dead letters because of an injected fault.
+    pub dead_lettered_by_fault: Option<String>,
 }
 
 impl Live {
@@ -271,16 +283,17 @@ impl Live {
             position = covered;
         }
         // A failed read is retried by the runner at its poll interval: not a failure.
-        let Ok(events) = store.read_all(position.next(), batch, &EventFilter::all()).await else {
+        let Ok(read) = store.read_all(position.next(), batch, &EventFilter::all()).await else {
             return Delivered::default();
         };
+        // As the runner does: the framework's own records are not the consumer's.
+        let events: Arc<[RecordedEvent]> = read.into_iter().filter(|e| !is_system_stream(&e.stream_id)).collect();
         if events.is_empty() {
             return Delivered::default();
         }
-        let events: Arc<[RecordedEvent]> = events.into();
         let Err(BatchFailure { failed_at, error }) = sub.consumer.process(events.clone()).await else {
             sub.attempts = 0;
-            return Delivered { done: events.len(), stopped_by_fault: None };
+            return Delivered { done: events.len(), ..Default::default() };
         };
         if failed_at > 0 {
             sub.attempts = 0;
@@ -299,23 +312,28 @@ impl Live {
                 if bookkeeping.add_dead_letter(letter).await.is_ok() && sub.consumer.skip(event).await.is_ok() {
                     sub.attempts = 0;
                 }
+                if caused_by_fault {
+                    let why = format!("{} dead-lettered event {}: {error}", sub.name, event.position);
+                    return Delivered { done: failed_at, dead_lettered_by_fault: Some(why), ..Default::default() };
+                }
             }
             Decision::Stop => {
                 sub.stopped = Some(format!("stopped at {}: {error}", event.position));
-                return Delivered { done: failed_at, stopped_by_fault: Some(caused_by_fault) };
+                return Delivered { done: failed_at, stopped_by_fault: Some(caused_by_fault), ..Default::default() };
             }
         }
-        Delivered { done: failed_at, stopped_by_fault: None }
+        Delivered { done: failed_at, ..Default::default() }
     }
 
     /// Hands subscription `index` the events from `from` again (a redelivery: a
     /// runner that restarted from an older position, or a second runner).
     pub async fn redeliver(&mut self, index: usize, from: GlobalPosition, batch: usize) {
-        let Ok(events) = self.app.store().read_all(from, batch, &EventFilter::all()).await else { return };
+        let Ok(read) = self.app.store().read_all(from, batch, &EventFilter::all()).await else { return };
+        let events: Arc<[RecordedEvent]> = read.into_iter().filter(|e| !is_system_stream(&e.stream_id)).collect();
         if events.is_empty() {
             return;
         }
-        let _ = self.subs[index].consumer.process(events.into()).await;
+        let _ = self.subs[index].consumer.process(events).await;
     }
 }
 

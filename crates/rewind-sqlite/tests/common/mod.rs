@@ -67,6 +67,9 @@ impl EventStore for TempStore {
     async fn stream_version(&self, stream_id: &str) -> Result<StreamVersion, StoreError> {
         self.store.stream_version(stream_id).await
     }
+    async fn read_event(&self, event_id: uuid::Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        self.store.read_event(event_id).await
+    }
 
     async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
         self.store.head_position().await

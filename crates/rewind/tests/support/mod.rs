@@ -37,7 +37,7 @@ impl rewind::Event for AccountEvent {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 pub enum AccountError {
     #[error("account already opened")]
     AlreadyOpened,
@@ -249,6 +249,9 @@ impl EventStore for FaultyStore {
     }
     async fn stream_version(&self, stream_id: &str) -> Result<StreamVersion, StoreError> {
         self.inner.stream_version(stream_id).await
+    }
+    async fn read_event(&self, event_id: uuid::Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        self.inner.read_event(event_id).await
     }
     async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
         self.inner.head_position().await
