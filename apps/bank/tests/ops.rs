@@ -456,3 +456,50 @@ async fn a_new_projection_catches_up_on_old_events_while_the_bank_serves() {
         bank.shutdown().await;
     }
 }
+
+/// The issue-14 report, as a user ran it: a settled transfer, then enough deposits
+/// into the destination that no cache remembers the transfer's deposit, then the
+/// destination closed. Served from a replayed copy, the transfer process starts
+/// from the origin; it must find every step already done (in the log, not in a
+/// cache) and move no money: no refund of the completed transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_copy_finishes_nothing_that_was_finished() {
+    let dir = tempfile::tempdir().expect("dir");
+    for database in databases(dir.path()) {
+        let db: Database = database.parse().expect("db");
+        let bank = Bank::start(&db, Vec::new()).await.expect("start");
+        let a = open(&bank.app, 1_000).await;
+        let b = open(&bank.app, 100).await;
+        let transfer = TransferBetweenAccounts {
+            account_uuid: a,
+            transfer_uuid: Uuid::new_v4(),
+            transfer_amount: 250,
+            destination_account_uuid: b,
+        };
+        bank.app.dispatch(transfer).await.expect("transfer");
+        settle(&bank).await;
+        settle(&bank).await;
+        for _ in 0..40 {
+            deposit(&bank.app, b, 2).await;
+        }
+        bank.app.dispatch(CloseAccount { account_uuid: b }).await.expect("close");
+        settle(&bank).await;
+        bank.shutdown().await;
+        drop(bank);
+
+        let copy = sibling(&database, dir.path(), "copy");
+        ok(&["replay", "--database", &database, "--position", "1000000", "--into", &copy]);
+        let copy_db: Database = copy.parse().expect("copy");
+        let served = Bank::start(&copy_db, Vec::new()).await.expect("serve the copy");
+        let copied = served.head().await.expect("head");
+        settle(&served).await;
+        settle(&served).await;
+        let balance = |id: Uuid| {
+            let app = served.app.clone();
+            async move { app.aggregate_state::<Account>(&id.to_string()).await.expect("state").0.balance }
+        };
+        assert_eq!((balance(a).await, balance(b).await), (750, 430), "the copy keeps the books ({database})");
+        assert_eq!(served.head().await.expect("head"), copied, "the copy's transfer process appended nothing");
+        served.shutdown().await;
+    }
+}

@@ -7,8 +7,10 @@
 //! over the copy. Event handlers are marked done up to the copy's head, so serving
 //! the copy never repeats a side effect (no email is sent twice). Process managers
 //! keep no checkpoint in the copy: when it is served they resume from the origin,
-//! and because their commands are idempotent (a command id already in a stream is
-//! not run again) only the work left unfinished at that moment is done.
+//! and because every command's first outcome is in the copied log
+//! ([`rewind::command_outcome`]: its events or its recorded refusal), their repeated
+//! commands are answered as they were then, and only the work left unfinished at that
+//! moment is done.
 
 use crate::app::RewindApp;
 use crate::backend::Backend;
