@@ -129,3 +129,37 @@ impl From<rewind::StoreError> for ApiError {
         ApiError::Internal(rewind::subscription::describe(&error))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(error: DispatchError<AccountError>) -> (StatusCode, serde_json::Value) {
+        let response = ApiError::from(error).into_response();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+        (status, serde_json::from_slice(&body).expect("json"))
+    }
+
+    fn lost() -> rewind::StoreError {
+        rewind::StoreError::backend(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection lost"))
+    }
+
+    #[tokio::test]
+    async fn an_unknown_outcome_is_a_503_that_says_so() {
+        let (status, body) =
+            answer(DispatchError::OutcomeUnknown { command_id: uuid::Uuid::nil(), source: lost() }).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["errors"]["outcome"], "unknown");
+        assert!(body["errors"]["message"].as_str().expect("message").contains("same Idempotency-Key"), "{body}");
+        let (status, body) = answer(DispatchError::Timeout(std::time::Duration::from_secs(1))).await;
+        assert_eq!((status, &body["errors"]["outcome"]), (StatusCode::SERVICE_UNAVAILABLE, &"unknown".into()));
+    }
+
+    #[tokio::test]
+    async fn a_store_that_is_away_is_a_503_that_changed_nothing() {
+        let (status, body) = answer(DispatchError::Store(lost())).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body["errors"].get("outcome").is_none(), "{body}");
+    }
+}
