@@ -60,7 +60,8 @@ macro_rules! event_store_conformance {
             import_keeps_every_envelope_field,
             import_must_continue_the_store,
             read_event_finds_an_event_by_id,
-            empty_append_in_a_batch_guards_the_others
+            empty_append_in_a_batch_guards_the_others,
+            command_outcomes_outlive_the_process
         );
     };
     (@tests $make_store:path; $($name:ident),* $(,)?) => {
@@ -772,4 +773,79 @@ pub async fn import_must_continue_the_store<S: EventStore>(store: Arc<S>) {
     assert_eq!(store.head_position().await.expect("head"), GlobalPosition(2));
     moved[1].stream_version = StreamVersion(3);
     assert_eq!(store.import(moved).await.expect("continues"), GlobalPosition(4));
+}
+
+/// A tiny aggregate for the command-outcome check: a purse that refuses to go below 0.
+mod purse {
+    use crate::{Aggregate, Command, Execute};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Default, Clone, Serialize, Deserialize)]
+    pub struct Purse(pub i64);
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub enum PurseEvent {
+        Moved { by: i64 },
+    }
+    impl crate::Event for PurseEvent {}
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+    pub enum PurseError {
+        #[error("not enough: {have}")]
+        NotEnough { have: i64 },
+    }
+
+    impl Aggregate for Purse {
+        const NAME: &'static str = "purse";
+        type Event = PurseEvent;
+        type Error = PurseError;
+        fn apply(&mut self, PurseEvent::Moved { by }: &PurseEvent) {
+            self.0 += by;
+        }
+    }
+
+    #[derive(Debug)]
+    pub struct Move(pub i64);
+    impl Command for Move {
+        type Aggregate = Purse;
+        fn aggregate_id(&self) -> String {
+            "p".into()
+        }
+    }
+    impl Execute<Move> for Purse {
+        fn execute(&self, Move(by): &Move) -> Result<Vec<PurseEvent>, PurseError> {
+            if self.0 + by < 0 {
+                return Err(PurseError::NotEnough { have: self.0 });
+            }
+            Ok(vec![PurseEvent::Moved { by: *by }])
+        }
+    }
+}
+
+/// A command's first outcome is kept by the store: a second application on the same
+/// store (another process, or this one restarted, its cache and snapshots no help)
+/// answers a repeated command id with the first success or the first typed refusal.
+pub async fn command_outcomes_outlive_the_process<S: EventStore>(store: Arc<S>) {
+    use crate::{AggregateConfig, Application, DispatchError, DispatchOptions, Router};
+    use purse::{Move, Purse, PurseError};
+    let app = || {
+        let config = AggregateConfig::<Purse>::new().identity_prefix("purse-").snapshot_every(1, 1);
+        Application::builder(store.clone()).router(Router::new().aggregate(config).command::<Move>()).build()
+    };
+    let (first, second) = (app(), app());
+    let with = |id: Uuid| DispatchOptions::new().command_id(id);
+    let (paid, refused) = (Uuid::new_v4(), Uuid::new_v4());
+    let done = first.dispatch_with(Move(10), with(paid)).await.expect("pay in");
+    match first.dispatch_with(Move(-50), with(refused)).await {
+        Err(DispatchError::Domain(PurseError::NotEnough { have: 10 })) => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    first.dispatch(Move(100)).await.expect("more money");
+    let again = second.dispatch_with(Move(10), with(paid)).await.expect("repeat of a success");
+    assert!(again.duplicate && again.version == done.version, "{again:?}");
+    match second.dispatch_with(Move(-50), with(refused)).await {
+        Err(DispatchError::Domain(PurseError::NotEnough { have: 10 })) => {}
+        other => panic!("a repeat of a refusal is refused as it was first: {other:?}"),
+    }
+    assert_eq!(store.stream_version("purse-p").await.expect("version"), StreamVersion(2), "nothing appended");
 }
