@@ -59,6 +59,7 @@ pub struct SqliteProjector<P> {
     projection: Arc<P>,
     model: SqliteReadModel,
     /// The last position written inline and durable (0: none), see [`SqliteProjector::inline`].
+    /// Invariant: the tables hold every event up to it; so a reset sets it to 0.
     covered: Arc<AtomicU64>,
 }
 
@@ -243,16 +244,31 @@ impl<P: SqliteProjection> Consumer for SqliteProjector<P> {
         }
     }
 
+    /// Empties the tables, deletes the checkpoint and forgets what was written
+    /// inline, so the next run starts from the origin. On error the reset may or may
+    /// not have committed; `covered` is forgotten either way (a lower `covered` only
+    /// costs a read).
     async fn reset(&self) -> Result<(), ConsumerError> {
         let (name, projection) = (self.name.clone(), self.projection.clone());
-        self.model
+        let reset = self
+            .model
             .transaction(move |conn| {
                 projection.reset(conn).map_err(StoreError::backend)?;
                 conn.prepare_cached("DELETE FROM rewind_projections WHERE name = ?1")
                     .and_then(|mut s| s.execute([&*name]))
                     .map_err(StoreError::backend)
             })
-            .await?;
+            .await;
+        // After the transaction is answered, not inside it: groups committed before
+        // the reset publish their inline progress before the reset's own answer (the
+        // writer and syncer answer groups in commit order), so nothing older can
+        // raise `covered` again. A group committed after the reset is projected
+        // inline only if the checkpoint sits right before it, which without a
+        // checkpoint means the store was empty: its `covered` is true of the tables.
+        // Left as it was, the subscription would start at `covered` and the rebuilt
+        // tables would miss the history (issue 14).
+        self.covered.store(0, Ordering::Release);
+        reset?;
         Ok(())
     }
 }
