@@ -9,13 +9,15 @@
 //!
 //! A failing event is isolated: the batch is rolled back, the events before the
 //! failing one are applied and checkpointed again in a fresh transaction, and the
-//! failure goes to the subscription's error policy.
+//! failure goes to the subscription's error policy. A dead letter is never applied
+//! alone, out of order: rebuilding the projector replays it (`rewind::dead_letters`).
 
 use crate::inline::InlineProjection;
 use crate::read_model::SqliteReadModel;
 use async_trait::async_trait;
 use rewind::{
     BatchFailure, Consumer, ConsumerError, ConsumerKind, EventFilter, GlobalPosition, RecordedEvent, StoreError,
+    SubscriptionError,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::Arc;
@@ -231,17 +233,10 @@ impl<P: SqliteProjection> Consumer for SqliteProjector<P> {
         Ok(())
     }
 
-    async fn replay(&self, event: &RecordedEvent) -> Result<(), ConsumerError> {
-        let (projection, event) = (self.projection.clone(), event.clone());
-        let outcome: Result<(), Rollback> = self
-            .model
-            .transaction(move |conn| projection.project(conn, &event).map_err(|e| Rollback::Event(0, e)))
-            .await;
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(Rollback::Event(_, error)) => Err(error),
-            Err(Rollback::Store(error)) => Err(Box::new(error)),
-        }
+    /// Refused: one event applied after newer ones would leave the tables unlike a
+    /// fresh projection's; a rebuild replays a dead letter in order (`rewind::dead_letters`).
+    async fn replay(&self, _: &RecordedEvent) -> Result<(), ConsumerError> {
+        Err(Box::new(SubscriptionError::ReplayByRebuild(self.name.to_string())))
     }
 
     /// Empties the tables, deletes the checkpoint and forgets what was written
