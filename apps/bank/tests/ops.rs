@@ -587,7 +587,7 @@ async fn a_new_projection_catches_up_on_old_events_while_the_bank_serves() {
             let expected = 100 + i as i64 + 15;
             assert_eq!(
                 (statements[0].credits, statements[0].closing_balance, statements[0].transactions),
-                (expected, expected, 6)
+                (Some(expected), expected, 6)
             );
         }
         bank.shutdown().await;

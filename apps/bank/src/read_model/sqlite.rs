@@ -1,4 +1,7 @@
 //! The read model on SQLite: [`Change`]s as SQLite statements, views as queries.
+//!
+//! Every table is `STRICT`, so a value of the wrong type is refused rather than
+//! stored.
 
 use super::{AccountView, Change, Queries, Table, TransactionView, TransferView, changes};
 use async_trait::async_trait;
