@@ -593,3 +593,59 @@ async fn a_new_projection_catches_up_on_old_events_while_the_bank_serves() {
         bank.shutdown().await;
     }
 }
+
+/// Whether each read-model table of the SQLite file at `path` is STRICT.
+fn strict_tables(path: &std::path::Path) -> Vec<(String, bool)> {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    let mut statement = conn
+        .prepare(
+            "SELECT name, strict FROM pragma_table_list WHERE schema = 'main' AND name IN
+             ('accounts', 'account_transactions', 'transfers', 'monthly_statements') ORDER BY name",
+        )
+        .expect("prepare");
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).expect("query");
+    rows.collect::<Result<_, _>>().expect("rows")
+}
+
+/// A file written before the read-model tables were STRICT: the tables as they were
+/// made then, with their rows, and a REAL where an overflowing total left one.
+fn make_tables_lax(path: &std::path::Path) {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    let names = ["accounts", "account_transactions", "transfers", "monthly_statements"];
+    let lax =
+        [include_str!("../src/read_model/sqlite_tables.sql"), include_str!("../src/read_model/statements_sqlite.sql")]
+            .concat()
+            .replace(") STRICT;", ");");
+    for name in names {
+        conn.execute_batch(&format!("ALTER TABLE {name} RENAME TO strict_{name}")).expect("rename");
+    }
+    conn.execute_batch(&lax).expect("lax tables");
+    for name in names {
+        conn.execute_batch(&format!("INSERT INTO {name} SELECT * FROM strict_{name}; DROP TABLE strict_{name}"))
+            .expect("copy");
+    }
+    conn.execute_batch(&lax).expect("the index again");
+    conn.execute_batch("UPDATE monthly_statements SET credits = 1.5e19").expect("a REAL");
+    assert!(strict_tables(path).iter().all(|(_, strict)| !strict));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_with_tables_from_before_strict_is_rebuilt_strict() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("bank.db");
+    let database = format!("sqlite://{}", path.display());
+    let accounts = seed(&database).await;
+    let live = tables(&database).await;
+    make_tables_lax(&path);
+
+    let bank = Bank::start(&database.parse().expect("db"), Vec::new()).await.expect("start");
+    settle(&bank).await;
+    let expected: Vec<(String, bool)> =
+        ["account_transactions", "accounts", "monthly_statements", "transfers"].map(|n| (n.to_owned(), true)).into();
+    assert_eq!(strict_tables(&path), expected);
+    let statements = bank.queries.statements(accounts[0]).await.expect("statements read");
+    assert_eq!(statements[0].credits, Some(1_010));
+    bank.shutdown().await;
+    drop(bank);
+    assert_same_rows(&tables(&database).await, &live, "rebuilt from the events");
+}

@@ -49,6 +49,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub trait SqliteProjection: Send + Sync + 'static {
     /// Creates the read model's tables if they do not exist.
     fn create(&self, conn: &Connection) -> rusqlite::Result<()>;
+    /// Drops tables an older version of the projection made that [`create`](Self::create)
+    /// cannot bring up to date (a column's type changed, a table became `STRICT`),
+    /// and says whether it dropped any. The projector then forgets its checkpoint in
+    /// the same transaction, before `create`, so its subscription rebuilds the read
+    /// model from the origin: a projection can always be rebuilt. Default: nothing
+    /// is ever outdated.
+    fn drop_outdated(&self, conn: &Connection) -> rusqlite::Result<bool> {
+        let _ = conn;
+        Ok(false)
+    }
     /// Applies one event inside the batch's transaction.
     fn project(&self, conn: &Connection, event: &RecordedEvent) -> Result<(), ConsumerError>;
     /// Deletes the read model's data, for a rebuild.
@@ -68,10 +78,24 @@ pub struct SqliteProjector<P> {
 impl<P: SqliteProjection> SqliteProjector<P> {
     /// Creates the projection's tables in `model`; the projector keeps its
     /// checkpoint there under `name` (which must match the subscription's name).
+    /// Tables an older version made are dropped first and the checkpoint forgotten,
+    /// so the projection is rebuilt from the origin
+    /// ([`SqliteProjection::drop_outdated`]): a process of that older version must
+    /// not be running on the file. On error nothing changed.
     pub async fn new(name: &str, projection: P, model: &SqliteReadModel) -> Result<SqliteProjector<P>, StoreError> {
         let projection = Arc::new(projection);
-        let create = projection.clone();
-        model.transaction(move |conn| create.create(conn).map_err(StoreError::backend)).await?;
+        let (create, checkpoint) = (projection.clone(), name.to_owned());
+        model
+            .transaction(move |conn| {
+                if create.drop_outdated(conn).map_err(StoreError::backend)? {
+                    tracing::warn!(projector = %checkpoint, "tables of an older version dropped; rebuilding from the origin");
+                    conn.prepare_cached("DELETE FROM rewind_projections WHERE name = ?1")
+                        .and_then(|mut s| s.execute([&checkpoint]))
+                        .map_err(StoreError::backend)?;
+                }
+                create.create(conn).map_err(StoreError::backend)
+            })
+            .await?;
         Ok(SqliteProjector { name: name.into(), projection, model: model.clone(), covered: Arc::default() })
     }
 

@@ -187,6 +187,11 @@ impl SqliteProjection for SqliteStatements {
         conn.execute_batch(include_str!("statements_sqlite.sql"))
     }
 
+    /// A table from before it was `STRICT` may hold REAL totals: rebuilt.
+    fn drop_outdated(&self, conn: &rusqlite::Connection) -> rusqlite::Result<bool> {
+        super::sqlite::drop_if_lax(conn, &["monthly_statements"])
+    }
+
     fn project(&self, conn: &rusqlite::Connection, event: &RecordedEvent) -> Result<(), ConsumerError> {
         let Some(line) = statement_line(event)? else { return Ok(()) };
         conn.prepare_cached(&SQLITE_UPSERT)?.execute(rusqlite::params![
