@@ -357,3 +357,74 @@ async fn a_transfer_whose_destination_closes_mid_way_is_refunded() {
         api.state.bank.shutdown().await;
     }
 }
+
+impl Api {
+    /// Waits until the statements projection has done the head; its error if it is
+    /// failing instead (completion is signalled; the status is looked at meanwhile).
+    async fn statements_settled(&self) -> Result<(), String> {
+        let statements = bank::read_model::statements::STATEMENTS;
+        let subscriptions = &self.state.bank.subscriptions;
+        let done = subscriptions.wait_for(statements, self.state.bank.head().await.expect("head"));
+        tokio::pin!(done);
+        loop {
+            tokio::select! {
+                _ = &mut done => return Ok(()),
+                _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {
+                    let status = subscriptions.status_of(statements).expect("status");
+                    if let (Some(_), Some(error)) = (status.failed_position, status.last_error) {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_of_money_beyond_i64_is_shown_as_such_not_as_an_error() {
+    for api in apis().await {
+        let id = api.open(1).await;
+        let almost_all = i64::MAX - 1;
+        // In and out and in again: each balance fits, the month's money in does not.
+        for (path, body) in [
+            ("deposit", json!({"deposit_amount": almost_all})),
+            ("withdraw", json!({"withdrawal_amount": almost_all})),
+            ("deposit", json!({"deposit_amount": almost_all})),
+        ] {
+            let reply = api.post(&format!("/api/accounts/{id}/{path}"), body).await;
+            assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        }
+        api.statements_settled().await.expect("the statements projection goes on");
+        let reply = api.get(&format!("/api/accounts/{id}/statements")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        let month = &reply.body["data"][0];
+        assert_eq!(
+            (&month["opening_balance"], &month["closing_balance"], &month["transactions"]),
+            (&json!(0), &json!(i64::MAX), &json!(4)),
+            "{month}"
+        );
+        assert_eq!((&month["credits"], &month["debits"]), (&Value::Null, &json!(almost_all)), "{month}");
+        assert_eq!(month["overflow"], json!(true), "{month}");
+
+        // Later movements of the month still count where the total is exact, up to
+        // i64::MAX itself, and the other total stays unknown.
+        for (amount, debits) in [(1, json!(i64::MAX)), (1, Value::Null)] {
+            let reply = api.post(&format!("/api/accounts/{id}/withdraw"), json!({"withdrawal_amount": amount})).await;
+            assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+            api.statements_settled().await.expect("the statements projection goes on");
+            let month = api.get(&format!("/api/accounts/{id}/statements")).await.body["data"][0].clone();
+            assert_eq!(
+                (&month["credits"], &month["debits"], &month["overflow"]),
+                (&Value::Null, &debits, &json!(true))
+            );
+        }
+        let month = api.get(&format!("/api/accounts/{id}/statements")).await.body["data"][0].clone();
+        assert_eq!((&month["closing_balance"], &month["transactions"]), (&json!(i64::MAX - 2), &json!(6)), "{month}");
+
+        // A rebuild folds the month in large batches: the same statement.
+        api.state.bank.subscriptions.rebuild(bank::read_model::statements::STATEMENTS).await.expect("rebuild");
+        api.statements_settled().await.expect("rebuilt");
+        assert_eq!(api.get(&format!("/api/accounts/{id}/statements")).await.body["data"][0], month);
+        api.state.bank.shutdown().await;
+    }
+}

@@ -8,6 +8,7 @@
 mod common;
 
 use bank::domain::*;
+use bank::read_model::PROJECTOR;
 use bank::read_model::statements::STATEMENTS;
 use bank::service::{Bank, BankApp, TRANSFER_PROCESS};
 use common::{Server, all_events, databases, seconds};
@@ -284,6 +285,26 @@ async fn a_corrupted_import_names_its_line_and_imports_nothing() {
     }
 }
 
+/// A SQLite value as the row text shows it: its storage class where it is not
+/// plain text or integer (a REAL where an integer belongs must show).
+fn sqlite_value(value: rusqlite::Result<rusqlite::types::ValueRef<'_>>) -> String {
+    use rusqlite::types::ValueRef;
+    match value.expect("value") {
+        ValueRef::Null => "NULL".into(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Text(text) => String::from_utf8_lossy(text).into_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Fails with the rows only one side has, if the two differ.
+#[track_caller]
+fn assert_same_rows(actual: &[String], expected: &[String], context: &str) {
+    let missing: Vec<&String> = expected.iter().filter(|row| !actual.contains(row)).collect();
+    let extra: Vec<&String> = actual.iter().filter(|row| !expected.contains(row)).collect();
+    assert!(actual == expected, "{context}\nexpected but missing: {missing:#?}\npresent but not expected: {extra:#?}");
+}
+
 /// Every row of the bank's read model tables, as text, in a stable order.
 async fn tables(database: &str) -> Vec<String> {
     let names = ["accounts", "account_transactions", "transfers", "monthly_statements"];
@@ -297,8 +318,7 @@ async fn tables(database: &str) -> Vec<String> {
                     let columns = statement.column_count();
                     let mut query = statement.query([])?;
                     while let Some(row) = query.next()? {
-                        let values: Vec<String> =
-                            (0..columns).map(|i| format!("{:?}", row.get_ref(i).expect("value"))).collect();
+                        let values: Vec<String> = (0..columns).map(|i| sqlite_value(row.get_ref(i))).collect();
                         rows.push(format!("{table}: {}", values.join(" | ")));
                     }
                 }
@@ -372,13 +392,130 @@ async fn dead_letters_are_listed_replayed_and_skipped() {
         assert!(row.contains(" 2 ") && row.contains("disk on fire"), "{status}");
         let listed = ok(&["projections", "dead-letters", "--database", &database, "--json"]);
         assert_eq!(listed.lines().count(), 2, "{listed}");
-        // Replaying an event the projector already holds changes nothing and succeeds.
+        // Replaying a projector's letters rebuilds it, which re-runs their events in order.
         ok(&["projections", "dead-letters", "--database", &database, "--replay"]);
         assert!(backend.bookkeeping.dead_letters(None).await.expect("letters").is_empty());
 
         backend.bookkeeping.add_dead_letter(letter(&events[2])).await.expect("add");
         ok(&["projections", "dead-letters", "--database", &database, "--name", "bank_read_model", "--skip"]);
         assert!(backend.bookkeeping.dead_letters(None).await.expect("letters").is_empty());
+    }
+}
+
+/// A dead letter of `subscription` for `event`.
+fn dead_letter(subscription: &str, event: &rewind::RecordedEvent) -> DeadLetter {
+    DeadLetter {
+        subscription: subscription.into(),
+        event: event.clone(),
+        error: "disk on fire".into(),
+        failed_at: chrono::Utc::now(),
+    }
+}
+
+/// The seeded bank with one more deposit into `accounts[0]`: its first deposit is
+/// then older than its newest, so applying it again out of order shows.
+async fn seed_with_a_later_deposit(database: &str) -> (Vec<Uuid>, rewind::RecordedEvent) {
+    let accounts = seed(database).await;
+    let bank = Bank::start(&database.parse().expect("db"), Vec::new()).await.expect("start");
+    deposit(&bank.app, accounts[0], 5).await;
+    settle(&bank).await;
+    bank.shutdown().await;
+    drop(bank);
+    let stream = format!("account-{}", accounts[0]);
+    let first_deposit = all_events(database)
+        .await
+        .into_iter()
+        .find(|e| e.stream_id == stream && e.event_type == "DepositedIntoAccount")
+        .expect("the first deposit");
+    (accounts, first_deposit)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_a_projector_dead_letter_keeps_order_and_applies_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    for database in databases(dir.path()) {
+        let (_, first_deposit) = seed_with_a_later_deposit(&database).await;
+        // The live tables are a fresh projection's (see the rebuild test).
+        let live = tables(&database).await;
+        let backend = Backend::open(&database.parse().expect("db"), OpenMode::Existing).await.expect("open");
+        // A running service holds the transfer process's lease: its letter must wait.
+        backend.bookkeeping.add_dead_letter(dead_letter(TRANSFER_PROCESS, &first_deposit)).await.expect("add");
+        let running = Bank::start(&database.parse().expect("db"), Vec::new()).await.expect("start");
+        settle(&running).await;
+        let busy = fails(&["projections", "dead-letters", "--database", &database, "--replay"]);
+        assert!(busy.contains("running in another process"), "{busy}");
+        running.shutdown().await;
+        drop(running);
+        for name in ["bank_read_model", STATEMENTS] {
+            backend.bookkeeping.add_dead_letter(dead_letter(name, &first_deposit)).await.expect("add");
+        }
+        let replayed = bank(&["projections", "dead-letters", "--database", &database, "--replay"]);
+        let stderr = String::from_utf8_lossy(&replayed.stderr);
+        assert!(replayed.status.success(), "{stderr}");
+        assert!(stderr.contains("replayed 3 dead letters (rebuilt bank_read_model, monthly_statements)"), "{stderr}");
+        let after = tables(&database).await;
+        assert_same_rows(&after, &live, &format!("the old deposit is not applied after the newer one ({database})"));
+        assert!(backend.bookkeeping.dead_letters(None).await.expect("letters").is_empty());
+        ok(&["projections", "dead-letters", "--database", &database, "--replay"]);
+        assert_same_rows(&tables(&database).await, &live, "nothing left to apply twice");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_supersedes_its_own_dead_letters_only() {
+    let dir = tempfile::tempdir().expect("dir");
+    for database in databases(dir.path()) {
+        let (_, first_deposit) = seed_with_a_later_deposit(&database).await;
+        let live = tables(&database).await;
+        let backend = Backend::open(&database.parse().expect("db"), OpenMode::Existing).await.expect("open");
+        // A rebuild re-runs every event, the dead-lettered ones included.
+        for name in ["bank_read_model", STATEMENTS] {
+            backend.bookkeeping.add_dead_letter(dead_letter(name, &first_deposit)).await.expect("add");
+        }
+        ok(&["projections", "rebuild", STATEMENTS, "--database", &database]);
+        ok(&["projections", "dead-letters", "--database", &database, "--name", STATEMENTS, "--replay"]);
+        assert_same_rows(&tables(&database).await, &live, "the statements count the deposit once");
+        let left = backend.bookkeeping.dead_letters(None).await.expect("letters");
+        let names: Vec<&str> = left.iter().map(|l| l.subscription.as_str()).collect();
+        assert_eq!(names, ["bank_read_model"], "the rebuilt projector's letters went, the other's stayed");
+        ok(&["projections", "dead-letters", "--database", &database, "--name", "bank_read_model", "--skip"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_replay_of_a_projector_dead_letter_equals_a_fresh_projection() {
+    let dir = tempfile::tempdir().expect("dir");
+    for database in databases(dir.path()) {
+        let (accounts, first_deposit) = seed_with_a_later_deposit(&database).await;
+        let live = tables(&database).await;
+        let bank = Bank::start(&database.parse().expect("db"), Vec::new()).await.expect("start");
+        settle(&bank).await;
+        let letter = dead_letter(PROJECTOR, &first_deposit);
+        bank.backend.bookkeeping.add_dead_letter(letter).await.expect("add");
+        let replay = bank.subscriptions.replay_dead_letter(PROJECTOR, first_deposit.event_id);
+        replay.await.expect("replay");
+        settle(&bank).await;
+        assert_same_rows(&tables(&database).await, &live, &database);
+        let again = bank.subscriptions.replay_dead_letter(PROJECTOR, first_deposit.event_id).await;
+        assert!(matches!(again, Err(rewind::SubscriptionError::NoDeadLetter(..))), "{again:?}");
+        let served = bank.queries.account(accounts[0]).await.expect("query").expect("account");
+        assert_eq!(served.current_balance, 1_015);
+
+        // An in-process rebuild supersedes the rebuilt projector's letters only.
+        for name in [STATEMENTS, TRANSFER_PROCESS] {
+            bank.backend.bookkeeping.add_dead_letter(dead_letter(name, &first_deposit)).await.expect("add");
+        }
+        bank.subscriptions.rebuild(STATEMENTS).await.expect("rebuild");
+        let left = bank.subscriptions.dead_letters(None).await.expect("letters");
+        assert_eq!(left.iter().map(|l| l.subscription.as_str()).collect::<Vec<_>>(), [TRANSFER_PROCESS]);
+        // The process manager's letter (a deposit it ignores) is replayed with the
+        // manager stopped and its lease held here, then the manager runs on.
+        let replay = bank.subscriptions.replay_dead_letter(TRANSFER_PROCESS, first_deposit.event_id);
+        replay.await.expect("replay the process manager's letter");
+        assert!(bank.subscriptions.dead_letters(None).await.expect("letters").is_empty());
+        settle(&bank).await;
+        assert_same_rows(&tables(&database).await, &live, "rebuilt");
+        bank.shutdown().await;
     }
 }
 
@@ -450,7 +587,7 @@ async fn a_new_projection_catches_up_on_old_events_while_the_bank_serves() {
             let expected = 100 + i as i64 + 15;
             assert_eq!(
                 (statements[0].credits, statements[0].closing_balance, statements[0].transactions),
-                (expected, expected, 6)
+                (Some(expected), expected, 6)
             );
         }
         bank.shutdown().await;
@@ -502,4 +639,60 @@ async fn a_replayed_copy_finishes_nothing_that_was_finished() {
         assert_eq!(served.head().await.expect("head"), copied, "the copy's transfer process appended nothing");
         served.shutdown().await;
     }
+}
+
+/// Whether each read-model table of the SQLite file at `path` is STRICT.
+fn strict_tables(path: &std::path::Path) -> Vec<(String, bool)> {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    let mut statement = conn
+        .prepare(
+            "SELECT name, strict FROM pragma_table_list WHERE schema = 'main' AND name IN
+             ('accounts', 'account_transactions', 'transfers', 'monthly_statements') ORDER BY name",
+        )
+        .expect("prepare");
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).expect("query");
+    rows.collect::<Result<_, _>>().expect("rows")
+}
+
+/// A file written before the read-model tables were STRICT: the tables as they were
+/// made then, with their rows, and a REAL where an overflowing total left one.
+fn make_tables_lax(path: &std::path::Path) {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    let names = ["accounts", "account_transactions", "transfers", "monthly_statements"];
+    let lax =
+        [include_str!("../src/read_model/sqlite_tables.sql"), include_str!("../src/read_model/statements_sqlite.sql")]
+            .concat()
+            .replace(") STRICT;", ");");
+    for name in names {
+        conn.execute_batch(&format!("ALTER TABLE {name} RENAME TO strict_{name}")).expect("rename");
+    }
+    conn.execute_batch(&lax).expect("lax tables");
+    for name in names {
+        conn.execute_batch(&format!("INSERT INTO {name} SELECT * FROM strict_{name}; DROP TABLE strict_{name}"))
+            .expect("copy");
+    }
+    conn.execute_batch(&lax).expect("the index again");
+    conn.execute_batch("UPDATE monthly_statements SET credits = 1.5e19").expect("a REAL");
+    assert!(strict_tables(path).iter().all(|(_, strict)| !strict));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_with_tables_from_before_strict_is_rebuilt_strict() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("bank.db");
+    let database = format!("sqlite://{}", path.display());
+    let accounts = seed(&database).await;
+    let live = tables(&database).await;
+    make_tables_lax(&path);
+
+    let bank = Bank::start(&database.parse().expect("db"), Vec::new()).await.expect("start");
+    settle(&bank).await;
+    let expected: Vec<(String, bool)> =
+        ["account_transactions", "accounts", "monthly_statements", "transfers"].map(|n| (n.to_owned(), true)).into();
+    assert_eq!(strict_tables(&path), expected);
+    let statements = bank.queries.statements(accounts[0]).await.expect("statements read");
+    assert_eq!(statements[0].credits, Some(1_010));
+    bank.shutdown().await;
+    drop(bank);
+    assert_same_rows(&tables(&database).await, &live, "rebuilt from the events");
 }

@@ -35,6 +35,11 @@ fn simulation() {
         total_steps += report.steps;
         if !report.violations.is_empty() {
             eprintln!("seed {seed}: {} violation(s); first: {}", report.violations.len(), report.violations[0]);
+            if std::env::var("REWIND_SIM_DEBUG").is_ok() {
+                for violation in &report.violations[1..] {
+                    eprintln!("  also: {violation}");
+                }
+            }
             failed.push(report);
         }
     }

@@ -116,7 +116,7 @@ pub enum ProjectionsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Reset projectors and rebuild them from the origin.
+    /// Reset projectors and rebuild them from the origin (their dead letters with them).
     Rebuild {
         #[command(flatten)]
         db: DatabaseArg,
@@ -134,7 +134,9 @@ pub enum ProjectionsCommand {
         /// Only this subscription's.
         #[arg(long)]
         name: Option<String>,
-        /// Hand each to its subscription again; remove those that succeed.
+        /// Replay them in order: a projector's by rebuilding the projector, a
+        /// process manager's or event handler's by handing it the event again;
+        /// remove those that succeed.
         #[arg(long, conflicts_with = "skip")]
         replay: bool,
         /// Remove them without handling them.
@@ -234,9 +236,15 @@ pub async fn run(
                 };
                 let backend = existing(db).await?;
                 let handled = projections::dead_letters(app, &backend, name.as_deref(), action, json, out).await?;
+                let count = handled.letters;
                 match action {
-                    DeadLetterAction::Replay => eprintln!("replayed {handled} dead letters"),
-                    DeadLetterAction::Skip => eprintln!("skipped {handled} dead letters"),
+                    DeadLetterAction::Replay if handled.rebuilt.is_empty() => {
+                        eprintln!("replayed {count} dead letters")
+                    }
+                    DeadLetterAction::Replay => {
+                        eprintln!("replayed {count} dead letters (rebuilt {})", handled.rebuilt.join(", "))
+                    }
+                    DeadLetterAction::Skip => eprintln!("skipped {count} dead letters"),
                     DeadLetterAction::List => {}
                 }
                 Ok(())

@@ -5,14 +5,22 @@
 //! list ([`RewindApp`]). A rebuild resets a projector's tables and checkpoint and
 //! replays it from the origin; event handlers and process managers are never
 //! rebuilt, so no side effect fires twice. A rebuild refuses a projector that a
-//! running service holds (its lease), on SQLite and PostgreSQL alike.
+//! running service holds (its lease), on SQLite and PostgreSQL alike, and removes
+//! the rebuilt projector's dead letters, which it supersedes.
+//!
+//! Dead letters are replayed by the rules of `rewind::dead_letters`: a projector's
+//! by rebuilding the projector (once, however many letters it has), so its tables
+//! end as a fresh projection's; a process manager's with its lease held (refused
+//! while a service runs it), taking effect once; an event handler's by handing it
+//! the event again.
 
 use crate::app::RewindApp;
 use crate::backend::Backend;
 use crate::error::OpsError;
 use crate::progress::Progress;
 use rewind::{
-    Application, ConsumerKind, EventStore, GlobalPosition, SubscriptionState, Subscriptions, SubscriptionsBuilder,
+    Application, ConsumerKind, DeadLetter, EventStore, GlobalPosition, SubscriptionState, Subscriptions,
+    SubscriptionsBuilder,
 };
 use serde::Serialize;
 use std::io::Write;
@@ -159,7 +167,12 @@ pub async fn start_projectors(
             if lease.is_none() {
                 return Err(OpsError::Busy(name.to_owned()));
             }
-            consumer.reset().await.map_err(OpsError::consumer(name, "resetting it"))?;
+            rewind::dead_letters::reset_projector(name, &**consumer, &*backend.bookkeeping).await.map_err(|error| {
+                match error {
+                    rewind::SubscriptionError::Failed(error) => OpsError::consumer(name, "resetting it")(error),
+                    other => OpsError::Subscription(other),
+                }
+            })?;
         }
     }
     Ok(Running { subscriptions: builder.start()?, names, handlers })
@@ -246,8 +259,18 @@ pub enum DeadLetterAction {
     Skip,
 }
 
-/// Lists dead letters (of one subscription, or all) and replays or skips them.
-/// Returns how many were replayed or skipped.
+/// What [`dead_letters`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Handled {
+    /// How many letters were replayed or skipped.
+    pub letters: usize,
+    /// The projectors rebuilt to replay their letters.
+    pub rebuilt: Vec<String>,
+}
+
+/// Lists dead letters (of one subscription, or all) and replays or skips them (see
+/// the module docs for what a replay does). On error, the letters not yet handled
+/// stay.
 pub async fn dead_letters(
     app: &dyn RewindApp,
     backend: &Backend,
@@ -255,11 +278,69 @@ pub async fn dead_letters(
     action: DeadLetterAction,
     json: bool,
     out: &mut dyn Write,
-) -> Result<usize, OpsError> {
-    let (_, builder) = registered(app, backend).await?;
+) -> Result<Handled, OpsError> {
     let letters = backend.bookkeeping.dead_letters(name).await.map_err(OpsError::store(&backend.database))?;
+    print_letters(&letters, json, out)?;
+    match action {
+        DeadLetterAction::List => Ok(Handled::default()),
+        DeadLetterAction::Skip => {
+            for letter in &letters {
+                let removed = backend.bookkeeping.remove_dead_letter(&letter.subscription, letter.event.event_id);
+                removed.await.map_err(OpsError::store(&backend.database))?;
+            }
+            Ok(Handled { letters: letters.len(), rebuilt: Vec::new() })
+        }
+        DeadLetterAction::Replay => replay_letters(app, backend, &letters).await,
+    }
+}
+
+/// Replays `letters`: the projectors' by one rebuild each, then the others one by one.
+async fn replay_letters(app: &dyn RewindApp, backend: &Backend, letters: &[DeadLetter]) -> Result<Handled, OpsError> {
+    let (_, builder) = registered(app, backend).await?;
+    let consumer = |name: &str| {
+        builder
+            .registered()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| c.clone())
+            .ok_or_else(|| OpsError::Usage(format!("no subscription named `{name}`")))
+    };
+    let mut rebuilt: Vec<String> = Vec::new();
+    for letter in letters {
+        if consumer(&letter.subscription)?.kind() == ConsumerKind::Projector && !rebuilt.contains(&letter.subscription)
+        {
+            rebuilt.push(letter.subscription.clone());
+        }
+    }
+    if !rebuilt.is_empty() {
+        catch_up(app, backend, |name| rebuilt.iter().any(|r| r == name), true).await?;
+    }
+    for letter in letters.iter().filter(|l| !rebuilt.contains(&l.subscription)) {
+        let consumer = consumer(&letter.subscription)?;
+        // A process manager's replay must not run beside its live subscription.
+        let _lease = match consumer.kind() {
+            ConsumerKind::ProcessManager => Some(
+                rewind::dead_letters::hold_lease(&*backend.bookkeeping, &letter.subscription, Duration::ZERO)
+                    .await
+                    .map_err(|error| match error {
+                        rewind::SubscriptionError::Busy(name) => OpsError::Busy(name),
+                        other => OpsError::Subscription(other),
+                    })?,
+            ),
+            _ => None,
+        };
+        rewind::dead_letters::replay(letter, &*consumer, &*backend.bookkeeping).await.map_err(|error| {
+            OpsError::Consumer {
+                name: letter.subscription.clone(),
+                error: format!("failed again on event {}: {error}", letter.event.event_id),
+            }
+        })?;
+    }
+    Ok(Handled { letters: letters.len(), rebuilt })
+}
+
+fn print_letters(letters: &[DeadLetter], json: bool, out: &mut dyn Write) -> Result<(), OpsError> {
     let write = OpsError::io("writing output");
-    for letter in &letters {
+    for letter in letters {
         if json {
             serde_json::to_writer(&mut *out, letter).map_err(|e| OpsError::io("writing output")(e.into()))?;
             writeln!(out).map_err(OpsError::io("writing output"))?;
@@ -277,28 +358,5 @@ pub async fn dead_letters(
             .map_err(OpsError::io("writing output"))?;
         }
     }
-    out.flush().map_err(write)?;
-    if action == DeadLetterAction::List {
-        return Ok(0);
-    }
-    for letter in &letters {
-        if action == DeadLetterAction::Replay {
-            let consumer = builder
-                .registered()
-                .find(|(n, _)| *n == letter.subscription)
-                .map(|(_, c)| c.clone())
-                .ok_or_else(|| OpsError::Usage(format!("no subscription named `{}`", letter.subscription)))?;
-            consumer.replay(&letter.event).await.map_err(OpsError::consumer(
-                &letter.subscription,
-                &format!("failed again on event {}", letter.event.event_id),
-            ))?;
-        }
-        backend
-            .bookkeeping
-            .remove_dead_letter(&letter.subscription, letter.event.event_id)
-            .await
-            .map_err(OpsError::store(&backend.database))?;
-    }
-    let handled = letters.len();
-    Ok(handled)
+    out.flush().map_err(write)
 }

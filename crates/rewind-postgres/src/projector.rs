@@ -7,11 +7,15 @@
 //!
 //! A failing event is isolated: PostgreSQL aborts the transaction, so the batch is
 //! rolled back, the events before the failing one are applied again in a fresh
-//! transaction, and the failure goes to the subscription's error policy.
+//! transaction, and the failure goes to the subscription's error policy. A dead
+//! letter is never applied alone, out of order: rebuilding the projector replays it
+//! (`rewind::dead_letters`).
 
 use crate::read_model::PostgresReadModel;
 use async_trait::async_trait;
-use rewind::{BatchFailure, Consumer, ConsumerError, ConsumerKind, GlobalPosition, RecordedEvent, StoreError};
+use rewind::{
+    BatchFailure, Consumer, ConsumerError, ConsumerKind, GlobalPosition, RecordedEvent, StoreError, SubscriptionError,
+};
 use std::sync::Arc;
 use tokio_postgres::{GenericClient, Transaction};
 
@@ -183,11 +187,10 @@ impl<P: PostgresProjection> Consumer for PostgresProjector<P> {
         Ok(tx.commit().await?)
     }
 
-    async fn replay(&self, event: &RecordedEvent) -> Result<(), ConsumerError> {
-        let mut client = self.model.client().await?;
-        let tx = client.transaction().await?;
-        self.projection.project(&tx, event).await?;
-        Ok(tx.commit().await?)
+    /// Refused: one event applied after newer ones would leave the tables unlike a
+    /// fresh projection's; a rebuild replays a dead letter in order (`rewind::dead_letters`).
+    async fn replay(&self, _: &RecordedEvent) -> Result<(), ConsumerError> {
+        Err(Box::new(SubscriptionError::ReplayByRebuild(self.name.to_string())))
     }
 
     async fn reset(&self) -> Result<(), ConsumerError> {

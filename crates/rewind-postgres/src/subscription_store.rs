@@ -26,6 +26,36 @@ fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StoreError 
 const SAVE_CHECKPOINT: &str = "INSERT INTO rewind_subscriptions (name, position) VALUES ($1, $2)
      ON CONFLICT (name) DO UPDATE SET position = GREATEST(rewind_subscriptions.position, EXCLUDED.position)";
 
+async fn write_changes(
+    tx: &tokio_postgres::Transaction<'_>,
+    manager: &str,
+    changes: &[InstanceChange],
+) -> Result<(), StoreError> {
+    for change in changes {
+        let written = match change {
+            InstanceChange::Save(instance, state) => {
+                tx.execute(
+                    "INSERT INTO rewind_process_instances (manager, instance, state) VALUES ($1, $2, $3::text::jsonb)
+                     ON CONFLICT (manager, instance) DO UPDATE SET state = EXCLUDED.state",
+                    &[&manager, instance, state],
+                )
+                .await
+            }
+            InstanceChange::Delete(instance) => {
+                tx.execute(
+                    "DELETE FROM rewind_process_instances WHERE manager = $1 AND instance = $2",
+                    &[&manager, instance],
+                )
+                .await
+            }
+        };
+        written.map_err(backend)?;
+    }
+    Ok(())
+}
+
+const REMOVE_DEAD_LETTER: &str = "DELETE FROM rewind_dead_letters WHERE subscription = $1 AND event_id = $2";
+
 impl PostgresSubscriptionStore {
     /// Bookkeeping in `model`'s schema (its tables are created with the model).
     pub fn new(model: &PostgresReadModel) -> PostgresSubscriptionStore {
@@ -116,14 +146,16 @@ impl SubscriptionStore for PostgresSubscriptionStore {
 
     async fn remove_dead_letter(&self, subscription: &str, event_id: Uuid) -> Result<bool, StoreError> {
         let client = self.model.client().await?;
-        let deleted = client
-            .execute(
-                "DELETE FROM rewind_dead_letters WHERE subscription = $1 AND event_id = $2",
-                &[&subscription, &event_id],
-            )
-            .await
-            .map_err(backend)?;
+        let deleted = client.execute(REMOVE_DEAD_LETTER, &[&subscription, &event_id]).await.map_err(backend)?;
         Ok(deleted > 0)
+    }
+
+    async fn clear_dead_letters(&self, subscription: &str) -> Result<u64, StoreError> {
+        let client = self.model.client().await?;
+        client
+            .execute("DELETE FROM rewind_dead_letters WHERE subscription = $1", &[&subscription])
+            .await
+            .map_err(backend)
     }
 
     async fn load_instance(&self, manager: &str, instance: &str) -> Result<Option<String>, StoreError> {
@@ -146,26 +178,7 @@ impl SubscriptionStore for PostgresSubscriptionStore {
     ) -> Result<(), StoreError> {
         let mut client = self.model.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
-        for change in &changes {
-            let written = match change {
-                InstanceChange::Save(instance, state) => {
-                    tx.execute(
-                        "INSERT INTO rewind_process_instances (manager, instance, state) VALUES ($1, $2, $3::text::jsonb)
-                         ON CONFLICT (manager, instance) DO UPDATE SET state = EXCLUDED.state",
-                        &[&manager, instance, state],
-                    )
-                    .await
-                }
-                InstanceChange::Delete(instance) => {
-                    tx.execute(
-                        "DELETE FROM rewind_process_instances WHERE manager = $1 AND instance = $2",
-                        &[&manager, instance],
-                    )
-                    .await
-                }
-            };
-            written.map_err(backend)?;
-        }
+        write_changes(&tx, manager, &changes).await?;
         tx.execute(SAVE_CHECKPOINT, &[&manager, &(position.0 as i64)]).await.map_err(backend)?;
         tx.commit().await.map_err(backend)
     }
@@ -176,6 +189,25 @@ impl SubscriptionStore for PostgresSubscriptionStore {
         tx.execute("DELETE FROM rewind_process_instances WHERE manager = $1", &[&manager]).await.map_err(backend)?;
         tx.execute("DELETE FROM rewind_subscriptions WHERE name = $1", &[&manager]).await.map_err(backend)?;
         tx.commit().await.map_err(backend)
+    }
+
+    async fn commit_replayed(
+        &self,
+        manager: &str,
+        changes: Vec<InstanceChange>,
+        event_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.model.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        // The letter's removal decides, inside the transaction (a concurrent replay
+        // waits on the row and then deletes nothing): a replay that lost the race,
+        // or came after a discard, writes nothing.
+        if tx.execute(REMOVE_DEAD_LETTER, &[&manager, &event_id]).await.map_err(backend)? == 0 {
+            return Ok(false);
+        }
+        write_changes(&tx, manager, &changes).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
     }
 
     async fn try_lease(&self, subscription: &str) -> Result<Option<Lease>, StoreError> {

@@ -17,6 +17,13 @@
 //! checkpoint covers. A group whose projection fails is rolled back to a savepoint
 //! (its events still commit) and left to the subscription, whose error policy
 //! then applies.
+//!
+//! A rebuild is a fresh projection: the reset deletes the tables and the
+//! checkpoint, so the writer projects nothing more until the subscription has
+//! caught up to the group before (the checkpoint sits right before a group only
+//! then), and the reset forgets the shared `covered` position, which would
+//! otherwise let the subscription jump over the history
+//! (`SqliteProjector::reset` says why the order of the two is safe).
 
 use crate::projector::{save_checkpoint, stored_checkpoint};
 use crate::writer::Work;

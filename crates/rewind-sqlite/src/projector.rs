@@ -9,13 +9,15 @@
 //!
 //! A failing event is isolated: the batch is rolled back, the events before the
 //! failing one are applied and checkpointed again in a fresh transaction, and the
-//! failure goes to the subscription's error policy.
+//! failure goes to the subscription's error policy. A dead letter is never applied
+//! alone, out of order: rebuilding the projector replays it (`rewind::dead_letters`).
 
 use crate::inline::InlineProjection;
 use crate::read_model::SqliteReadModel;
 use async_trait::async_trait;
 use rewind::{
     BatchFailure, Consumer, ConsumerError, ConsumerKind, EventFilter, GlobalPosition, RecordedEvent, StoreError,
+    SubscriptionError,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::Arc;
@@ -47,6 +49,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub trait SqliteProjection: Send + Sync + 'static {
     /// Creates the read model's tables if they do not exist.
     fn create(&self, conn: &Connection) -> rusqlite::Result<()>;
+    /// Drops tables an older version of the projection made that [`create`](Self::create)
+    /// cannot bring up to date (a column's type changed, a table became `STRICT`),
+    /// and says whether it dropped any. The projector then forgets its checkpoint in
+    /// the same transaction, before `create`, so its subscription rebuilds the read
+    /// model from the origin: a projection can always be rebuilt. Default: nothing
+    /// is ever outdated.
+    fn drop_outdated(&self, conn: &Connection) -> rusqlite::Result<bool> {
+        let _ = conn;
+        Ok(false)
+    }
     /// Applies one event inside the batch's transaction.
     fn project(&self, conn: &Connection, event: &RecordedEvent) -> Result<(), ConsumerError>;
     /// Deletes the read model's data, for a rebuild.
@@ -59,16 +71,31 @@ pub struct SqliteProjector<P> {
     projection: Arc<P>,
     model: SqliteReadModel,
     /// The last position written inline and durable (0: none), see [`SqliteProjector::inline`].
+    /// Invariant: the tables hold every event up to it; so a reset sets it to 0.
     covered: Arc<AtomicU64>,
 }
 
 impl<P: SqliteProjection> SqliteProjector<P> {
     /// Creates the projection's tables in `model`; the projector keeps its
     /// checkpoint there under `name` (which must match the subscription's name).
+    /// Tables an older version made are dropped first and the checkpoint forgotten,
+    /// so the projection is rebuilt from the origin
+    /// ([`SqliteProjection::drop_outdated`]): a process of that older version must
+    /// not be running on the file. On error nothing changed.
     pub async fn new(name: &str, projection: P, model: &SqliteReadModel) -> Result<SqliteProjector<P>, StoreError> {
         let projection = Arc::new(projection);
-        let create = projection.clone();
-        model.transaction(move |conn| create.create(conn).map_err(StoreError::backend)).await?;
+        let (create, checkpoint) = (projection.clone(), name.to_owned());
+        model
+            .transaction(move |conn| {
+                if create.drop_outdated(conn).map_err(StoreError::backend)? {
+                    tracing::warn!(projector = %checkpoint, "tables of an older version dropped; rebuilding from the origin");
+                    conn.prepare_cached("DELETE FROM rewind_projections WHERE name = ?1")
+                        .and_then(|mut s| s.execute([&checkpoint]))
+                        .map_err(StoreError::backend)?;
+                }
+                create.create(conn).map_err(StoreError::backend)
+            })
+            .await?;
         Ok(SqliteProjector { name: name.into(), projection, model: model.clone(), covered: Arc::default() })
     }
 
@@ -230,29 +257,37 @@ impl<P: SqliteProjection> Consumer for SqliteProjector<P> {
         Ok(())
     }
 
-    async fn replay(&self, event: &RecordedEvent) -> Result<(), ConsumerError> {
-        let (projection, event) = (self.projection.clone(), event.clone());
-        let outcome: Result<(), Rollback> = self
-            .model
-            .transaction(move |conn| projection.project(conn, &event).map_err(|e| Rollback::Event(0, e)))
-            .await;
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(Rollback::Event(_, error)) => Err(error),
-            Err(Rollback::Store(error)) => Err(Box::new(error)),
-        }
+    /// Refused: one event applied after newer ones would leave the tables unlike a
+    /// fresh projection's; a rebuild replays a dead letter in order (`rewind::dead_letters`).
+    async fn replay(&self, _: &RecordedEvent) -> Result<(), ConsumerError> {
+        Err(Box::new(SubscriptionError::ReplayByRebuild(self.name.to_string())))
     }
 
+    /// Empties the tables, deletes the checkpoint and forgets what was written
+    /// inline, so the next run starts from the origin. On error the reset may or may
+    /// not have committed; `covered` is forgotten either way (a lower `covered` only
+    /// costs a read).
     async fn reset(&self) -> Result<(), ConsumerError> {
         let (name, projection) = (self.name.clone(), self.projection.clone());
-        self.model
+        let reset = self
+            .model
             .transaction(move |conn| {
                 projection.reset(conn).map_err(StoreError::backend)?;
                 conn.prepare_cached("DELETE FROM rewind_projections WHERE name = ?1")
                     .and_then(|mut s| s.execute([&*name]))
                     .map_err(StoreError::backend)
             })
-            .await?;
+            .await;
+        // After the transaction is answered, not inside it: groups committed before
+        // the reset publish their inline progress before the reset's own answer (the
+        // writer and syncer answer groups in commit order), so nothing older can
+        // raise `covered` again. A group committed after the reset is projected
+        // inline only if the checkpoint sits right before it, which without a
+        // checkpoint means the store was empty: its `covered` is true of the tables.
+        // Left as it was, the subscription would start at `covered` and the rebuilt
+        // tables would miss the history (issue 14).
+        self.covered.store(0, Ordering::Release);
+        reset?;
         Ok(())
     }
 }

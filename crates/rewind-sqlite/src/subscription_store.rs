@@ -41,6 +41,30 @@ fn save_checkpoint(tx: &Connection, name: &str, position: GlobalPosition) -> rus
     .map(drop)
 }
 
+fn write_changes(tx: &Connection, manager: &str, changes: &[InstanceChange]) -> rusqlite::Result<()> {
+    for change in changes {
+        match change {
+            InstanceChange::Save(instance, state) => tx.execute(
+                "INSERT OR REPLACE INTO rewind_process_instances (manager, instance, state) VALUES (?1, ?2, ?3)",
+                params![manager, instance, state],
+            )?,
+            InstanceChange::Delete(instance) => tx.execute(
+                "DELETE FROM rewind_process_instances WHERE manager = ?1 AND instance = ?2",
+                params![manager, instance],
+            )?,
+        };
+    }
+    Ok(())
+}
+
+fn remove_dead_letter(tx: &Connection, subscription: &str, event_id: Uuid) -> rusqlite::Result<bool> {
+    tx.execute(
+        "DELETE FROM rewind_dead_letters WHERE subscription = ?1 AND event_id = ?2",
+        params![subscription, event_id.to_string()],
+    )
+    .map(|deleted| deleted > 0)
+}
+
 impl SqliteSubscriptionStore {
     /// Creates the bookkeeping tables in `model` (usually the event store's file).
     pub async fn open(model: &SqliteReadModel) -> Result<SqliteSubscriptionStore, StoreError> {
@@ -134,12 +158,13 @@ impl SubscriptionStore for SqliteSubscriptionStore {
 
     async fn remove_dead_letter(&self, subscription: &str, event_id: Uuid) -> Result<bool, StoreError> {
         let name = subscription.to_owned();
+        self.transaction(move |tx| remove_dead_letter(tx, &name, event_id)).await
+    }
+
+    async fn clear_dead_letters(&self, subscription: &str) -> Result<u64, StoreError> {
+        let name = subscription.to_owned();
         self.transaction(move |tx| {
-            tx.execute(
-                "DELETE FROM rewind_dead_letters WHERE subscription = ?1 AND event_id = ?2",
-                params![name, event_id.to_string()],
-            )
-            .map(|deleted| deleted > 0)
+            tx.execute("DELETE FROM rewind_dead_letters WHERE subscription = ?1", [name]).map(|n| n as u64)
         })
         .await
     }
@@ -166,19 +191,26 @@ impl SubscriptionStore for SqliteSubscriptionStore {
     ) -> Result<(), StoreError> {
         let manager = manager.to_owned();
         self.transaction(move |tx| {
-            for change in &changes {
-                match change {
-                    InstanceChange::Save(instance, state) => tx.execute(
-                        "INSERT OR REPLACE INTO rewind_process_instances (manager, instance, state) VALUES (?1, ?2, ?3)",
-                        params![manager, instance, state],
-                    )?,
-                    InstanceChange::Delete(instance) => tx.execute(
-                        "DELETE FROM rewind_process_instances WHERE manager = ?1 AND instance = ?2",
-                        params![manager, instance],
-                    )?,
-                };
-            }
+            write_changes(tx, &manager, &changes)?;
             save_checkpoint(tx, &manager, position)
+        })
+        .await
+    }
+
+    async fn commit_replayed(
+        &self,
+        manager: &str,
+        changes: Vec<InstanceChange>,
+        event_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        let manager = manager.to_owned();
+        self.transaction(move |tx| {
+            // The letter's removal decides, inside the transaction: a replay that lost
+            // the race (or came after a discard) writes nothing.
+            if !remove_dead_letter(tx, &manager, event_id)? {
+                return Ok(false);
+            }
+            write_changes(tx, &manager, &changes).map(|()| true)
         })
         .await
     }

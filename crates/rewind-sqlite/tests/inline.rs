@@ -180,3 +180,59 @@ async fn a_projector_not_inline_covers_nothing() {
     assert_eq!(projector.covered(), None);
     assert!(counts(&setup.model).is_empty(), "nothing projected without a subscription");
 }
+
+/// A rebuild of an inline projector re-projects the whole history, whatever the
+/// writer projected inline before it, and events appended while it catches up or
+/// after it are projected exactly once: the tables end as a fresh projection's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_inline_projector_equals_a_fresh_projection() {
+    let dir = tempfile::tempdir().expect("dir");
+    let setup = open(&dir.path().join("bank.db")).await;
+    let projector = inline_projector(&setup, None, EventFilter::all()).await;
+    // The same events projected once, from the origin, into a file of its own.
+    let fresh_model = SqliteReadModel::open(dir.path().join("fresh.db")).await.expect("fresh model");
+    let fresh = SqliteProjector::new("fresh", StreamCounts { poison: None }, &fresh_model).await.expect("fresh");
+    let subs = Subscriptions::builder(&setup.app, setup.bookkeeping.clone())
+        .consumer("counts", projector.clone(), SubscriptionOptions::new().batch_size(7))
+        .consumer("fresh", Arc::new(fresh), SubscriptionOptions::new())
+        .start()
+        .expect("start");
+    for i in 0..200 {
+        setup.store.append(&format!("s-{}", i % 10), ExpectedVersion::Any, vec![counted(i)]).await.expect("append");
+    }
+    assert_eq!(projector.covered(), Some(GlobalPosition(200)), "written inline before the rebuild");
+
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = setup.store.clone();
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    store
+                        .append(&format!("s-{}", (w + i) % 10), ExpectedVersion::Any, vec![counted(i)])
+                        .await
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    subs.rebuild("counts").await.expect("rebuild");
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    for i in 0..10 {
+        setup.store.append(&format!("s-{i}"), ExpectedVersion::Any, vec![counted(i)]).await.expect("append");
+    }
+    let head = setup.store.head_position().await.expect("head");
+    assert_eq!(head, GlobalPosition(310));
+    subs.wait_for("counts", head).await.expect("rebuilt");
+    subs.wait_for("fresh", head).await.expect("fresh");
+    setup.store.append("s-0", ExpectedVersion::Any, vec![counted(0)]).await.expect("append");
+    assert_eq!(projector.covered(), Some(GlobalPosition(311)), "the writer takes over once caught up");
+    subs.wait_for("fresh", GlobalPosition(311)).await.expect("fresh");
+    subs.shutdown().await;
+
+    let (rebuilt, fresh) = (counts(&setup.model), counts(&fresh_model));
+    assert_eq!(rebuilt.values().sum::<i64>(), 311, "every event exactly once: {rebuilt:?}");
+    assert_eq!(rebuilt, fresh);
+    assert_eq!(checkpoint(&setup.model, "counts"), Some(311));
+}

@@ -16,7 +16,8 @@
 //!   [`stream`] (versions and positions); [`import`] copies events verbatim between stores.
 //! * The read side: [`subscriptions`] runs each [`subscription`] (catch-up, live,
 //!   error policy, lease) for an [`event_handler`], a [`process_manager`] or a
-//!   backend's projector; [`subscription_store`] keeps their bookkeeping.
+//!   backend's projector; [`subscription_store`] keeps their bookkeeping, and
+//!   [`dead_letters`] says what replaying a skipped event means for each kind.
 //! * Testing: [`testing`] (given / when / then) and [`conformance`] (the store suite).
 
 pub mod aggregate;
@@ -26,6 +27,7 @@ pub mod command;
 pub mod command_outcome;
 pub mod conformance;
 mod consistency;
+pub mod dead_letters;
 pub mod dispatch;
 pub mod envelope;
 pub mod event;

@@ -309,14 +309,7 @@ impl<P: ProcessManager> ProcessManagerConsumer<P> {
         events: &[RecordedEvent],
     ) -> Result<(), ConsumerError> {
         let Some(last) = done.checked_sub(1).map(|i| events[i].position) else { return Ok(()) };
-        let mut changes = Vec::new();
-        for run in runs {
-            let Some((_, state)) = run.outcomes.iter().rev().find(|(index, _)| *index < done) else { continue };
-            changes.push(match state {
-                Some(state) => InstanceChange::Save(run.id.clone(), serde_json::to_string(state)?),
-                None => InstanceChange::Delete(run.id.clone()),
-            });
-        }
+        let changes = changes(runs, done)?;
         if changes.is_empty() && last.0.saturating_sub(self.saved.load(Ordering::Relaxed)) < CHECKPOINT_EVERY {
             return Ok(());
         }
@@ -324,6 +317,19 @@ impl<P: ProcessManager> ProcessManagerConsumer<P> {
         self.saved.fetch_max(last.0, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Each instance's last state after the first `done` events of a batch.
+fn changes<S: Serialize>(runs: &[InstanceRun<S>], done: usize) -> Result<Vec<InstanceChange>, ConsumerError> {
+    let mut changes = Vec::new();
+    for run in runs {
+        let Some((_, state)) = run.outcomes.iter().rev().find(|(index, _)| *index < done) else { continue };
+        changes.push(match state {
+            Some(state) => InstanceChange::Save(run.id.clone(), serde_json::to_string(state)?),
+            None => InstanceChange::Delete(run.id.clone()),
+        });
+    }
+    Ok(changes)
 }
 
 #[async_trait]
@@ -367,5 +373,31 @@ impl<P: ProcessManager> Consumer for ProcessManagerConsumer<P> {
 
     async fn skip(&self, event: &RecordedEvent) -> Result<(), ConsumerError> {
         Ok(self.bookkeeping.commit_instances(&self.name, Vec::new(), event.position).await?)
+    }
+
+    /// Handles a dead letter's event against its instance's current state, then
+    /// commits that state with the letter's removal (see [`crate::dead_letters`]):
+    /// [`SubscriptionError::NoDeadLetter`](crate::SubscriptionError::NoDeadLetter)
+    /// and nothing written if the letter went meanwhile.
+    async fn replay(&self, event: &RecordedEvent) -> Result<(), ConsumerError> {
+        let events = std::slice::from_ref(event);
+        let (routed, unreadable) = self.route(events);
+        if let Some((_, error)) = unreadable {
+            return Err(error);
+        }
+        let mut runs = futures_util::future::join_all(
+            routed.into_iter().map(|(id, routed)| self.run_instance(id, routed, events)),
+        )
+        .await;
+        // One event: any failure is that event's, and nothing is committed.
+        if let Some((_, error)) = runs.iter_mut().find_map(|run| run.failure.take()) {
+            return Err(error);
+        }
+        let changes = changes(&runs, 1)?;
+        if self.bookkeeping.commit_replayed(&self.name, changes, event.event_id).await? {
+            Ok(())
+        } else {
+            Err(Box::new(crate::SubscriptionError::NoDeadLetter(self.name.clone(), event.event_id)))
+        }
     }
 }

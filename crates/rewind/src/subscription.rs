@@ -187,7 +187,9 @@ pub trait Consumer: Send + Sync + 'static {
     async fn process(&self, events: Arc<[RecordedEvent]>) -> Result<(), BatchFailure>;
 
     /// Handles one event again out of order (a dead letter being replayed), without
-    /// moving the checkpoint. The default processes it as a batch of one.
+    /// moving the checkpoint. The default processes it as a batch of one. Who calls
+    /// it and what it must keep is in [`crate::dead_letters`]: never for a projector
+    /// (rebuilt instead); a process manager removes the letter with its effects.
     async fn replay(&self, event: &RecordedEvent) -> Result<(), ConsumerError> {
         self.process(Arc::from(vec![event.clone()])).await.map_err(|failure| failure.error)
     }

@@ -79,6 +79,9 @@ pub trait SubscriptionStore: Send + Sync + 'static {
     async fn dead_letters(&self, subscription: Option<&str>) -> Result<Vec<DeadLetter>, StoreError>;
     /// Removes a dead letter; false if there was none.
     async fn remove_dead_letter(&self, subscription: &str, event_id: Uuid) -> Result<bool, StoreError>;
+    /// Removes every dead letter of one subscription (a rebuild re-runs their events,
+    /// see [`dead_letters`](crate::dead_letters)); returns how many there were.
+    async fn clear_dead_letters(&self, subscription: &str) -> Result<u64, StoreError>;
 
     /// A process manager instance's state (JSON), if the instance exists.
     async fn load_instance(&self, manager: &str, instance: &str) -> Result<Option<String>, StoreError>;
@@ -92,6 +95,17 @@ pub trait SubscriptionStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Deletes every instance and the checkpoint of a process manager.
     async fn reset_instances(&self, manager: &str) -> Result<(), StoreError>;
+    /// Commits a replayed dead letter of a process manager: removes the letter of
+    /// `event_id` and writes `changes`, atomically. If there is no such letter (it was
+    /// replayed or discarded meanwhile) nothing is written and the answer is false, so
+    /// a replay takes effect once. The checkpoint does not move. On error nothing
+    /// was written.
+    async fn commit_replayed(
+        &self,
+        manager: &str,
+        changes: Vec<InstanceChange>,
+        event_id: Uuid,
+    ) -> Result<bool, StoreError>;
 
     /// Takes the lease on a subscription name if no process holds it.
     async fn try_lease(&self, subscription: &str) -> Result<Option<Lease>, StoreError>;
@@ -121,6 +135,24 @@ impl MemorySubscriptionStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl MemoryState {
+    fn dead_letter_key(&self, subscription: &str, event_id: Uuid) -> Option<(String, GlobalPosition)> {
+        self.dead_letters
+            .iter()
+            .find(|(_, l)| l.subscription == subscription && l.event.event_id == event_id)
+            .map(|(key, _)| key.clone())
+    }
+
+    fn apply_changes(&mut self, manager: &str, changes: Vec<InstanceChange>) {
+        for change in changes {
+            match change {
+                InstanceChange::Save(instance, data) => self.instances.insert((manager.to_owned(), instance), data),
+                InstanceChange::Delete(instance) => self.instances.remove(&(manager.to_owned(), instance)),
+            };
+        }
     }
 }
 
@@ -164,12 +196,14 @@ impl SubscriptionStore for MemorySubscriptionStore {
     }
     async fn remove_dead_letter(&self, subscription: &str, event_id: Uuid) -> Result<bool, StoreError> {
         let mut state = self.lock();
-        let key = state
-            .dead_letters
-            .iter()
-            .find(|(_, l)| l.subscription == subscription && l.event.event_id == event_id)
-            .map(|(key, _)| key.clone());
+        let key = state.dead_letter_key(subscription, event_id);
         Ok(key.and_then(|key| state.dead_letters.remove(&key)).is_some())
+    }
+    async fn clear_dead_letters(&self, subscription: &str) -> Result<u64, StoreError> {
+        let mut state = self.lock();
+        let before = state.dead_letters.len();
+        state.dead_letters.retain(|(name, _), _| name != subscription);
+        Ok((before - state.dead_letters.len()) as u64)
     }
     async fn load_instance(&self, manager: &str, instance: &str) -> Result<Option<String>, StoreError> {
         Ok(self.lock().instances.get(&(manager.to_owned(), instance.to_owned())).cloned())
@@ -181,12 +215,7 @@ impl SubscriptionStore for MemorySubscriptionStore {
         checkpoint: GlobalPosition,
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
-        for change in changes {
-            match change {
-                InstanceChange::Save(instance, data) => state.instances.insert((manager.to_owned(), instance), data),
-                InstanceChange::Delete(instance) => state.instances.remove(&(manager.to_owned(), instance)),
-            };
-        }
+        state.apply_changes(manager, changes);
         let stored = state.checkpoints.entry(manager.to_owned()).or_insert(checkpoint);
         *stored = (*stored).max(checkpoint);
         Ok(())
@@ -196,6 +225,18 @@ impl SubscriptionStore for MemorySubscriptionStore {
         state.instances.retain(|(m, _), _| m != manager);
         state.checkpoints.remove(manager);
         Ok(())
+    }
+    async fn commit_replayed(
+        &self,
+        manager: &str,
+        changes: Vec<InstanceChange>,
+        event_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let Some(key) = state.dead_letter_key(manager, event_id) else { return Ok(false) };
+        state.dead_letters.remove(&key);
+        state.apply_changes(manager, changes);
+        Ok(true)
     }
     async fn try_lease(&self, subscription: &str) -> Result<Option<Lease>, StoreError> {
         let mut leases = self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

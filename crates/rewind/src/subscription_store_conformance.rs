@@ -21,6 +21,8 @@ macro_rules! subscription_store_conformance {
             checkpoints_start_empty_and_never_move_back,
             deleting_a_checkpoint_starts_over,
             dead_letters_round_trip_in_event_order,
+            clearing_dead_letters_forgets_one_subscription,
+            a_replayed_letter_commits_its_changes_once,
             instances_commit_with_the_checkpoint,
             resetting_instances_forgets_the_manager,
             leases_are_exclusive_until_dropped
@@ -90,6 +92,48 @@ pub async fn dead_letters_round_trip_in_event_order<S: SubscriptionStore>(store:
     assert!(!store.remove_dead_letter("a", early.event.event_id).await.expect("remove again"));
     assert!(!store.remove_dead_letter("a", other.event.event_id).await.expect("wrong subscription"));
     assert_eq!(store.dead_letters(Some("a")).await.expect("list"), vec![late]);
+}
+
+fn letter(subscription: &str, position: u64) -> DeadLetter {
+    DeadLetter {
+        subscription: subscription.into(),
+        event: event(position),
+        error: format!("failed at {position}"),
+        failed_at: chrono::DateTime::from_timestamp_micros(1_800_000_000_000_000).expect("valid time"),
+    }
+}
+
+/// Clearing removes one subscription's letters, all of them, and says how many.
+pub async fn clearing_dead_letters_forgets_one_subscription<S: SubscriptionStore>(store: Arc<S>) {
+    let other = letter("b", 5);
+    for l in [letter("a", 9), letter("a", 2), other.clone()] {
+        store.add_dead_letter(l).await.expect("add");
+    }
+    assert_eq!(store.clear_dead_letters("a").await.expect("clear"), 2);
+    assert_eq!(store.dead_letters(None).await.expect("list"), vec![other]);
+    assert_eq!(store.clear_dead_letters("a").await.expect("clear again"), 0);
+}
+
+/// A replay's instance changes land with the removal of its letter, once; the
+/// checkpoint stays where it was.
+pub async fn a_replayed_letter_commits_its_changes_once<S: SubscriptionStore>(store: Arc<S>) {
+    let (replayed, others) = (letter("pm", 4), letter("other", 5));
+    store.add_dead_letter(replayed.clone()).await.expect("add");
+    store.add_dead_letter(others.clone()).await.expect("add");
+    let save = |n: u32| vec![InstanceChange::Save("t".into(), format!(r#"{{"n":{n}}}"#))];
+    store.commit_instances("pm", save(1), GlobalPosition(9)).await.expect("commit");
+    let id = replayed.event.event_id;
+    assert!(store.commit_replayed("pm", save(2), id).await.expect("replay"));
+    assert_eq!(json(store.load_instance("pm", "t").await.expect("load")), Some(serde_json::json!({"n": 2})));
+    assert_eq!(store.dead_letters(Some("pm")).await.expect("list"), Vec::new());
+    assert_eq!(store.load_checkpoint("pm").await.expect("load"), Some(GlobalPosition(9)));
+
+    assert!(!store.commit_replayed("pm", save(3), id).await.expect("replay again"), "the letter is gone");
+    assert_eq!(json(store.load_instance("pm", "t").await.expect("load")), Some(serde_json::json!({"n": 2})));
+    let stop = vec![InstanceChange::Delete("t".into())];
+    assert!(!store.commit_replayed("pm", stop, others.event.event_id).await.expect("another's letter"));
+    assert!(store.load_instance("pm", "t").await.expect("load").is_some(), "nothing written without the letter");
+    assert_eq!(store.dead_letters(Some("other")).await.expect("list"), vec![others]);
 }
 
 /// States are JSON: a backend may normalise the text (PostgreSQL's `jsonb` does).

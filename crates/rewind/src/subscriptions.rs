@@ -4,9 +4,12 @@
 //! running set starts from its own checkpoint — from the origin when it is new —
 //! while the others stay live. A rebuild resets one projector (its read model and
 //! checkpoint) and replays it from the origin; event handlers and process managers
-//! are never rebuilt, so side effects never fire twice.
+//! are never rebuilt, so side effects never fire twice. A rebuild supersedes the
+//! projector's dead letters, and replaying a projector's dead letter rebuilds it:
+//! [`dead_letters`] has the rules for each kind.
 
 use crate::application::Application;
+use crate::dead_letters;
 use crate::event_handler::{EventHandler, HandlerConsumer};
 use crate::event_store::EventStore;
 use crate::process_manager::{ProcessManager, ProcessManagerConsumer};
@@ -32,9 +35,17 @@ pub enum SubscriptionError {
     /// Only projectors can be rebuilt.
     #[error("`{0}` is not a projector; only projectors can be rebuilt")]
     NotRebuildable(String),
-    /// No dead letter for this subscription and event.
+    /// No dead letter for this subscription and event (it may have been replayed,
+    /// discarded or superseded by a rebuild).
     #[error("no dead letter for `{0}` and event {1}")]
     NoDeadLetter(String, Uuid),
+    /// A projector's dead letter is not handed over alone; rebuilding the projector
+    /// replays it in order ([`dead_letters`]).
+    #[error("`{0}` is a projector: its dead letters are replayed by rebuilding it, in order")]
+    ReplayByRebuild(String),
+    /// Another process runs this subscription (it holds its lease).
+    #[error("`{0}` is running in another process (it holds the subscription's lease)")]
+    Busy(String),
     /// The consumer or the bookkeeping store failed.
     #[error("{0}")]
     Failed(#[source] crate::subscription::ConsumerError),
@@ -232,7 +243,7 @@ impl Subscriptions {
             return Err(SubscriptionError::NotRebuildable(name.into()));
         }
         let Halted { consumer, options, .. } = self.halt(name).await?;
-        let reset = consumer.reset().await.map_err(SubscriptionError::Failed);
+        let reset = dead_letters::reset_projector(name, &*consumer, &*self.bookkeeping).await;
         let restarted = self.spawn(name.to_owned(), consumer, options);
         self.lock().insert(name.to_owned(), restarted);
         reset
@@ -282,8 +293,12 @@ impl Subscriptions {
         self.bookkeeping.dead_letters(name).await.map_err(|e| SubscriptionError::Failed(Box::new(e)))
     }
 
-    /// Hands a dead letter's event to its subscription again (out of order), and
-    /// removes the dead letter if that succeeds.
+    /// Replays a dead letter of a running subscription by the rules of its kind
+    /// ([`dead_letters`]): a projector is rebuilt (this returns
+    /// once it runs again, not once it has caught up); a process manager's event is
+    /// handled while its subscription is stopped, and takes effect once; an event
+    /// handler's is handed to it again. The letter is gone once this succeeds; on
+    /// error it stays, unless a rebuild superseded it.
     pub async fn replay_dead_letter(&self, name: &str, event_id: Uuid) -> Result<(), SubscriptionError> {
         let letter = self
             .dead_letters(Some(name))
@@ -291,14 +306,30 @@ impl Subscriptions {
             .into_iter()
             .find(|l| l.event.event_id == event_id)
             .ok_or_else(|| SubscriptionError::NoDeadLetter(name.into(), event_id))?;
-        let consumer =
-            self.lock().get(name).map(|r| r.consumer.clone()).ok_or_else(|| SubscriptionError::Unknown(name.into()))?;
-        consumer.replay(&letter.event).await.map_err(SubscriptionError::Failed)?;
-        self.bookkeeping
-            .remove_dead_letter(name, event_id)
-            .await
-            .map_err(|e| SubscriptionError::Failed(Box::new(e)))?;
-        Ok(())
+        let (kind, consumer) = self
+            .lock()
+            .get(name)
+            .map(|r| (r.tracker.kind, r.consumer.clone()))
+            .ok_or_else(|| SubscriptionError::Unknown(name.into()))?;
+        match kind {
+            ConsumerKind::Projector => self.rebuild(name).await,
+            ConsumerKind::ProcessManager => self.replay_alone(name, &letter).await,
+            ConsumerKind::EventHandler => dead_letters::replay(&letter, &*consumer, &*self.bookkeeping).await,
+        }
+    }
+
+    /// Replays `letter` while its subscription is stopped and this process holds
+    /// its lease, so no live event of the same instance interleaves; then restarts it.
+    async fn replay_alone(&self, name: &str, letter: &DeadLetter) -> Result<(), SubscriptionError> {
+        let Halted { consumer, options, .. } = self.halt(name).await?;
+        let replayed = match dead_letters::retake_lease(&*self.bookkeeping, name).await {
+            // Held until the replay is done, released before the restart takes it.
+            Ok(_lease) => dead_letters::replay(letter, &*consumer, &*self.bookkeeping).await,
+            Err(error) => Err(error),
+        };
+        let restarted = self.spawn(name.to_owned(), consumer, options);
+        self.lock().insert(name.to_owned(), restarted);
+        replayed
     }
 
     /// Removes a dead letter without replaying it.

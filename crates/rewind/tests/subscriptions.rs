@@ -6,9 +6,10 @@ mod support;
 use async_trait::async_trait;
 use rewind::{
     AggregateConfig, Application, BatchFailure, CommandFailure, Consistency, Consumer, ConsumerError, ConsumerKind,
-    DispatchError, DispatchOptions, ErrorPolicy, EventFilter, EventHandler, EventStore, GlobalPosition, Interest,
-    MemoryStore, MemorySubscriptionStore, OnError, ProcessCommand, ProcessManager, RecordedEvent, StartFrom,
-    SubscriptionError, SubscriptionOptions, SubscriptionState, SubscriptionStore, Subscriptions,
+    DeadLetter, DispatchError, DispatchOptions, ErrorPolicy, EventFilter, EventHandler, EventStore, GlobalPosition,
+    InstanceChange, Interest, MemoryStore, MemorySubscriptionStore, OnError, ProcessCommand, ProcessManager,
+    RecordedEvent, StartFrom, StoreError, SubscriptionError, SubscriptionOptions, SubscriptionState, SubscriptionStore,
+    Subscriptions,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -577,5 +578,107 @@ async fn a_process_manager_does_not_pass_over_an_unreadable_event_of_its_own_typ
     subs.wait_for("sweeper", written.last_position).await.expect("wait");
     let letters = store.dead_letters(Some("sweeper")).await.expect("dead letters");
     assert_eq!(letters.iter().map(|l| l.event.position).collect::<Vec<_>>(), vec![written.last_position]);
+    subs.shutdown().await;
+}
+
+/// Bookkeeping whose first removal of a dead letter fails, as if the database went
+/// away between a replay's effects and the removal of its letter.
+#[derive(Default)]
+struct FlakyRemoval {
+    inner: MemorySubscriptionStore,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl SubscriptionStore for FlakyRemoval {
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<GlobalPosition>, StoreError> {
+        self.inner.load_checkpoint(name).await
+    }
+    async fn save_checkpoint(&self, name: &str, position: GlobalPosition) -> Result<(), StoreError> {
+        self.inner.save_checkpoint(name, position).await
+    }
+    async fn delete_checkpoint(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.delete_checkpoint(name).await
+    }
+    async fn add_dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError> {
+        self.inner.add_dead_letter(letter).await
+    }
+    async fn dead_letters(&self, name: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        self.inner.dead_letters(name).await
+    }
+    async fn remove_dead_letter(&self, name: &str, event_id: uuid::Uuid) -> Result<bool, StoreError> {
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            return Err(StoreError::Backend("connection reset".into()));
+        }
+        self.inner.remove_dead_letter(name, event_id).await
+    }
+    async fn clear_dead_letters(&self, name: &str) -> Result<u64, StoreError> {
+        self.inner.clear_dead_letters(name).await
+    }
+    async fn load_instance(&self, manager: &str, instance: &str) -> Result<Option<String>, StoreError> {
+        self.inner.load_instance(manager, instance).await
+    }
+    async fn commit_instances(
+        &self,
+        manager: &str,
+        changes: Vec<InstanceChange>,
+        checkpoint: GlobalPosition,
+    ) -> Result<(), StoreError> {
+        self.inner.commit_instances(manager, changes, checkpoint).await
+    }
+    async fn reset_instances(&self, manager: &str) -> Result<(), StoreError> {
+        self.inner.reset_instances(manager).await
+    }
+    async fn commit_replayed(
+        &self,
+        manager: &str,
+        changes: Vec<InstanceChange>,
+        event_id: uuid::Uuid,
+    ) -> Result<bool, StoreError> {
+        self.inner.commit_replayed(manager, changes, event_id).await
+    }
+    async fn try_lease(&self, name: &str) -> Result<Option<rewind::Lease>, StoreError> {
+        self.inner.try_lease(name).await
+    }
+}
+
+/// A process manager's replayed dead letter takes effect once: its commands carry
+/// ids derived from the event, and its state commits with the letter's removal, so
+/// neither a failure after its effects nor a second replay applies it again.
+#[tokio::test]
+async fn a_process_manager_dead_letter_is_replayed_exactly_once() {
+    let app =
+        Application::builder(MemoryStore::new()).router(router(AggregateConfig::new()).command::<Refund>()).build();
+    open(&app, "src", 1000).await;
+    open(&app, "src-savings", 1).await;
+    deposit(&app, "src", 100).await;
+    let skipped = app.store().read_all(GlobalPosition(3), 1, &EventFilter::all()).await.expect("read").remove(0);
+    let store = Arc::new(FlakyRemoval::default());
+    // The manager starts after the deposit, as if it had failed on it and skipped it.
+    let letter = DeadLetter {
+        subscription: "sweeper".into(),
+        event: skipped.clone(),
+        error: "savings ledger away".into(),
+        failed_at: chrono::Utc::now(),
+    };
+    store.add_dead_letter(letter).await.expect("add");
+    let options = SubscriptionOptions::new().start_from(StartFrom::After(skipped.position));
+    let subs = Subscriptions::builder(&app, store.clone())
+        .process_manager("sweeper", Sweeper, options)
+        .start()
+        .expect("start");
+    let first = subs.replay_dead_letter("sweeper", skipped.event_id).await;
+    // Whatever the first attempt answered, an operator tries again while the letter is listed.
+    if !subs.dead_letters(Some("sweeper")).await.expect("letters").is_empty() {
+        subs.replay_dead_letter("sweeper", skipped.event_id).await.expect("second attempt");
+    }
+    assert_eq!((balance(&app, "src").await, balance(&app, "src-savings").await), (1050, 51), "first: {first:?}");
+    let state = store.load_instance("sweeper", "src").await.expect("load");
+    assert_eq!(state.as_deref(), Some(r#"{"swept":50}"#), "the state took the event once (first: {first:?})");
+    let appended = head(&app).await;
+    let again = subs.replay_dead_letter("sweeper", skipped.event_id).await;
+    assert!(matches!(again, Err(SubscriptionError::NoDeadLetter(..))), "{again:?}");
+    assert_eq!(head(&app).await, appended, "nothing dispatched again");
+    subs.wait_for("sweeper", appended).await.expect("running again after the replay");
     subs.shutdown().await;
 }

@@ -9,6 +9,11 @@
 //! The mapping from events to [`Change`]s is pure and shared; `sqlite` and
 //! `postgres` only say how a change is written and how a view is read in each
 //! dialect. [`statements`] is a second, later projection: monthly statements.
+//!
+//! Money: these tables copy amounts and balances from the events, which the
+//! account checked, and add nothing up; [`statements`] sums, each sum checked, and
+//! says so when a month's total is beyond `i64`. On SQLite every table is `STRICT`
+//! (see `sqlite`), so no column silently holds a REAL.
 
 pub mod postgres;
 pub mod sqlite;

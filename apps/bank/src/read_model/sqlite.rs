@@ -1,4 +1,9 @@
 //! The read model on SQLite: [`Change`]s as SQLite statements, views as queries.
+//!
+//! Every table is `STRICT`, so a value of the wrong type is refused rather than
+//! stored. A file whose tables are from before that is rebuilt when the projector
+//! starts ([`SqliteProjection::drop_outdated`]): the old tables are dropped, the
+//! checkpoint forgotten, and the subscription re-projects every event.
 
 use super::{AccountView, Change, Queries, Table, TransactionView, TransferView, changes};
 use async_trait::async_trait;
@@ -47,9 +52,39 @@ fn write(conn: &Connection, change: &Change) -> rusqlite::Result<usize> {
     }
 }
 
+/// Whether any of `tables` exists without being `STRICT`: made before the read
+/// model's tables were, when a column could silently hold a value of another type.
+pub(crate) fn any_lax(conn: &Connection, tables: &[&str]) -> rusqlite::Result<bool> {
+    let mut statement =
+        conn.prepare_cached("SELECT strict FROM pragma_table_list WHERE schema = 'main' AND name = ?1")?;
+    for table in tables {
+        if statement.query_row([table], |row| row.get::<_, bool>(0)).optional()? == Some(false) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Drops `tables` (and their indexes) if any of them is not `STRICT`; whether it did.
+/// `STRICT` cannot be added to a table in place, and the projection can be rebuilt.
+pub(crate) fn drop_if_lax(conn: &Connection, tables: &[&str]) -> rusqlite::Result<bool> {
+    if !any_lax(conn, tables)? {
+        return Ok(false);
+    }
+    for table in tables {
+        conn.execute_batch(&format!("DROP TABLE IF EXISTS {table}"))?;
+    }
+    Ok(true)
+}
+
 impl SqliteProjection for SqliteBankProjection {
     fn create(&self, conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch(include_str!("sqlite_tables.sql"))
+    }
+
+    /// The three tables share one checkpoint, so one lax table rebuilds them all.
+    fn drop_outdated(&self, conn: &Connection) -> rusqlite::Result<bool> {
+        drop_if_lax(conn, &Table::ALL.map(Table::name))
     }
 
     fn project(&self, conn: &Connection, event: &RecordedEvent) -> Result<(), ConsumerError> {

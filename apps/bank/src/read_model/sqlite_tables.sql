@@ -1,3 +1,5 @@
+-- STRICT: a value of the wrong type is refused, never stored (a money column never
+-- holds a REAL). A file made before the tables were STRICT is rebuilt (sqlite.rs).
 CREATE TABLE IF NOT EXISTS accounts (
     uuid            TEXT PRIMARY KEY NOT NULL,
     current_balance INTEGER NOT NULL,
@@ -5,7 +7,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     version         INTEGER NOT NULL,
     inserted_at     TEXT NOT NULL,
     updated_at      TEXT NOT NULL
-);
+) STRICT;
 CREATE TABLE IF NOT EXISTS account_transactions (
     event_id      TEXT PRIMARY KEY NOT NULL,
     position      INTEGER NOT NULL,
@@ -15,7 +17,7 @@ CREATE TABLE IF NOT EXISTS account_transactions (
     balance_after INTEGER NOT NULL,
     transfer_uuid TEXT,
     occurred_at   TEXT NOT NULL
-);
+) STRICT;
 CREATE INDEX IF NOT EXISTS account_transactions_by_account ON account_transactions (account_uuid, position);
 CREATE TABLE IF NOT EXISTS transfers (
     uuid                     TEXT PRIMARY KEY NOT NULL,
@@ -26,4 +28,4 @@ CREATE TABLE IF NOT EXISTS transfers (
     reason                   TEXT,
     requested_at             TEXT NOT NULL,
     updated_at               TEXT NOT NULL
-);
+) STRICT;

@@ -100,8 +100,16 @@ pub fn databases(dir: &std::path::Path) -> Vec<String> {
     urls
 }
 
-/// Every event of the store behind `database`, read directly.
+/// Every application event of the store behind `database`, read directly (the
+/// framework's own `$` streams, recorded command refusals, left out).
 pub async fn all_events(database: &str) -> Vec<RecordedEvent> {
+    let mut all = every_event(database).await;
+    all.retain(|e| !rewind::command_outcome::is_system_stream(&e.stream_id));
+    all
+}
+
+/// Every event of the store behind `database`, read directly.
+pub async fn every_event(database: &str) -> Vec<RecordedEvent> {
     let database: rewind_cli::Database = database.parse().expect("database");
     let backend = rewind_cli::Backend::open(&database, rewind_cli::OpenMode::Existing).await.expect("open");
     let store = backend.store.clone();

@@ -6,7 +6,10 @@ use crate::sim::workload::Users;
 use crate::sim::world::{Backend, Delivered, Shape, World};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rewind::{ConsumerKind, ErrorPolicy, EventStore, ExpectedVersion, GlobalPosition, Metadata, NewEvent};
+use rewind::dead_letters;
+use rewind::{
+    ConsumerKind, ErrorPolicy, EventStore, ExpectedVersion, GlobalPosition, Metadata, NewEvent, SubscriptionError,
+};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use uuid::Uuid;
 
@@ -199,14 +202,16 @@ impl Sim {
         let projectors: Vec<usize> =
             (0..live.subs.len()).filter(|&i| live.subs[i].kind() == ConsumerKind::Projector).collect();
         let index = projectors[self.world.rng.random_range(0..projectors.len())];
-        let sub = &mut self.world.live().subs[index];
-        if sub.consumer.reset().await.is_ok() {
+        let live = self.world.live();
+        let bookkeeping = live.bookkeeping.clone();
+        let sub = &mut live.subs[index];
+        if dead_letters::reset_projector(&sub.name, sub.consumer.as_ref(), bookkeeping.as_ref()).await.is_ok() {
             sub.attempts = 0;
             sub.stopped = None;
         }
     }
 
-    /// An operator replays one dead letter (as `Subscriptions::replay_dead_letter` does).
+    /// An operator replays one dead letter (by the rules of `rewind::dead_letters`).
     async fn replay_dead_letter(&mut self) {
         let live = self.world.live();
         let Ok(letters) = live.bookkeeping.dead_letters(None).await else { return };
@@ -214,11 +219,7 @@ impl Sim {
             return;
         }
         let letter = letters[self.world.rng.random_range(0..letters.len())].clone();
-        let live = self.world.live();
-        let Some(sub) = live.subs.iter().find(|s| s.name == letter.subscription) else { return };
-        if sub.consumer.replay(&letter.event).await.is_ok() {
-            let _ = live.bookkeeping.remove_dead_letter(&letter.subscription, letter.event.event_id).await;
-        }
+        replay_letter(self.world.live(), &letter).await;
     }
 
     /// Several commands and a turn of the transfer process at once.
@@ -318,7 +319,7 @@ async fn settle(world: &mut World) -> Vec<String> {
     for _round in 0..500 {
         let mut moved = 0;
         for index in 0..3 {
-            moved += world.live().deliver(index, 500, &faults).await.done;
+            moved += usize::from(world.live().deliver(index, 500, &faults).await.moved());
         }
         let retrying = world.live().subs.iter().any(|s| s.attempts > 0 && s.stopped.is_none());
         if moved == 0 && !retrying {
@@ -337,15 +338,41 @@ async fn settle(world: &mut World) -> Vec<String> {
         }
     }
     let letters = live.bookkeeping.dead_letters(None).await.unwrap_or_default();
+    let mut replayed = false;
     for letter in letters {
-        let Some(sub) = live.subs.iter().find(|s| s.name == letter.subscription) else { continue };
-        if sub.kind() != ConsumerKind::Projector || letter.event.decode::<bank::domain::AccountEvent>().is_err() {
-            continue;
+        if letter.event.decode::<bank::domain::AccountEvent>().is_ok() {
+            replayed |= replay_letter(world.live(), &letter).await;
         }
-        if sub.consumer.replay(&letter.event).await.is_ok() {
-            let _ = live.bookkeeping.remove_dead_letter(&letter.subscription, letter.event.event_id).await;
+    }
+    // A projector rebuilt for its letters catches up again.
+    if replayed {
+        for _round in 0..50 {
+            let mut moved = 0;
+            for index in 0..3 {
+                moved += usize::from(world.live().deliver(index, 500, &faults).await.moved());
+            }
+            if moved == 0 {
+                break;
+            }
         }
     }
     world.bugs.store(true, std::sync::atomic::Ordering::Relaxed);
     violations
+}
+
+/// Replays a dead letter as an operator does: a projector's by rebuilding it (what
+/// `Subscriptions::replay_dead_letter` does), any other's by handing the event over.
+/// Whether a projector was rebuilt.
+async fn replay_letter(live: &mut crate::sim::world::Live, letter: &rewind::DeadLetter) -> bool {
+    let bookkeeping = live.bookkeeping.clone();
+    let Some(sub) = live.subs.iter_mut().find(|s| s.name == letter.subscription) else { return false };
+    match dead_letters::replay(letter, sub.consumer.as_ref(), bookkeeping.as_ref()).await {
+        Err(SubscriptionError::ReplayByRebuild(_)) => {
+            let rebuilt = dead_letters::reset_projector(&sub.name, sub.consumer.as_ref(), bookkeeping.as_ref()).await;
+            sub.attempts = 0;
+            sub.stopped = None;
+            rebuilt.is_ok()
+        }
+        _ => false,
+    }
 }

@@ -260,10 +260,19 @@ impl World {
 pub struct Delivered {
     /// Events the consumer finished.
     pub done: usize,
+    /// An event was passed over into the dead letters.
+    pub skipped: bool,
     /// The subscription stopped, and whether an injected fault caused the failure.
     pub stopped_by_fault: Option<bool>,
     /// An event went to the dead letters because of an injected fault.
     pub dead_lettered_by_fault: Option<String>,
+}
+
+impl Delivered {
+    /// Whether the subscription moved at all.
+    pub fn moved(&self) -> bool {
+        self.done > 0 || self.skipped
+    }
 }
 
 impl Live {
@@ -309,13 +318,14 @@ impl Live {
                     error: error.to_string(),
                     failed_at: chrono::Utc::now(),
                 };
-                if bookkeeping.add_dead_letter(letter).await.is_ok() && sub.consumer.skip(event).await.is_ok() {
+                let skipped =
+                    bookkeeping.add_dead_letter(letter).await.is_ok() && sub.consumer.skip(event).await.is_ok();
+                if skipped {
                     sub.attempts = 0;
                 }
-                if caused_by_fault {
-                    let why = format!("{} dead-lettered event {}: {error}", sub.name, event.position);
-                    return Delivered { done: failed_at, dead_lettered_by_fault: Some(why), ..Default::default() };
-                }
+                let why =
+                    caused_by_fault.then(|| format!("{} dead-lettered event {}: {error}", sub.name, event.position));
+                return Delivered { done: failed_at, skipped, dead_lettered_by_fault: why, ..Default::default() };
             }
             Decision::Stop => {
                 sub.stopped = Some(format!("stopped at {}: {error}", event.position));
