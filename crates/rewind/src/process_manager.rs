@@ -170,6 +170,13 @@ struct Routed<E> {
     interest: Interest,
 }
 
+/// A batch's events grouped by instance, in order, up to the first event of the
+/// manager's own types that does not decode (its index and error).
+struct RoutedBatch<E> {
+    groups: Vec<(String, Vec<Routed<E>>)>,
+    unreadable: Option<(usize, ConsumerError)>,
+}
+
 /// What running one instance over its events produced.
 struct InstanceRun<S> {
     id: String,
@@ -186,16 +193,13 @@ impl<P: ProcessManager> ProcessManagerConsumer<P> {
     /// Groups the batch's events by instance, keeping their order, up to the first
     /// event of the manager's own types that does not decode: that one is a failure
     /// for the error policy (returned with its index), never passed over.
-    fn route(
-        &self,
-        events: &[RecordedEvent],
-    ) -> (Vec<(String, Vec<Routed<P::Event>>)>, Option<(usize, ConsumerError)>) {
+    fn route(&self, events: &[RecordedEvent]) -> RoutedBatch<P::Event> {
         let mut groups: Vec<(String, Vec<Routed<P::Event>>)> = Vec::new();
         for (index, recorded) in events.iter().enumerate() {
             let event = match recorded.decode::<P::Event>() {
                 Ok(event) => event,
                 Err(error) if crate::event::is_type_of::<P::Event>(&recorded.event_type, &recorded.data) => {
-                    return (groups, Some((index, Box::new(error))));
+                    return RoutedBatch { groups, unreadable: Some((index, Box::new(error))) };
                 }
                 // Another aggregate's event: not for this manager.
                 Err(_) => continue,
@@ -213,7 +217,7 @@ impl<P: ProcessManager> ProcessManagerConsumer<P> {
                 None => groups.push((id, vec![routed])),
             }
         }
-        (groups, None)
+        RoutedBatch { groups, unreadable: None }
     }
 
     async fn run_instance(
@@ -348,9 +352,9 @@ impl<P: ProcessManager> Consumer for ProcessManagerConsumer<P> {
 
     async fn process(&self, events: Arc<[RecordedEvent]>) -> Result<(), BatchFailure> {
         let events = &events[..];
-        let (routed, unreadable) = self.route(events);
+        let RoutedBatch { groups, unreadable } = self.route(events);
         let runs = futures_util::future::join_all(
-            routed.into_iter().map(|(id, routed)| self.run_instance(id, routed, events)),
+            groups.into_iter().map(|(id, routed)| self.run_instance(id, routed, events)),
         )
         .await;
         // Events before the first failure are done everywhere; later ones that other
@@ -381,12 +385,12 @@ impl<P: ProcessManager> Consumer for ProcessManagerConsumer<P> {
     /// and nothing written if the letter went meanwhile.
     async fn replay(&self, event: &RecordedEvent) -> Result<(), ConsumerError> {
         let events = std::slice::from_ref(event);
-        let (routed, unreadable) = self.route(events);
+        let RoutedBatch { groups, unreadable } = self.route(events);
         if let Some((_, error)) = unreadable {
             return Err(error);
         }
         let mut runs = futures_util::future::join_all(
-            routed.into_iter().map(|(id, routed)| self.run_instance(id, routed, events)),
+            groups.into_iter().map(|(id, routed)| self.run_instance(id, routed, events)),
         )
         .await;
         // One event: any failure is that event's, and nothing is committed.
