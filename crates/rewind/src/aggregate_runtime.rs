@@ -221,75 +221,68 @@ impl<A: Aggregate> AggregateRuntime<A> {
             {
                 return Err(DispatchError::WrongVersion { expected, actual: instance.version });
             }
-            let events = match instance.state.execute(command) {
-                Ok(events) => events,
+            let decided = match instance.state.execute(command) {
+                Ok(events) => self.accepted(store, stream_id, events, context, instance).await?,
                 Err(refusal) => {
-                    match self.refused(store, stream_id, short_type_name::<C>(), refusal, context, instance).await? {
-                        Decided::Done(result) => return result,
-                        Decided::StreamMoved => {
-                            backoff(attempt).await;
-                            self.catch_up(store, stream_id, instance).await?;
-                            continue;
-                        }
-                    }
+                    self.refused(store, stream_id, short_type_name::<C>(), refusal, context, instance).await?
                 }
             };
-            if events.is_empty() {
-                if let Some(found) = self.first_outcome(store, context, instance).await? {
-                    return found;
-                }
-                return Ok(self.executed(instance, None, Vec::new(), context));
-            }
-            let new_events = encode(&events, context)?;
-            let event_types = match context.event_types {
-                true => new_events.iter().map(|e| e.event_type.clone()).collect(),
-                false => Vec::new(),
-            };
-            let expected = ExpectedVersion::Exact(instance.version);
-            match store.append(stream_id, expected, new_events).await {
-                Ok(appended) if appended.outcome == AppendOutcome::Appended => {
-                    let from = instance.version.next();
-                    for event in &events {
-                        instance.state.apply(event);
-                    }
-                    debug_assert_eq!(appended.stream_version.0, instance.version.0 + events.len() as u64);
-                    instance.version = appended.stream_version;
-                    instance.remember(context.command_id, appended.stream_version);
-                    self.maybe_snapshot(store, stream_id, instance).await;
-                    let recorded = match context.returning {
-                        Returning::Events => {
-                            store.read_stream(stream_id, from, Direction::Forward, events.len()).await?
-                        }
-                        _ => Vec::new(),
-                    };
-                    let mut executed = self.executed(instance, Some(appended.last_position), recorded, context);
-                    executed.first_position = Some(appended.first_position);
-                    executed.event_types = event_types;
-                    return Ok(executed);
-                }
-                // Its first event id is stored already: this command was processed
-                // before, longer ago than the instance remembers.
-                Ok(_) | Err(StoreError::DuplicateEvent { .. }) => {
-                    match self.first_outcome(store, context, instance).await? {
-                        Some(found) => return found,
-                        None => {
-                            return Err(StoreError::Corrupt(format!(
-                                "command {} is reported stored but its events are not found",
-                                context.command_id
-                            ))
-                            .into());
-                        }
-                    }
-                }
-                // The stream moved on: catch up and decide again.
-                Err(StoreError::Conflict { .. }) => {
+            match decided {
+                Decided::Done(result) => return result,
+                Decided::StreamMoved => {
                     backoff(attempt).await;
-                    self.catch_up(store, stream_id, instance).await?
+                    self.catch_up(store, stream_id, instance).await?;
                 }
-                Err(error) => return Err(append_failed(error, context)),
             }
         }
         Err(DispatchError::Conflict { stream: stream_id.to_owned(), attempts: self.config.max_attempts })
+    }
+
+    /// The aggregate accepted the command: append its events if the stream is still
+    /// where the decision saw it, and only then fold them into the state.
+    async fn accepted<S: EventStore>(
+        &self,
+        store: &S,
+        stream_id: &str,
+        events: Vec<A::Event>,
+        context: &CommandContext,
+        instance: &mut Instance<A>,
+    ) -> Result<Decided<A>, DispatchError<A::Error>> {
+        if events.is_empty() {
+            return match self.first_outcome(store, context, instance).await? {
+                Some(found) => Ok(Decided::Done(found)),
+                None => Ok(Decided::Done(Ok(self.executed(instance, None, Vec::new(), context)))),
+            };
+        }
+        let new_events = encode(&events, context)?;
+        let event_types = match context.event_types {
+            true => new_events.iter().map(|e| e.event_type.clone()).collect(),
+            false => Vec::new(),
+        };
+        let appended = match store.append(stream_id, ExpectedVersion::Exact(instance.version), new_events).await {
+            Ok(appended) if appended.outcome == AppendOutcome::Appended => appended,
+            // Its first event id is stored already: this command was processed
+            // before, longer ago than the instance remembers.
+            Ok(_) | Err(StoreError::DuplicateEvent { .. }) => return self.recorded(store, context, instance).await,
+            Err(StoreError::Conflict { .. }) => return Ok(Decided::StreamMoved),
+            Err(error) => return Err(append_failed(error, context)),
+        };
+        let from = instance.version.next();
+        for event in &events {
+            instance.state.apply(event);
+        }
+        debug_assert_eq!(appended.stream_version.0, instance.version.0 + events.len() as u64);
+        instance.version = appended.stream_version;
+        instance.remember(context.command_id, appended.stream_version);
+        self.maybe_snapshot(store, stream_id, instance).await;
+        let recorded = match context.returning {
+            Returning::Events => store.read_stream(stream_id, from, Direction::Forward, events.len()).await?,
+            _ => Vec::new(),
+        };
+        let mut executed = self.executed(instance, Some(appended.last_position), recorded, context);
+        executed.first_position = Some(appended.first_position);
+        executed.event_types = event_types;
+        Ok(Decided::Done(Ok(executed)))
     }
 
     /// The aggregate refused the command. A command with a caller-chosen id may have
@@ -331,15 +324,26 @@ impl<A: Aggregate> AggregateRuntime<A> {
             }
             Err(StoreError::Conflict { .. }) => Ok(Decided::StreamMoved),
             // Recorded meanwhile by another process: its outcome stands.
-            Err(StoreError::DuplicateEvent { .. }) => match self.first_outcome(store, context, instance).await? {
-                Some(found) => Ok(Decided::Done(found)),
-                None => Err(StoreError::Corrupt(format!(
-                    "the failure of command {} is reported stored but not found",
-                    context.command_id
-                ))
-                .into()),
-            },
+            Err(StoreError::DuplicateEvent { .. }) => self.recorded(store, context, instance).await,
             Err(error) => Err(append_failed(error, context)),
+        }
+    }
+
+    /// The store says this command's first event id is stored: its outcome, which
+    /// must then be found.
+    async fn recorded<S: EventStore>(
+        &self,
+        store: &S,
+        context: &CommandContext,
+        instance: &mut Instance<A>,
+    ) -> Result<Decided<A>, DispatchError<A::Error>> {
+        match self.first_outcome(store, context, instance).await? {
+            Some(found) => Ok(Decided::Done(found)),
+            None => Err(StoreError::Corrupt(format!(
+                "command {} is reported stored, but no outcome of it is found",
+                context.command_id
+            ))
+            .into()),
         }
     }
 
