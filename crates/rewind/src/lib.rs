@@ -15,8 +15,9 @@
 //! * What is stored: [`event`] (type names, upcasting), [`envelope`] (ids, metadata),
 //!   [`stream`] (versions and positions); [`import`] copies events verbatim between stores.
 //! * The read side: [`subscriptions`] runs each [`subscription`] (catch-up, live,
-//!   error policy, lease) for an [`event_handler`], a [`process_manager`] or a
-//!   backend's projector; [`subscription_store`] keeps their bookkeeping.
+//!   healing, error policy, lease) for an [`event_handler`], a [`process_manager`]
+//!   or a backend's projector; [`fault`] tells transient failures from the
+//!   consumer's own; [`subscription_store`] keeps their bookkeeping.
 //! * Testing: [`testing`] (given / when / then) and [`conformance`] (the store suite).
 
 pub mod aggregate;
@@ -30,6 +31,7 @@ pub mod envelope;
 pub mod event;
 pub mod event_handler;
 pub mod event_store;
+pub mod fault;
 pub mod import;
 pub mod memory_store;
 pub mod middleware;
@@ -54,6 +56,7 @@ pub use event_handler::EventHandler;
 pub use event_store::{
     AppendOutcome, AppendResult, EventFilter, EventStore, Snapshot, StoreError, StreamAppend, StreamInfo,
 };
+pub use fault::{Fault, Transient, classify};
 pub use import::{ImportCheck, check_import};
 pub use memory_store::MemoryStore;
 pub use middleware::logging::LoggingMiddleware;
@@ -64,10 +67,12 @@ pub use router::{AggregateConfig, Router};
 pub use shared_store::{BoxFuture, DynEventStore, SharedStore};
 pub use stream::{Direction, ExpectedVersion, GlobalPosition, StreamVersion};
 pub use subscription::{
-    BatchFailure, Consumer, ConsumerError, ConsumerKind, ErrorPolicy, StartFrom, SubscriptionOptions,
+    Backoff, BatchFailure, Consumer, ConsumerError, ConsumerKind, ErrorPolicy, StartFrom, SubscriptionOptions,
     SubscriptionState, SubscriptionStatus,
 };
-pub use subscription_store::{DeadLetter, InstanceChange, Lease, MemorySubscriptionStore, SubscriptionStore};
+pub use subscription_store::{
+    DeadLetter, FailureReport, FailureState, InstanceChange, Lease, MemorySubscriptionStore, SubscriptionStore,
+};
 pub use subscriptions::{SubscriptionError, Subscriptions, SubscriptionsBuilder};
 pub use transient::TransientSubscription;
 
