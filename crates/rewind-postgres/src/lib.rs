@@ -60,6 +60,7 @@ mod sql;
 pub mod subscription_store;
 pub mod writer;
 
+pub use error::is_transient;
 pub use options::PostgresOptions;
 pub use postgres_store::PostgresStore;
 pub use projector::{PostgresProjection, PostgresProjector};

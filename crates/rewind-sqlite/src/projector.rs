@@ -9,8 +9,11 @@
 //!
 //! A failing event is isolated: the batch is rolled back, the events before the
 //! failing one are applied and checkpointed again in a fresh transaction, and the
-//! failure goes to the subscription's error policy.
+//! failure goes to the subscription: retried for ever if SQLite's error is transient
+//! (busy, locked, I/O, full: [`crate::is_transient`]), to its error policy if the
+//! projection refused the event (a constraint, its own SQL).
 
+use crate::error::classified;
 use crate::inline::InlineProjection;
 use crate::read_model::SqliteReadModel;
 use async_trait::async_trait;
@@ -175,7 +178,8 @@ fn apply<P: SqliteProjection>(
         if covered.is_some_and(|done| event.position <= done) {
             continue;
         }
-        projection.project(conn, event).map_err(|error| Rollback::Event(index, error))?;
+        // A busy or full database is transient, the projection's own refusal is not.
+        projection.project(conn, event).map_err(|error| Rollback::Event(index, classified(error)))?;
         last = Some(event.position);
     }
     if let Some(last) = last {
