@@ -293,6 +293,23 @@ pub enum SubscriptionState {
     Paused,
 }
 
+impl SubscriptionState {
+    /// Every state's name, as [`SubscriptionState::name`] gives it.
+    pub const NAMES: [&'static str; 6] = ["standby", "catching_up", "live", "retrying", "stopped", "paused"];
+
+    /// The state's name, as serialized (`retrying`), for metrics and tools.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SubscriptionState::Standby => "standby",
+            SubscriptionState::CatchingUp => "catching_up",
+            SubscriptionState::Live => "live",
+            SubscriptionState::Retrying { .. } => "retrying",
+            SubscriptionState::Stopped => "stopped",
+            SubscriptionState::Paused => "paused",
+        }
+    }
+}
+
 /// A snapshot of one subscription's progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SubscriptionStatus {
@@ -862,6 +879,22 @@ mod tests {
         assert!(matches!(decide(&policy, 2), Decision::Skip));
         assert!(matches!(decide(&ErrorPolicy::Stop, 0), Decision::Stop));
         assert_eq!(backoff(&policy, 30), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn state_names_are_the_serialized_ones() {
+        let states = [
+            SubscriptionState::Standby,
+            SubscriptionState::CatchingUp,
+            SubscriptionState::Live,
+            SubscriptionState::Retrying { attempt: 3, transient: true },
+            SubscriptionState::Stopped,
+            SubscriptionState::Paused,
+        ];
+        for (state, name) in states.iter().zip(SubscriptionState::NAMES) {
+            assert_eq!(state.name(), name);
+            assert_eq!(serde_json::to_value(state).expect("json")["state"], name);
+        }
     }
 
     #[test]
