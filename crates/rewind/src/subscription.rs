@@ -18,7 +18,7 @@
 //!   stops and its status shows the event and error.
 //! * A panicking consumer is restarted from its checkpoint with backoff; it never
 //!   takes the application down.
-//! * Only the holder of the subscription's [`Lease`](crate::Lease) runs it, so a
+//! * Only the holder of the subscription's [`Lease`] runs it, so a
 //!   named subscription is active in one process at a time. A lease lost while
 //!   retrying (its database connection dropped) is noticed before the next try; the
 //!   subscription then stands by and takes the lease again.
@@ -503,7 +503,9 @@ impl Runner {
     pub(crate) async fn run(mut self) {
         let mut restarts = 0u32;
         loop {
-            let Some(mut lease) = self.acquire_lease().await else { return };
+            let Some(mut lease) = self.acquire_lease().await else {
+                return self.tracker.set(SubscriptionState::Stopped);
+            };
             self.tracker.set_leased(true);
             let follow = std::panic::AssertUnwindSafe(self.follow(&mut lease));
             let ended = futures_util::FutureExt::catch_unwind(follow).await;
