@@ -319,6 +319,8 @@ async fn metrics_and_openapi_are_served() {
         assert!(text.contains(name), "{name} missing");
     }
     assert!(text.contains("rewind_subscription_lag{subscription=\"bank_read_model\"}"));
+    assert!(text.contains("rewind_subscription_failing{subscription=\"transfer_process\"} 0"), "{text}");
+    assert!(text.contains("rewind_subscription_state{state=\"retrying\",subscription=\"bank_read_model\"} 0"));
     let spec = api.get("/api/openapi.json").await;
     assert_eq!(spec.body["openapi"], "3.0.3");
     assert!(spec.body["paths"]["/api/accounts/{id}/transfer"]["post"].is_object());

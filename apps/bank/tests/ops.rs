@@ -12,7 +12,7 @@ use bank::read_model::PROJECTOR;
 use bank::read_model::statements::STATEMENTS;
 use bank::service::{Bank, BankApp, TRANSFER_PROCESS};
 use common::{Server, all_events, databases, seconds};
-use rewind::{Application, Consistency, DeadLetter, DispatchOptions, EventStore};
+use rewind::{Application, Consistency, DeadLetter, DispatchOptions, EventStore, FailureReport, FailureState};
 use rewind_cli::{Backend, Database, OpenMode};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
@@ -516,6 +516,63 @@ async fn an_in_process_replay_of_a_projector_dead_letter_equals_a_fresh_projecti
         settle(&bank).await;
         assert_same_rows(&tables(&database).await, &live, "rebuilt");
         bank.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_what_a_running_service_reports_retrying_or_stopped() {
+    let dir = tempfile::tempdir().expect("dir");
+    for database in databases(dir.path()) {
+        seed(&database).await;
+        let backend = Backend::open(&database.parse().expect("db"), OpenMode::Existing).await.expect("open");
+        // What a service's runner records while its transfer process retries (the
+        // runner writing it is tested in rewind; here: what the operator sees).
+        let now = chrono::Utc::now();
+        let report = FailureReport {
+            subscription: TRANSFER_PROCESS.into(),
+            state: FailureState::Retrying,
+            attempt: 7,
+            transient: true,
+            error: "reading events: connection refused".into(),
+            position: None,
+            since: now - chrono::Duration::seconds(125),
+            updated_at: now - chrono::Duration::seconds(3),
+        };
+        backend.bookkeeping.report_failure(report).await.expect("report");
+        let stopped = FailureReport {
+            subscription: STATEMENTS.into(),
+            state: FailureState::Stopped,
+            attempt: 5,
+            transient: false,
+            error: "statement month unreadable".into(),
+            position: Some(rewind::GlobalPosition(4)),
+            since: now,
+            updated_at: now,
+        };
+        backend.bookkeeping.report_failure(stopped).await.expect("report");
+
+        let table = ok(&["projections", "status", "--database", &database]);
+        let row = |name: &str| table.lines().find(|l| l.starts_with(name)).expect("row").to_owned();
+        let retrying = row(TRANSFER_PROCESS);
+        assert!(retrying.contains("retrying"), "{table}");
+        assert!(retrying.contains("attempt 7, transient, failing for 2m 5s (reported 3s ago)"), "{table}");
+        assert!(retrying.contains("reading events: connection refused"), "{table}");
+        let halted = row(STATEMENTS);
+        assert!(halted.contains("stopped") && halted.contains("deterministic on event #4"), "{table}");
+        assert!(row("bank_read_model").contains("caught up"), "{table}");
+        let json = ok(&["projections", "status", "--database", &database, "--json"]);
+        let process: serde_json::Value = json
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+            .find(|s| s["name"] == TRANSFER_PROCESS)
+            .expect("transfer process");
+        assert_eq!((&process["state"], &process["failure"]["attempt"]), (&"retrying".into(), &7.into()));
+        assert_eq!(process["last_error"], "reading events: connection refused");
+
+        // Once the service gets past it, the report goes and the status is as before.
+        backend.bookkeeping.clear_failure(TRANSFER_PROCESS).await.expect("clear");
+        let table = ok(&["projections", "status", "--database", &database]);
+        assert!(table.lines().any(|l| l.starts_with(TRANSFER_PROCESS) && l.contains("caught up")), "{table}");
     }
 }
 

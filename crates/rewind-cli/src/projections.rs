@@ -1,5 +1,7 @@
-//! Projections as an operator sees them: status from what the database records,
-//! rebuilds that reset a projector and run it to the head, and dead letters.
+//! Projections as an operator sees them: status from what the database records
+//! (checkpoints, dead letters, and the failures a running service reports: a
+//! subscription retrying or stopped there shows so here), rebuilds that reset a
+//! projector and run it to the head, and dead letters.
 //!
 //! These run in the operator's process, from the application's own subscription
 //! list ([`RewindApp`]). A rebuild resets a projector's tables and checkpoint and
@@ -19,7 +21,7 @@ use crate::backend::Backend;
 use crate::error::OpsError;
 use crate::progress::Progress;
 use rewind::{
-    Application, ConsumerKind, DeadLetter, EventStore, GlobalPosition, SubscriptionState, Subscriptions,
+    Application, ConsumerKind, DeadLetter, EventStore, FailureReport, GlobalPosition, SubscriptionState, Subscriptions,
     SubscriptionsBuilder,
 };
 use serde::Serialize;
@@ -52,22 +54,29 @@ pub struct Status {
     pub position: u64,
     /// Events committed after it.
     pub lag: u64,
-    /// `caught up`, `behind` or `never ran`.
+    /// `retrying` or `stopped` while a service reports a failure it has not got past;
+    /// otherwise `caught up`, `behind` or `never ran`.
     pub state: &'static str,
-    /// The error of its newest dead letter.
+    /// The reported failure's error, else the error of its newest dead letter.
     pub last_error: Option<String>,
     /// Events it skipped after failing on them.
     pub dead_letters: usize,
+    /// The failure a running service reported (attempts, transient or not, since
+    /// when, and when it was last reported: an old report may be left by a service
+    /// that has since died).
+    pub failure: Option<FailureReport>,
 }
 
 /// Every subscription's status, as the database records it.
 pub async fn status(app: &dyn RewindApp, backend: &Backend) -> Result<Vec<Status>, OpsError> {
     let (_, builder) = registered(app, backend).await?;
     let head = backend.store.head_position().await.map_err(OpsError::store(&backend.database))?;
+    let mut failures = backend.bookkeeping.failures(None).await.map_err(OpsError::store(&backend.database))?;
     let mut all = Vec::new();
     for (name, consumer) in builder.registered() {
         let checkpoint = consumer.checkpoint().await.map_err(OpsError::consumer(name, "reading its checkpoint"))?;
         let letters = backend.bookkeeping.dead_letters(Some(name)).await.map_err(OpsError::store(&backend.database))?;
+        let failure = failures.iter().position(|f| f.subscription == name).map(|i| failures.swap_remove(i));
         let position = checkpoint.unwrap_or(GlobalPosition::START).0;
         let lag = head.0.saturating_sub(position);
         all.push(Status {
@@ -75,16 +84,42 @@ pub async fn status(app: &dyn RewindApp, backend: &Backend) -> Result<Vec<Status
             kind: consumer.kind(),
             position,
             lag,
-            state: match (checkpoint, lag) {
-                (None, _) if head.0 > 0 => "never ran",
-                (_, 0) => "caught up",
+            state: match (&failure, checkpoint, lag) {
+                (Some(failure), _, _) => failure.state.as_str(),
+                (None, None, _) if head.0 > 0 => "never ran",
+                (None, _, 0) => "caught up",
                 _ => "behind",
             },
-            last_error: letters.iter().max_by_key(|l| l.failed_at).map(|l| l.error.clone()),
+            last_error: failure
+                .as_ref()
+                .map(|f| f.error.clone())
+                .or_else(|| letters.iter().max_by_key(|l| l.failed_at).map(|l| l.error.clone())),
             dead_letters: letters.len(),
+            failure,
         });
     }
     Ok(all)
+}
+
+/// A reported failure on one line: `attempt 7, transient, failing for 2m 5s (reported 3s ago): …`.
+fn describe_failure(failure: &FailureReport, now: chrono::DateTime<chrono::Utc>) -> String {
+    let age = |since: chrono::DateTime<chrono::Utc>| {
+        let seconds = (now - since).num_seconds().max(0);
+        match seconds {
+            0..60 => format!("{seconds}s"),
+            60..3_600 => format!("{}m {}s", seconds / 60, seconds % 60),
+            _ => format!("{}h {}m", seconds / 3_600, seconds % 3_600 / 60),
+        }
+    };
+    let kind = if failure.transient { "transient" } else { "deterministic" };
+    let at = failure.position.map_or(String::new(), |p| format!(" on event #{p}"));
+    format!(
+        "attempt {}, {kind}{at}, failing for {} (reported {} ago): {}",
+        failure.attempt,
+        age(failure.since),
+        age(failure.updated_at),
+        failure.error
+    )
 }
 
 /// Prints [`status`] as a table or JSON lines.
@@ -101,6 +136,7 @@ pub fn print_status(statuses: &[Status], json: bool, out: &mut dyn Write) -> std
         "{:<24} {:<16} {:>10} {:>8} {:<10} {:>6}  last error",
         "name", "kind", "position", "lag", "state", "dead"
     )?;
+    let now = chrono::Utc::now();
     for s in statuses {
         let kind = match s.kind {
             ConsumerKind::Projector => "projector",
@@ -116,7 +152,12 @@ pub fn print_status(statuses: &[Status], json: bool, out: &mut dyn Write) -> std
             s.lag,
             s.state,
             s.dead_letters,
-            s.last_error.as_deref().unwrap_or("-")
+            s.failure
+                .as_ref()
+                .map(|f| describe_failure(f, now))
+                .or_else(|| s.last_error.clone())
+                .as_deref()
+                .unwrap_or("-")
         )?;
     }
     Ok(())

@@ -60,7 +60,8 @@ mod sql;
 pub mod subscription_store;
 pub mod writer;
 
-pub use options::PostgresOptions;
+pub use error::is_transient;
+pub use options::{DEFAULT_CONNECT_TIMEOUT, PostgresOptions};
 pub use postgres_store::PostgresStore;
 pub use projector::{PostgresProjection, PostgresProjector};
 pub use read_model::PostgresReadModel;

@@ -83,11 +83,27 @@ impl PostgresOptions {
             // So operators can tell a store's connections apart in pg_stat_activity.
             config.application_name(format!("rewind:{}", self.schema));
         }
+        bounded_connect(&mut config);
         Ok(config)
     }
 
     pub(crate) fn validate_schema(&self) -> Result<(), StoreError> {
         validate_schema(&self.schema)
+    }
+}
+
+/// How long a connection attempt may take when the URL does not say
+/// (`connect_timeout`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bounds connection attempts ([`DEFAULT_CONNECT_TIMEOUT`]) unless the URL does. A
+/// server whose host is down (rather than refusing) would otherwise hold each
+/// attempt for the system's SYN retries, about two minutes, and every append and
+/// subscription with it: while the database is away they should fail fast, and
+/// retry.
+pub(crate) fn bounded_connect(config: &mut tokio_postgres::Config) {
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
 }
 
@@ -112,6 +128,14 @@ fn validate_schema(schema: &str) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_attempts_are_bounded_unless_the_url_says() {
+        let config = PostgresOptions::new("postgres://u@db.invalid/bank", "s").pg_config().expect("config");
+        assert_eq!(config.get_connect_timeout(), Some(&DEFAULT_CONNECT_TIMEOUT));
+        let config = PostgresOptions::new("postgres://u@db.invalid/bank?connect_timeout=1", "s").pg_config();
+        assert_eq!(config.expect("config").get_connect_timeout(), Some(&Duration::from_secs(1)));
+    }
 
     #[test]
     fn schema_names_are_plain_identifiers() {

@@ -7,10 +7,13 @@
 //!
 //! A failing event is isolated: PostgreSQL aborts the transaction, so the batch is
 //! rolled back, the events before the failing one are applied again in a fresh
-//! transaction, and the failure goes to the subscription's error policy. A dead
-//! letter is never applied alone, out of order: rebuilding the projector replays it
-//! (`rewind::dead_letters`).
+//! transaction, and the failure goes to the subscription's error policy. Unless it
+//! is transient ([`crate::is_transient`]: a lost connection, a serialization
+//! failure, a server shutting down or read-only): then nothing is isolated and the
+//! subscription retries the batch for ever. A dead letter is never applied alone,
+//! out of order: rebuilding the projector replays it (`rewind::dead_letters`).
 
+use crate::error::classified;
 use crate::read_model::PostgresReadModel;
 use async_trait::async_trait;
 use rewind::{
@@ -139,14 +142,16 @@ impl<P: PostgresProjection> PostgresProjector<P> {
         let skip = events.iter().take_while(|e| covered.is_some_and(|done| e.position <= done)).count();
         let fresh = &events[skip..];
         let Some(last) = fresh.last() else { return Ok(Ok(())) };
+        // A lost connection or a serialization failure is transient, the projection's
+        // own refusal (a constraint, its SQL) is not.
         if one_by_one {
             for (index, event) in fresh.iter().enumerate() {
                 if let Err(error) = self.projection.project(&tx, event).await {
-                    return Ok(Err((skip + index, error)));
+                    return Ok(Err((skip + index, classified(error))));
                 }
             }
         } else if let Err(error) = self.projection.project_batch(&tx, fresh).await {
-            return Ok(Err((skip, error)));
+            return Ok(Err((skip, classified(error))));
         }
         save_checkpoint(&tx, &self.name, last.position).await.map_err(backend)?;
         tx.commit().await.map_err(backend)?;
@@ -167,8 +172,13 @@ impl<P: PostgresProjection> Consumer for PostgresProjector<P> {
     }
 
     async fn process(&self, events: Arc<[RecordedEvent]>) -> Result<(), BatchFailure> {
-        if self.commit(&events, false).await.map_err(|e| failure(0, e))?.is_ok() {
-            return Ok(());
+        match self.commit(&events, false).await.map_err(|e| failure(0, e))? {
+            Ok(()) => return Ok(()),
+            // Nothing to isolate: the batch is tried again whole, once the database is back.
+            Err((index, error)) if rewind::classify(&*error) == rewind::Fault::Transient => {
+                return Err(failure(index, error));
+            }
+            Err(_) => {}
         }
         let (index, error) = match self.commit(&events, true).await.map_err(|e| failure(0, e))? {
             Ok(()) => return Ok(()), // the failure did not repeat

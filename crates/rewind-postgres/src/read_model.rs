@@ -45,6 +45,7 @@ impl PostgresReadModel {
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
         config.options(format!("-c search_path={schema}"));
+        crate::options::bounded_connect(&mut config);
         let manager =
             Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager).max_size(8).build().map_err(StoreError::backend)?;

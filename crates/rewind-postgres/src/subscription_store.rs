@@ -9,7 +9,9 @@
 
 use crate::read_model::PostgresReadModel;
 use async_trait::async_trait;
-use rewind::{DeadLetter, GlobalPosition, InstanceChange, Lease, StoreError, SubscriptionStore};
+use rewind::{
+    DeadLetter, FailureReport, FailureState, GlobalPosition, InstanceChange, Lease, StoreError, SubscriptionStore,
+};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -208,6 +210,75 @@ impl SubscriptionStore for PostgresSubscriptionStore {
         write_changes(&tx, manager, &changes).await?;
         tx.commit().await.map_err(backend)?;
         Ok(true)
+    }
+
+    async fn report_failure(&self, report: FailureReport) -> Result<(), StoreError> {
+        let client = self.model.client().await?;
+        client
+            .execute(
+                "INSERT INTO rewind_subscription_failures
+                 (subscription, state, attempt, transient, error, position, since, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (subscription) DO UPDATE
+                 SET state = EXCLUDED.state, attempt = EXCLUDED.attempt, transient = EXCLUDED.transient,
+                     error = EXCLUDED.error, position = EXCLUDED.position, since = EXCLUDED.since,
+                     updated_at = EXCLUDED.updated_at",
+                &[
+                    &report.subscription,
+                    &report.state.as_str(),
+                    &i32::try_from(report.attempt).unwrap_or(i32::MAX),
+                    &report.transient,
+                    &report.error,
+                    &report.position.map(|p| p.0 as i64),
+                    &report.since,
+                    &report.updated_at,
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn clear_failure(&self, subscription: &str) -> Result<(), StoreError> {
+        let client = self.model.client().await?;
+        client
+            .execute("DELETE FROM rewind_subscription_failures WHERE subscription = $1", &[&subscription])
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn failures(&self, subscription: Option<&str>) -> Result<Vec<FailureReport>, StoreError> {
+        let client = self.model.client().await?;
+        let rows = client
+            .query(
+                "SELECT subscription, state, attempt, transient, error, position, since, updated_at
+                 FROM rewind_subscription_failures WHERE $1::text IS NULL OR subscription = $1
+                 ORDER BY subscription COLLATE \"C\"",
+                &[&subscription],
+            )
+            .await
+            .map_err(backend)?;
+        rows.into_iter()
+            .map(|row| {
+                let subscription: String = row.try_get(0).map_err(backend)?;
+                let state: String = row.try_get(1).map_err(backend)?;
+                let attempt: i32 = row.try_get(2).map_err(backend)?;
+                let position: Option<i64> = row.try_get(5).map_err(backend)?;
+                Ok(FailureReport {
+                    state: FailureState::from_name(&state).ok_or_else(|| {
+                        StoreError::Corrupt(format!("failure report of `{subscription}`: state `{state}`"))
+                    })?,
+                    subscription,
+                    attempt: u32::try_from(attempt).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    transient: row.try_get(3).map_err(backend)?,
+                    error: row.try_get(4).map_err(backend)?,
+                    position: position.map(|p| GlobalPosition(p.max(0) as u64)),
+                    since: row.try_get(6).map_err(backend)?,
+                    updated_at: row.try_get(7).map_err(backend)?,
+                })
+            })
+            .collect()
     }
 
     async fn try_lease(&self, subscription: &str) -> Result<Option<Lease>, StoreError> {

@@ -45,6 +45,7 @@ mod syncer;
 mod writer;
 
 pub use config::{SqliteConfig, Synchronous};
+pub use error::is_transient;
 pub use projector::{SqliteProjection, SqliteProjector};
 pub use read_model::SqliteReadModel;
 pub use sqlite_store::SqliteStore;

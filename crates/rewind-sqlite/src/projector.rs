@@ -9,9 +9,13 @@
 //!
 //! A failing event is isolated: the batch is rolled back, the events before the
 //! failing one are applied and checkpointed again in a fresh transaction, and the
-//! failure goes to the subscription's error policy. A dead letter is never applied
-//! alone, out of order: rebuilding the projector replays it (`rewind::dead_letters`).
+//! failure goes to the subscription: retried for ever if SQLite's error is transient
+//! (busy, locked, I/O, full: [`crate::is_transient`]), to its error policy if the
+//! projection refused the event (a constraint, its own SQL). A dead letter is never
+//! applied alone, out of order: rebuilding the projector replays it
+//! (`rewind::dead_letters`).
 
+use crate::error::classified;
 use crate::inline::InlineProjection;
 use crate::read_model::SqliteReadModel;
 use async_trait::async_trait;
@@ -202,7 +206,8 @@ fn apply<P: SqliteProjection>(
         if covered.is_some_and(|done| event.position <= done) {
             continue;
         }
-        projection.project(conn, event).map_err(|error| Rollback::Event(index, error))?;
+        // A busy or full database is transient, the projection's own refusal is not.
+        projection.project(conn, event).map_err(|error| Rollback::Event(index, classified(error)))?;
         last = Some(event.position);
     }
     if let Some(last) = last {

@@ -1,5 +1,5 @@
-//! Subscription bookkeeping in SQLite: checkpoints, dead letters and process manager
-//! state, in the same file as the events by default.
+//! Subscription bookkeeping in SQLite: checkpoints, dead letters, process manager
+//! state and failure reports, in the same file as the events by default.
 //!
 //! Instance changes and a process manager's checkpoint commit in one transaction.
 //! Leases are advisory file locks beside the database (`<file>-leases/<name>.lock`,
@@ -10,7 +10,9 @@
 
 use crate::read_model::SqliteReadModel;
 use async_trait::async_trait;
-use rewind::{DeadLetter, GlobalPosition, InstanceChange, Lease, StoreError, SubscriptionStore};
+use rewind::{
+    DeadLetter, FailureReport, FailureState, GlobalPosition, InstanceChange, Lease, StoreError, SubscriptionStore,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::PathBuf;
 use uuid::Uuid;
@@ -82,6 +84,28 @@ impl SqliteSubscriptionStore {
     ) -> Result<T, StoreError> {
         self.model.transaction(move |conn| work(conn).map_err(backend)).await
     }
+}
+
+fn timestamp(text: &str) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
+    Ok(chrono::DateTime::parse_from_rfc3339(text).map_err(|e| StoreError::Corrupt(e.to_string()))?.to_utc())
+}
+
+/// A failure report's columns as stored, before they are checked.
+type FailureRow = (String, String, i64, bool, String, Option<i64>, String, String);
+
+fn failure_report(row: FailureRow) -> Result<FailureReport, StoreError> {
+    let (subscription, state, attempt, transient, error, position, since, updated_at) = row;
+    Ok(FailureReport {
+        state: FailureState::from_name(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("failure report of `{subscription}`: state `{state}`")))?,
+        subscription,
+        attempt: u32::try_from(attempt).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        transient,
+        error,
+        position: position.map(|p| GlobalPosition(p.max(0) as u64)),
+        since: timestamp(&since)?,
+        updated_at: timestamp(&updated_at)?,
+    })
 }
 
 #[async_trait]
@@ -222,6 +246,63 @@ impl SubscriptionStore for SqliteSubscriptionStore {
             tx.execute("DELETE FROM rewind_subscriptions WHERE name = ?1", [&manager]).map(drop)
         })
         .await
+    }
+
+    async fn report_failure(&self, report: FailureReport) -> Result<(), StoreError> {
+        self.transaction(move |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO rewind_subscription_failures
+                 (subscription, state, attempt, transient, error, position, since, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    report.subscription,
+                    report.state.as_str(),
+                    report.attempt,
+                    report.transient,
+                    report.error,
+                    report.position.map(|p| p.0 as i64),
+                    report.since.to_rfc3339(),
+                    report.updated_at.to_rfc3339()
+                ],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn clear_failure(&self, subscription: &str) -> Result<(), StoreError> {
+        let name = subscription.to_owned();
+        self.transaction(move |tx| {
+            tx.execute("DELETE FROM rewind_subscription_failures WHERE subscription = ?1", [name]).map(drop)
+        })
+        .await
+    }
+
+    async fn failures(&self, subscription: Option<&str>) -> Result<Vec<FailureReport>, StoreError> {
+        let filter = subscription.map(str::to_owned);
+        let rows = self
+            .model
+            .read(move |conn| {
+                let mut statement = conn.prepare(
+                    "SELECT subscription, state, attempt, transient, error, position, since, updated_at
+                     FROM rewind_subscription_failures WHERE ?1 IS NULL OR subscription = ?1 ORDER BY subscription",
+                )?;
+                let rows = statement.query_map([filter], |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                        row.get(6)?,
+                        row.get(7)?,
+                    ))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<FailureRow>>>()
+            })
+            .await?;
+        rows.into_iter().map(failure_report).collect()
     }
 
     async fn try_lease(&self, subscription: &str) -> Result<Option<Lease>, StoreError> {

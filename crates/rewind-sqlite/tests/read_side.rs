@@ -217,3 +217,62 @@ async fn a_projector_killed_mid_batch_applies_each_event_once() {
     }
     subs.shutdown().await;
 }
+
+/// Fails with `SQLITE_BUSY` (another connection holding the write lock past the busy
+/// handler's patience) the first `busy` times it is called, and with a real
+/// constraint violation on the event whose `n` is `duplicate`.
+struct Contended {
+    busy: std::sync::atomic::AtomicU32,
+    duplicate: i64,
+}
+
+impl rewind_sqlite::SqliteProjection for Contended {
+    fn create(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS seen (n INTEGER PRIMARY KEY)")
+    }
+    fn project(&self, conn: &rusqlite::Connection, event: &rewind::RecordedEvent) -> Result<(), rewind::ConsumerError> {
+        use std::sync::atomic::Ordering;
+        if self.busy.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            let busy = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY);
+            return Err(Box::new(rusqlite::Error::SqliteFailure(busy, Some("database is locked".into()))));
+        }
+        let n = serde_json::from_str::<serde_json::Value>(&event.data)?["n"].as_i64().unwrap_or(-1);
+        conn.execute("INSERT INTO seen VALUES (?1)", [n])?;
+        if n == self.duplicate {
+            conn.execute("INSERT INTO seen VALUES (?1)", [n])?;
+        }
+        Ok(())
+    }
+    fn reset(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        conn.execute_batch("DELETE FROM seen")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_database_is_retried_and_only_the_projections_own_refusal_is_skipped() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (app, model, bookkeeping) = open_all(&dir.path().join("bank.db")).await;
+    for n in 1..=10 {
+        app.store().append("s", ExpectedVersion::Any, vec![counted(n)]).await.expect("append");
+    }
+    let projection = Contended { busy: 8.into(), duplicate: 7 };
+    let projector = SqliteProjector::new("contended", projection, &model).await.expect("projector");
+    let backoff = rewind::Backoff::new(std::time::Duration::from_millis(5), std::time::Duration::from_millis(50));
+    let options = SubscriptionOptions::new().batch_size(4).on_error(ErrorPolicy::Skip).backoff(backoff);
+    let subs = Subscriptions::builder(&app, bookkeeping.clone())
+        .consumer("contended", Arc::new(projector), options)
+        .start()
+        .expect("start");
+    subs.wait_for("contended", GlobalPosition(10)).await.expect("caught up");
+    let seen: Vec<i64> = model
+        .read(|conn| conn.prepare("SELECT n FROM seen ORDER BY n")?.query_map([], |r| r.get(0))?.collect())
+        .await
+        .expect("seen");
+    assert_eq!(seen, [1, 2, 3, 4, 5, 6, 8, 9, 10], "every event once, except the one the projection refused");
+    let letters = bookkeeping.dead_letters(Some("contended")).await.expect("letters");
+    assert_eq!(letters.iter().map(|l| l.event.position).collect::<Vec<_>>(), [GlobalPosition(7)]);
+    assert!(letters[0].error.contains("UNIQUE constraint failed"), "{}", letters[0].error);
+    let status = subs.status_of("contended").expect("status");
+    assert_eq!((status.transient_failures, status.deterministic_failures), (8, 1));
+    subs.shutdown().await;
+}

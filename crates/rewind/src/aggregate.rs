@@ -74,3 +74,17 @@ pub trait Execute<C>: Aggregate {
     /// Decides the command against the current state.
     fn execute(&self, command: &C) -> Result<Vec<Self::Event>, Self::Error>;
 }
+
+/// The error of an aggregate that refuses nothing (`type Error = rewind::Never;`).
+/// [`std::convert::Infallible`] will not do: an aggregate's error must be
+/// serializable, so a refusal can be recorded for a repeat of its command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Never {}
+
+impl std::fmt::Display for Never {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {}
+    }
+}
+
+impl std::error::Error for Never {}

@@ -15,9 +15,12 @@
 //! * What is stored: [`event`] (type names, upcasting), [`envelope`] (ids, metadata),
 //!   [`stream`] (versions and positions); [`import`] copies events verbatim between stores.
 //! * The read side: [`subscriptions`] runs each [`subscription`] (catch-up, live,
-//!   error policy, lease) for an [`event_handler`], a [`process_manager`] or a
-//!   backend's projector; [`subscription_store`] keeps their bookkeeping, and
+//!   healing, error policy, lease) for an [`event_handler`], a [`process_manager`]
+//!   or a backend's projector; [`fault`] tells transient failures from the
+//!   consumer's own; [`subscription_store`] keeps their bookkeeping, and
 //!   [`dead_letters`] says what replaying a skipped event means for each kind.
+//! * Commands are processed once: [`command_outcome`] keeps each one's first outcome
+//!   in the log.
 //! * Testing: [`testing`] (given / when / then) and [`conformance`] (the store suite).
 
 pub mod aggregate;
@@ -33,6 +36,7 @@ pub mod envelope;
 pub mod event;
 pub mod event_handler;
 pub mod event_store;
+pub mod fault;
 pub mod import;
 pub mod memory_store;
 pub mod middleware;
@@ -47,7 +51,7 @@ pub mod subscriptions;
 pub mod testing;
 pub mod transient;
 
-pub use aggregate::{Aggregate, Execute};
+pub use aggregate::{Aggregate, Execute, Never};
 pub use application::{Application, ApplicationBuilder};
 pub use command::{AnyCommand, Command};
 pub use dispatch::{Consistency, DispatchError, DispatchOptions, Dispatched, Returning};
@@ -57,6 +61,7 @@ pub use event_handler::EventHandler;
 pub use event_store::{
     AppendOutcome, AppendResult, EventFilter, EventStore, Snapshot, StoreError, StreamAppend, StreamInfo,
 };
+pub use fault::{Fault, Transient, classify};
 pub use import::{ImportCheck, check_import};
 pub use memory_store::MemoryStore;
 pub use middleware::logging::LoggingMiddleware;
@@ -67,10 +72,12 @@ pub use router::{AggregateConfig, Router};
 pub use shared_store::{BoxFuture, DynEventStore, SharedStore};
 pub use stream::{Direction, ExpectedVersion, GlobalPosition, StreamVersion};
 pub use subscription::{
-    BatchFailure, Consumer, ConsumerError, ConsumerKind, ErrorPolicy, StartFrom, SubscriptionOptions,
+    Backoff, BatchFailure, Consumer, ConsumerError, ConsumerKind, ErrorPolicy, StartFrom, SubscriptionOptions,
     SubscriptionState, SubscriptionStatus,
 };
-pub use subscription_store::{DeadLetter, InstanceChange, Lease, MemorySubscriptionStore, SubscriptionStore};
+pub use subscription_store::{
+    DeadLetter, FailureReport, FailureState, InstanceChange, Lease, MemorySubscriptionStore, SubscriptionStore,
+};
 pub use subscriptions::{SubscriptionError, Subscriptions, SubscriptionsBuilder};
 pub use transient::TransientSubscription;
 

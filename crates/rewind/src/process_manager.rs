@@ -10,6 +10,10 @@
 //! * Idempotent under redelivery: every command gets an id derived from the manager,
 //!   the instance and the causing event, so a redelivered event re-sends the same
 //!   command ids and the aggregate runtime appends nothing new.
+//! * A command that failed for a reason other than the command itself (the store
+//!   away, a timeout, an unknown outcome: [`CommandFailure::transient`]) fails its
+//!   event as transient, so the subscription retries it for ever instead of
+//!   stopping or skipping it; the redelivery makes that safe.
 
 use crate::application::Application;
 use crate::command::{Command, short_type_name};
@@ -47,7 +51,9 @@ pub enum Interest {
 
 /// What to do when a command the manager sent fails.
 pub enum OnError {
-    /// Fail the event: the subscription's error policy retries, skips or stops.
+    /// Fail the event. A [transient](CommandFailure::transient) failure is then
+    /// retried for ever (same command ids, so nothing is sent twice); any other goes
+    /// to the subscription's error policy, which retries, skips or stops.
     Fail,
     /// Ignore this command's failure and go on.
     Continue,
@@ -100,16 +106,22 @@ pub struct CommandFailure {
     pub message: String,
     /// The aggregate's domain error, if that was the cause.
     pub domain: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// Whether sending the command again may succeed ([`DispatchError::is_transient`]:
+    /// the store was away, the dispatch timed out or its outcome is unknown). An event
+    /// failed on such a command is retried for ever, whatever the subscription's
+    /// error policy; see [`crate::fault`].
+    pub transient: bool,
 }
 
 impl CommandFailure {
     fn from_dispatch<E: std::error::Error + Send + Sync + 'static>(error: DispatchError<E>) -> CommandFailure {
         let message = crate::subscription::describe(&error);
+        let transient = error.is_transient();
         let domain = match error {
             DispatchError::Domain(domain) => Some(Box::new(domain) as Box<dyn std::error::Error + Send + Sync>),
             _ => None,
         };
-        CommandFailure { command: "", message, domain }
+        CommandFailure { command: "", message, domain, transient }
     }
 
     /// The domain error, if it is an `E`.
@@ -140,7 +152,10 @@ pub trait ProcessManager: Send + Sync + 'static {
     /// Evolves the instance's state with the event (after its commands succeeded).
     fn apply(&self, state: &mut Self::State, event: &Self::Event);
 
-    /// Decides what a failed command means. Default: fail the event.
+    /// Decides what a failed command means. Default: fail the event, which retries a
+    /// transient failure for ever. Compensating or continuing after a transient
+    /// failure is rarely right: its command may have taken effect (an unknown
+    /// outcome), so check [`CommandFailure::transient`] first.
     fn on_error(&self, failure: &CommandFailure, state: &Self::State, event: &Self::Event) -> OnError {
         let _ = (failure, state, event);
         OnError::Fail
@@ -276,7 +291,12 @@ impl<P: ProcessManager> ProcessManagerConsumer<P> {
                 OnError::Continue => {}
                 OnError::Compensate(compensations) => {
                     for (j, compensation) in compensations.into_iter().enumerate() {
-                        self.dispatch(compensation, instance, recorded, &format!("{i}/compensate/{j}")).await?;
+                        let name = compensation.name;
+                        let step = format!("{i}/compensate/{j}");
+                        if let Err(mut failure) = self.dispatch(compensation, instance, recorded, &step).await {
+                            failure.command = name;
+                            return Err(Box::new(failure));
+                        }
                     }
                 }
             }
@@ -359,17 +379,14 @@ impl<P: ProcessManager> Consumer for ProcessManagerConsumer<P> {
         .await;
         // Events before the first failure are done everywhere; later ones that other
         // instances already handled are redelivered and deduplicated by command id.
-        let mut failure: Option<(usize, ConsumerError)> = unreadable;
-        for run in &runs {
-            if let Some((index, error)) = &run.failure
-                && failure.as_ref().is_none_or(|(first, _)| index < first)
-            {
-                failure = Some((*index, crate::subscription::describe(&**error).into()));
-            }
-        }
-        let done = failure.as_ref().map_or(events.len(), |(index, _)| *index);
+        // Routing stopped at an unreadable event, so every instance's failure comes
+        // before it.
+        let first = runs.iter().enumerate().filter_map(|(run, outcome)| Some((outcome.failure.as_ref()?.0, run))).min();
+        let done =
+            first.map(|(index, _)| index).or(unreadable.as_ref().map(|(index, _)| *index)).unwrap_or(events.len());
         self.commit(&runs, done, events).await.map_err(|error| BatchFailure { failed_at: 0, error })?;
-        match failure {
+        // The error itself, not its message: whether it is transient is in its type.
+        match first.and_then(|(_, run)| runs.into_iter().nth(run)?.failure).or(unreadable) {
             Some((failed_at, error)) => Err(BatchFailure { failed_at, error }),
             None => Ok(()),
         }

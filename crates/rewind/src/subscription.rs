@@ -5,26 +5,43 @@
 //! * Delivery is at least once and in global order; a consumer that persists its
 //!   checkpoint with its effects (projectors, process managers) gets exactly-once
 //!   effects.
-//! * A failing event is handled by the subscription's [`ErrorPolicy`] without holding
-//!   up other subscriptions: retried with exponential backoff, skipped into the dead
-//!   letters, or the subscription stops and its status shows the event and error.
+//! * Subscriptions heal. A transient failure ([`crate::fault`]: the store or the
+//!   read model away, a lost connection, a conflict, a process manager's command
+//!   with an unknown outcome) is retried for ever with capped, jittered backoff
+//!   ([`Backoff`]), and so are failures to read the store, load the checkpoint or
+//!   take the lease. Meanwhile the status says `retrying`, with the attempt count and
+//!   the error, and no event is skipped for it. When the cause goes away the
+//!   subscription carries on by itself from where it was: nothing needs a restart.
+//! * Only a deterministic failure (the consumer refusing an event) takes the
+//!   subscription's [`ErrorPolicy`], without holding up other subscriptions: retried
+//!   with exponential backoff, skipped into the dead letters, or the subscription
+//!   stops and its status shows the event and error.
 //! * A panicking consumer is restarted from its checkpoint with backoff; it never
 //!   takes the application down.
-//! * Only the holder of the subscription's [`Lease`](crate::Lease) runs it, so a
-//!   named subscription is active in one process at a time.
+//! * Only the holder of the subscription's [`Lease`] runs it, so a
+//!   named subscription is active in one process at a time. A lease lost while
+//!   retrying (its database connection dropped) is noticed before the next try; the
+//!   subscription then stands by and takes the lease again.
+//! * A failure the runner has not got past is also reported to the subscription's
+//!   bookkeeping ([`FailureReport`]), best effort, so an operator's tool in another
+//!   process sees it; the report is removed once the subscription moves on.
 
 use crate::envelope::RecordedEvent;
 use crate::event_store::{EventFilter, EventStore};
+use crate::fault::{Fault, classify};
 use crate::shared_store::SharedStore;
 use crate::stream::GlobalPosition;
-use crate::subscription_store::{DeadLetter, SubscriptionStore};
+use crate::subscription_store::{DeadLetter, FailureReport, FailureState, Lease, SubscriptionStore};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::error::Error;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// An error from a consumer's code, kept as a message for status and dead letters.
+/// Wrap a transient one in [`Transient`](crate::Transient) (see [`crate::fault`]).
 pub type ConsumerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where a subscription starts the first time it runs (afterwards: its checkpoint).
@@ -39,7 +56,9 @@ pub enum StartFrom {
     After(GlobalPosition),
 }
 
-/// What to do when a consumer fails on an event.
+/// What to do when a consumer fails deterministically on an event: its own code
+/// refuses it (see [`crate::fault`]). Transient failures never come here: they are
+/// retried for ever with the subscription's [`Backoff`], and never skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ErrorPolicy {
     /// Stop the subscription; its status shows the event and the error.
@@ -60,7 +79,8 @@ pub enum ErrorPolicy {
 }
 
 impl Default for ErrorPolicy {
-    /// Five tries over about three seconds, then stop.
+    /// Five tries over about three seconds, then stop (a deterministic error rarely
+    /// goes away by itself, but a consumer's own flaky call sometimes does).
     fn default() -> Self {
         ErrorPolicy::Retry {
             max_attempts: 5,
@@ -69,6 +89,44 @@ impl Default for ErrorPolicy {
             then: Box::new(ErrorPolicy::Stop),
         }
     }
+}
+
+/// How long a subscription waits between tries after a transient failure: doubling
+/// from `initial` up to `max`, each wait drawn between half and all of that (so
+/// subscriptions failing together do not retry in lockstep). It never gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The wait before the second try (before jitter).
+    pub initial: Duration,
+    /// The longest wait (before jitter): how late, at most, a subscription notices
+    /// that its database is back.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    /// From 100 ms to 5 s.
+    fn default() -> Self {
+        Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5) }
+    }
+}
+
+impl Backoff {
+    /// Doubling from `initial` to `max`.
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff { initial, max: max.max(initial) }
+    }
+
+    /// The wait after failure number `attempt + 1` in a row; `jitter` in `[0, 1)`
+    /// picks it between half and all of the doubled delay.
+    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
+        let full = self.initial.saturating_mul(1u32 << attempt.min(20)).min(self.max);
+        full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// A number in `[0, 1)` for [`Backoff::delay`].
+fn jitter() -> f64 {
+    rand::random::<f64>()
 }
 
 /// How one subscription runs.
@@ -80,8 +138,10 @@ pub struct SubscriptionOptions {
     pub filter: EventFilter,
     /// The most events handed over at once.
     pub batch_size: usize,
-    /// What to do on failure.
+    /// What to do when the consumer fails deterministically on an event.
     pub on_error: ErrorPolicy,
+    /// The waits between tries after a transient failure (retried for ever).
+    pub backoff: Backoff,
     /// Whether [`Consistency::Strong`](crate::Consistency::Strong) dispatches wait for it.
     pub strong: bool,
     /// How often to re-check the head when no notification arrives (a safety net).
@@ -97,6 +157,7 @@ impl Default for SubscriptionOptions {
             filter: EventFilter::all(),
             batch_size: 1_000,
             on_error: ErrorPolicy::default(),
+            backoff: Backoff::default(),
             strong: false,
             poll_interval: Duration::from_secs(1),
             lease_retry: Duration::from_secs(1),
@@ -105,7 +166,8 @@ impl Default for SubscriptionOptions {
 }
 
 impl SubscriptionOptions {
-    /// Defaults: from the origin, everything, batches of 1,000, retry then stop.
+    /// Defaults: from the origin, everything, batches of 1,000, transient failures
+    /// retried for ever from 100 ms to 5 s apart, deterministic ones retried then stop.
     pub fn new() -> Self {
         Self::default()
     }
@@ -124,9 +186,14 @@ impl SubscriptionOptions {
         self.batch_size = size.max(1);
         self
     }
-    /// Sets the error policy.
+    /// Sets the policy for deterministic failures.
     pub fn on_error(mut self, policy: ErrorPolicy) -> Self {
         self.on_error = policy;
+        self
+    }
+    /// Sets the waits between tries after a transient failure.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
         self
     }
     /// Makes strongly consistent dispatches wait for this subscription.
@@ -213,15 +280,36 @@ pub enum SubscriptionState {
     CatchingUp,
     /// At the head, waiting for new events.
     Live,
-    /// Waiting before trying a failed event again.
+    /// Waiting before trying again after a failure (see `last_error`, and
+    /// `failed_position` when the failure was on an event).
     Retrying {
-        /// Failures so far on this event.
+        /// Failures in a row so far.
         attempt: u32,
+        /// Whether the latest is transient, so retried for ever; otherwise the error
+        /// policy's tries are being spent.
+        transient: bool,
     },
     /// Halted on an event (see `failed_position` and `last_error`) or shut down.
     Stopped,
     /// Paused by an operator; resumes from its checkpoint.
     Paused,
+}
+
+impl SubscriptionState {
+    /// Every state's name, as [`SubscriptionState::name`] gives it.
+    pub const NAMES: [&'static str; 6] = ["standby", "catching_up", "live", "retrying", "stopped", "paused"];
+
+    /// The state's name, as serialized (`retrying`), for metrics and tools.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SubscriptionState::Standby => "standby",
+            SubscriptionState::CatchingUp => "catching_up",
+            SubscriptionState::Live => "live",
+            SubscriptionState::Retrying { .. } => "retrying",
+            SubscriptionState::Stopped => "stopped",
+            SubscriptionState::Paused => "paused",
+        }
+    }
 }
 
 /// A snapshot of one subscription's progress.
@@ -240,10 +328,32 @@ pub struct SubscriptionStatus {
     pub head: GlobalPosition,
     /// `head - position`: events not yet done (including ones its filter skips).
     pub lag: u64,
-    /// The last failure's message.
+    /// The last failure's message (kept after the subscription got past it).
     pub last_error: Option<String>,
     /// The position of the event it stopped on or is retrying.
     pub failed_position: Option<GlobalPosition>,
+    /// Since when it has been failing, while it is.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Transient failures since it started (each retried).
+    pub transient_failures: u64,
+    /// Deterministic failures since it started (each handled by the error policy).
+    pub deterministic_failures: u64,
+}
+
+/// What a [`Tracker`] shows besides the position.
+#[derive(Debug, Clone)]
+struct Live {
+    state: SubscriptionState,
+    last_error: Option<String>,
+    failed_position: Option<GlobalPosition>,
+    failing_since: Option<DateTime<Utc>>,
+    transient_failures: u64,
+    deterministic_failures: u64,
+    /// Whether this process holds the subscription's lease right now.
+    leased: bool,
+    /// Whether a failure report may stand in the bookkeeping (to remove once the
+    /// subscription gets past it). True at start: a report left by an earlier run.
+    reported: bool,
 }
 
 /// The live view of a running subscription, shared with status readers.
@@ -251,40 +361,69 @@ pub(crate) struct Tracker {
     pub(crate) name: String,
     pub(crate) kind: ConsumerKind,
     /// Plain mutex: short, never held across an await.
-    status: Mutex<(SubscriptionState, Option<String>, Option<GlobalPosition>)>,
+    live: Mutex<Live>,
     /// The position done, for status and for strongly consistent dispatches.
     pub(crate) position: watch::Sender<GlobalPosition>,
 }
 
 impl Tracker {
     pub(crate) fn new(name: String, kind: ConsumerKind) -> Tracker {
-        Tracker {
-            name,
-            kind,
-            status: Mutex::new((SubscriptionState::Standby, None, None)),
-            position: watch::channel(GlobalPosition::START).0,
-        }
+        let live = Live {
+            state: SubscriptionState::Standby,
+            last_error: None,
+            failed_position: None,
+            failing_since: None,
+            transient_failures: 0,
+            deterministic_failures: 0,
+            leased: false,
+            reported: true,
+        };
+        Tracker { name, kind, live: Mutex::new(live), position: watch::channel(GlobalPosition::START).0 }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether this process runs the subscription right now (holds its lease).
     pub(crate) fn is_active(&self) -> bool {
-        !matches!(
-            self.status.lock().unwrap_or_else(|p| p.into_inner()).0,
-            SubscriptionState::Standby | SubscriptionState::Stopped
-        )
+        self.lock().leased
+    }
+
+    fn set_leased(&self, leased: bool) {
+        self.lock().leased = leased;
     }
 
     pub(crate) fn set(&self, state: SubscriptionState) {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).0 = state;
+        self.lock().state = state;
     }
 
-    fn fail(&self, state: SubscriptionState, error: String, at: GlobalPosition) {
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = (state, Some(error), Some(at));
+    /// Records a failure: the state it leaves the subscription in, the message, the
+    /// event it was on (none for reading, the checkpoint or the lease), and its kind.
+    /// Returns when the failures in a row began.
+    fn fail(&self, state: SubscriptionState, error: String, at: Option<GlobalPosition>, fault: Fault) -> DateTime<Utc> {
+        let mut live = self.lock();
+        live.state = state;
+        live.last_error = Some(error);
+        live.failed_position = at;
+        match fault {
+            Fault::Transient => live.transient_failures += 1,
+            Fault::Deterministic => live.deterministic_failures += 1,
+        }
+        *live.failing_since.get_or_insert_with(Utc::now)
     }
 
-    fn recovered(&self) {
-        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        status.2 = None;
+    /// Got past the failure (the last error stays visible). Returns whether a failure
+    /// report may stand in the bookkeeping.
+    fn recovered(&self) -> bool {
+        let mut live = self.lock();
+        live.failed_position = None;
+        live.failing_since = None;
+        live.reported
+    }
+
+    fn set_reported(&self, reported: bool) {
+        self.lock().reported = reported;
     }
 
     fn advance(&self, position: GlobalPosition) {
@@ -298,17 +437,20 @@ impl Tracker {
     }
 
     pub(crate) fn status(&self, head: GlobalPosition) -> SubscriptionStatus {
-        let (state, last_error, failed_position) = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let live = self.lock().clone();
         let position = *self.position.borrow();
         SubscriptionStatus {
             name: self.name.clone(),
             kind: self.kind,
-            state,
+            state: live.state,
             position,
             head,
             lag: head.0.saturating_sub(position.0),
-            last_error,
-            failed_position,
+            last_error: live.last_error,
+            failed_position: live.failed_position,
+            failing_since: live.failing_since,
+            transient_failures: live.transient_failures,
+            deterministic_failures: live.deterministic_failures,
         }
     }
 }
@@ -319,6 +461,35 @@ enum Ended {
     Stopped,
     LeaseLost,
 }
+
+/// What following does after a failure on an event.
+enum Flow {
+    /// Try the event again.
+    Retry,
+    /// The event went to the dead letters: go on after it.
+    Skipped,
+    /// Stop following.
+    End(Ended),
+}
+
+/// Failures in a row since the subscription last made progress.
+#[derive(Debug, Default, Clone, Copy)]
+struct Streak {
+    /// Transient ones: they set the backoff and are never used up.
+    transient: u32,
+    /// The consumer's own, counted against the error policy.
+    deterministic: u32,
+}
+
+impl Streak {
+    fn attempts(&self) -> u32 {
+        self.transient.saturating_add(self.deterministic)
+    }
+}
+
+/// The longest a runner waits for its bookkeeping to take a failure report: a
+/// report is only information, and must not hold the retries up.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs one subscription until shutdown: lease, follow, restart after panics.
 pub(crate) struct Runner {
@@ -334,9 +505,14 @@ impl Runner {
     pub(crate) async fn run(mut self) {
         let mut restarts = 0u32;
         loop {
-            let Some(mut lease) = self.acquire_lease().await else { return };
+            let Some(mut lease) = self.acquire_lease().await else {
+                return self.tracker.set(SubscriptionState::Stopped);
+            };
+            self.tracker.set_leased(true);
             let follow = std::panic::AssertUnwindSafe(self.follow(&mut lease));
-            match futures_util::FutureExt::catch_unwind(follow).await {
+            let ended = futures_util::FutureExt::catch_unwind(follow).await;
+            self.tracker.set_leased(false);
+            match ended {
                 Ok(Ended::Shutdown) => return self.tracker.set(SubscriptionState::Stopped),
                 Ok(Ended::Stopped) => return,
                 Ok(Ended::LeaseLost) => tracing::warn!(subscription = %self.tracker.name, "lease lost; standing by"),
@@ -344,9 +520,10 @@ impl Runner {
                     let message = panic_message(&panic);
                     tracing::error!(subscription = %self.tracker.name, %message, "consumer panicked; restarting");
                     let at = self.tracker.position.borrow().next();
-                    self.tracker.fail(SubscriptionState::Retrying { attempt: restarts + 1 }, message, at);
+                    let state = SubscriptionState::Retrying { attempt: restarts + 1, transient: false };
+                    self.tracker.fail(state, message, Some(at), Fault::Deterministic);
                     drop(lease);
-                    if !self.pause(backoff(&ErrorPolicy::default(), restarts)).await {
+                    if !self.pause(self.options.backoff.delay(restarts, jitter())).await {
                         return self.tracker.set(SubscriptionState::Stopped);
                     }
                     restarts = restarts.saturating_add(1);
@@ -369,23 +546,41 @@ impl Runner {
         !stopped && !self.shutting_down()
     }
 
-    async fn acquire_lease(&mut self) -> Option<crate::subscription_store::Lease> {
+    /// Waits `delay` before another try, unless shutdown comes or the lease is lost
+    /// first: either ends following (a lost lease must be taken again before the
+    /// subscription runs on, or two processes could run it).
+    async fn wait(&mut self, delay: Duration, lease: &mut Lease) -> Option<Ended> {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => None,
+            _ = self.shutdown.wait_for(|stop| *stop) => Some(Ended::Shutdown),
+            _ = lease.lost() => Some(Ended::LeaseLost),
+        }
+    }
+
+    async fn acquire_lease(&mut self) -> Option<Lease> {
+        let mut streak = Streak::default();
         loop {
             if self.shutting_down() {
                 return None;
             }
-            match self.bookkeeping.try_lease(&self.tracker.name).await {
+            let delay = match self.bookkeeping.try_lease(&self.tracker.name).await {
                 Ok(Some(lease)) => return Some(lease),
-                Ok(None) => self.tracker.set(SubscriptionState::Standby),
-                Err(error) => tracing::warn!(subscription = %self.tracker.name, %error, "lease check failed"),
-            }
-            if !self.pause(self.options.lease_retry).await {
+                Ok(None) => {
+                    self.tracker.set(SubscriptionState::Standby);
+                    self.options.lease_retry
+                }
+                Err(error) => {
+                    streak.transient += 1;
+                    self.transient(streak, Some("taking the lease"), &error, None).await
+                }
+            };
+            if !self.pause(delay).await {
                 return None;
             }
         }
     }
 
-    async fn start_position(&mut self) -> Result<GlobalPosition, ConsumerError> {
+    async fn stored_start(&self) -> Result<GlobalPosition, ConsumerError> {
         if let Some(position) = self.consumer.checkpoint().await? {
             return Ok(position);
         }
@@ -396,21 +591,29 @@ impl Runner {
         })
     }
 
-    async fn follow(&mut self, lease: &mut crate::subscription_store::Lease) -> Ended {
-        let mut head = self.store.watch_head();
-        let mut attempts = 0u32;
-        let mut position = loop {
-            match self.start_position().await {
-                Ok(position) => break position,
+    /// Where to start following, retried for ever: without a checkpoint there is no
+    /// event to blame, so nothing else to do.
+    async fn start_position(&mut self, lease: &mut Lease, streak: &mut Streak) -> Result<GlobalPosition, Ended> {
+        loop {
+            match self.stored_start().await {
+                Ok(position) => return Ok(position),
                 Err(error) => {
-                    let at = self.tracker.position.borrow().next();
-                    self.tracker.fail(SubscriptionState::Retrying { attempt: attempts + 1 }, describe(&*error), at);
-                    if !self.pause(backoff(&ErrorPolicy::default(), attempts)).await {
-                        return Ended::Shutdown;
+                    streak.transient += 1;
+                    let delay = self.transient(*streak, Some("loading the checkpoint"), &*error, None).await;
+                    if let Some(ended) = self.wait(delay, lease).await {
+                        return Err(ended);
                     }
-                    attempts += 1;
                 }
             }
+        }
+    }
+
+    async fn follow(&mut self, lease: &mut Lease) -> Ended {
+        let mut head = self.store.watch_head();
+        let mut streak = Streak::default();
+        let mut position = match self.start_position(lease, &mut streak).await {
+            Ok(position) => position,
+            Err(ended) => return ended,
         };
         self.tracker.advance(position);
         loop {
@@ -434,14 +637,16 @@ impl Runner {
             let read: Vec<RecordedEvent> = match read {
                 Ok(read) => read,
                 Err(error) => {
-                    tracing::warn!(subscription = %self.tracker.name, %error, "reading events failed");
-                    if !self.pause(self.options.poll_interval).await {
-                        return Ended::Shutdown;
+                    streak.transient += 1;
+                    let delay = self.transient(streak, Some("reading events"), &error, None).await;
+                    if let Some(ended) = self.wait(delay, lease).await {
+                        return ended;
                     }
                     continue;
                 }
             };
             let Some(last_read) = read.last().map(|e| e.position) else {
+                self.healthy(&mut streak).await;
                 if let Some(ended) = self.idle(&mut head, lease).await {
                     return ended;
                 }
@@ -454,18 +659,21 @@ impl Runner {
             if batch.is_empty() {
                 position = last_read;
                 self.tracker.advance(position);
+                self.healthy(&mut streak).await;
                 continue;
             }
-            self.tracker.set(if full { SubscriptionState::CatchingUp } else { SubscriptionState::Live });
+            let moving = if full { SubscriptionState::CatchingUp } else { SubscriptionState::Live };
+            // While retrying, the status keeps saying so until the retry gets through.
+            if streak.attempts() == 0 {
+                self.tracker.set(moving.clone());
+            }
             let failure = self.consumer.process(batch.clone()).await.err();
             let done = failure.as_ref().map_or(batch.len(), |f| f.failed_at.min(batch.len()));
             if let Some(last) = done.checked_sub(1).map(|i| batch[i].position) {
                 position = last;
                 self.tracker.advance(position);
-                if attempts > 0 || done > 0 {
-                    self.tracker.recovered();
-                }
-                attempts = 0;
+                self.tracker.set(moving);
+                self.healthy(&mut streak).await;
             }
             let Some(BatchFailure { error, .. }) = failure else {
                 position = position.max(last_read);
@@ -473,52 +681,137 @@ impl Runner {
                 continue;
             };
             let Some(event) = batch.get(done) else { continue };
-            match self.decide(attempts) {
-                Decision::Retry(delay) => {
-                    attempts += 1;
-                    tracing::warn!(subscription = %self.tracker.name, position = %event.position, %error, attempts, "retrying");
-                    self.tracker.fail(
-                        SubscriptionState::Retrying { attempt: attempts },
-                        describe(&*error),
-                        event.position,
-                    );
-                    if !self.pause(delay).await {
-                        return Ended::Shutdown;
-                    }
+            match self.on_failure(event, &error, &mut streak, lease).await {
+                Flow::Retry => {}
+                Flow::Skipped => {
+                    position = event.position;
+                    self.tracker.advance(position);
+                    self.healthy(&mut streak).await;
                 }
-                Decision::Skip => match self.skip(event, &error).await {
-                    Ok(()) => {
-                        position = event.position;
-                        self.tracker.advance(position);
-                        attempts = 0;
-                    }
-                    Err(skip_error) => {
-                        self.tracker.fail(
-                            SubscriptionState::Retrying { attempt: attempts + 1 },
-                            describe(&*skip_error),
-                            event.position,
-                        );
-                        if !self.pause(self.options.poll_interval).await {
-                            return Ended::Shutdown;
-                        }
-                    }
-                },
-                Decision::Stop => {
-                    tracing::error!(subscription = %self.tracker.name, position = %event.position, %error, "stopped");
-                    self.tracker.fail(SubscriptionState::Stopped, describe(&*error), event.position);
-                    return Ended::Stopped;
-                }
+                Flow::End(ended) => return ended,
             }
+        }
+    }
+
+    /// Decides what the consumer's failure on `event` means: a transient one is
+    /// retried for ever, the consumer's own goes to the error policy.
+    async fn on_failure(
+        &mut self,
+        event: &RecordedEvent,
+        error: &ConsumerError,
+        streak: &mut Streak,
+        lease: &mut Lease,
+    ) -> Flow {
+        let at = Some(event.position);
+        if classify(&**error) == Fault::Transient {
+            streak.transient += 1;
+            let delay = self.transient(*streak, None, &**error, at).await;
+            return self.wait(delay, lease).await.map_or(Flow::Retry, Flow::End);
+        }
+        let (name, message) = (&self.tracker.name, describe(&**error));
+        let earlier = streak.deterministic;
+        streak.deterministic += 1;
+        let attempts = streak.attempts();
+        match decide(&self.options.on_error, earlier) {
+            Decision::Retry(delay) => {
+                tracing::warn!(subscription = %name, position = %event.position, error = %message, attempts, "retrying");
+                let state = SubscriptionState::Retrying { attempt: attempts, transient: false };
+                self.report(state, attempts, message, at, Fault::Deterministic).await;
+                self.wait(delay, lease).await.map_or(Flow::Retry, Flow::End)
+            }
+            Decision::Skip => match self.skip(event, error).await {
+                Ok(()) => {
+                    tracing::warn!(subscription = %name, position = %event.position, error = %message, attempts, "skipped into the dead letters");
+                    // Counted and kept as the last error; the subscription goes on.
+                    self.tracker.fail(SubscriptionState::CatchingUp, message, at, Fault::Deterministic);
+                    Flow::Skipped
+                }
+                Err(skip_error) => {
+                    // The bookkeeping failed, not the event: try again for ever.
+                    streak.transient += 1;
+                    let delay = self.transient(*streak, Some("dead-lettering the event"), &*skip_error, at).await;
+                    self.wait(delay, lease).await.map_or(Flow::Retry, Flow::End)
+                }
+            },
+            Decision::Stop => {
+                tracing::error!(subscription = %name, position = %event.position, error = %message, attempts, "stopped");
+                self.report(SubscriptionState::Stopped, attempts, message, at, Fault::Deterministic).await;
+                Flow::End(Ended::Stopped)
+            }
+        }
+    }
+
+    /// Shows, logs and reports a transient failure (`context` says what failed when
+    /// it was not the consumer on an event); returns the wait before the next try.
+    async fn transient(
+        &self,
+        streak: Streak,
+        context: Option<&str>,
+        error: &(dyn Error + Send + Sync + 'static),
+        at: Option<GlobalPosition>,
+    ) -> Duration {
+        let message = match context {
+            Some(context) => format!("{context}: {}", describe(error)),
+            None => describe(error),
+        };
+        let attempts = streak.attempts();
+        tracing::warn!(subscription = %self.tracker.name, error = %message, attempts, "transient failure; retrying");
+        let state = SubscriptionState::Retrying { attempt: attempts, transient: true };
+        self.report(state, attempts, message, at, Fault::Transient).await;
+        self.options.backoff.delay(streak.transient.saturating_sub(1), jitter())
+    }
+
+    /// Shows a failure in the status and, best effort, in the bookkeeping.
+    async fn report(
+        &self,
+        state: SubscriptionState,
+        attempt: u32,
+        error: String,
+        at: Option<GlobalPosition>,
+        fault: Fault,
+    ) {
+        let since = self.tracker.fail(state.clone(), error.clone(), at, fault);
+        let state = match state {
+            SubscriptionState::Stopped => FailureState::Stopped,
+            _ => FailureState::Retrying,
+        };
+        let report = FailureReport {
+            subscription: self.tracker.name.clone(),
+            state,
+            attempt,
+            transient: fault == Fault::Transient,
+            error,
+            position: at,
+            since,
+            updated_at: Utc::now(),
+        };
+        self.tracker.set_reported(true);
+        match tokio::time::timeout(REPORT_TIMEOUT, self.bookkeeping.report_failure(report)).await {
+            Ok(Ok(())) => {}
+            // Usually the same outage the report is about.
+            Ok(Err(error)) => tracing::debug!(subscription = %self.tracker.name, %error, "failure not reported"),
+            Err(_) => tracing::debug!(subscription = %self.tracker.name, "failure report timed out"),
+        }
+    }
+
+    /// The subscription got past its failures (or had none): reset the streak and
+    /// remove a failure report that may stand.
+    async fn healthy(&self, streak: &mut Streak) {
+        *streak = Streak::default();
+        if !self.tracker.recovered() {
+            return;
+        }
+        match tokio::time::timeout(REPORT_TIMEOUT, self.bookkeeping.clear_failure(&self.tracker.name)).await {
+            Ok(Ok(())) => self.tracker.set_reported(false),
+            // Kept as possibly standing: the next healthy moment tries again.
+            Ok(Err(error)) => tracing::debug!(subscription = %self.tracker.name, %error, "failure report not removed"),
+            Err(_) => tracing::debug!(subscription = %self.tracker.name, "removing the failure report timed out"),
         }
     }
 
     /// Live at the head: waits for a new commit here, the poll interval, shutdown or
     /// the loss of the lease (the last two end following).
-    async fn idle(
-        &mut self,
-        head: &mut watch::Receiver<GlobalPosition>,
-        lease: &mut crate::subscription_store::Lease,
-    ) -> Option<Ended> {
+    async fn idle(&mut self, head: &mut watch::Receiver<GlobalPosition>, lease: &mut Lease) -> Option<Ended> {
         self.tracker.set(SubscriptionState::Live);
         tokio::select! {
             _ = head.changed() => None,
@@ -537,10 +830,6 @@ impl Runner {
         };
         self.bookkeeping.add_dead_letter(letter).await?;
         self.consumer.skip(event).await
-    }
-
-    fn decide(&self, attempts: u32) -> Decision {
-        decide(&self.options.on_error, attempts)
     }
 }
 
@@ -607,5 +896,33 @@ mod tests {
         assert!(matches!(decide(&policy, 2), Decision::Skip));
         assert!(matches!(decide(&ErrorPolicy::Stop, 0), Decision::Stop));
         assert_eq!(backoff(&policy, 30), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn state_names_are_the_serialized_ones() {
+        let states = [
+            SubscriptionState::Standby,
+            SubscriptionState::CatchingUp,
+            SubscriptionState::Live,
+            SubscriptionState::Retrying { attempt: 3, transient: true },
+            SubscriptionState::Stopped,
+            SubscriptionState::Paused,
+        ];
+        for (state, name) in states.iter().zip(SubscriptionState::NAMES) {
+            assert_eq!(state.name(), name);
+            assert_eq!(serde_json::to_value(state).expect("json")["state"], name);
+        }
+    }
+
+    #[test]
+    fn transient_backoff_doubles_to_its_cap_and_jitters_within_half() {
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        assert_eq!(backoff.delay(0, 0.999_999).as_millis(), 99);
+        assert_eq!(backoff.delay(0, 0.0), Duration::from_millis(50));
+        assert_eq!(backoff.delay(3, 0.0), Duration::from_millis(400));
+        assert_eq!(backoff.delay(6, 0.0), Duration::from_millis(2_500), "capped at 5 s before jitter");
+        assert_eq!(backoff.delay(u32::MAX, 0.0), Duration::from_millis(2_500), "no overflow, ever");
+        assert!((0..1_000).map(|_| jitter()).all(|j| (0.0..1.0).contains(&j)));
+        assert_eq!(Backoff::new(Duration::from_secs(2), Duration::from_secs(1)).max, Duration::from_secs(2));
     }
 }

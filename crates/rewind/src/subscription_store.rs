@@ -1,6 +1,7 @@
 //! Where the read side keeps its bookkeeping: subscription checkpoints, dead letters,
-//! process manager state, and the leases that keep each named subscription active in
-//! one process at a time.
+//! process manager state, the leases that keep each named subscription active in
+//! one process at a time, and the failures running subscriptions report so that an
+//! operator's tool in another process can see them ([`FailureReport`]).
 //!
 //! Each event store backend implements [`SubscriptionStore`] in its own database, so
 //! an operator finds everything in one place. Projectors keep their checkpoints in
@@ -29,6 +30,57 @@ pub struct DeadLetter {
     pub error: String,
     /// When it was skipped.
     pub failed_at: DateTime<Utc>,
+}
+
+/// Where a failing subscription is, as its runner last reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureState {
+    /// Trying again (for ever if the failure is transient).
+    Retrying,
+    /// Halted by its error policy until an operator resumes it.
+    Stopped,
+}
+
+impl FailureState {
+    /// The stored name: `retrying` or `stopped` (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureState::Retrying => "retrying",
+            FailureState::Stopped => "stopped",
+        }
+    }
+
+    /// The state with the stored name `name`, if any.
+    pub fn from_name(name: &str) -> Option<FailureState> {
+        [FailureState::Retrying, FailureState::Stopped].into_iter().find(|state| state.as_str() == name)
+    }
+}
+
+/// A failure a running subscription has not got past, recorded by its runner so that
+/// `projections status` in another process shows it. Best effort: a runner whose
+/// bookkeeping is itself unreachable cannot record one, and one left by a process
+/// that died says so by its age (`updated_at`). Removed once the subscription
+/// makes progress again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureReport {
+    /// The subscription.
+    pub subscription: String,
+    /// Retrying or stopped.
+    pub state: FailureState,
+    /// Failures in a row so far.
+    pub attempt: u32,
+    /// Whether the latest failure is transient (see [`crate::fault`]).
+    pub transient: bool,
+    /// The latest failure's message.
+    pub error: String,
+    /// The event it failed on, if the failure was on an event (not reading the
+    /// store, loading the checkpoint or taking the lease).
+    pub position: Option<GlobalPosition>,
+    /// When the first failure in a row happened.
+    pub since: DateTime<Utc>,
+    /// When the runner last wrote this report.
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A process manager instance's change, committed with the manager's checkpoint.
@@ -109,6 +161,13 @@ pub trait SubscriptionStore: Send + Sync + 'static {
 
     /// Takes the lease on a subscription name if no process holds it.
     async fn try_lease(&self, subscription: &str) -> Result<Option<Lease>, StoreError>;
+
+    /// Records a subscription's failure, replacing its earlier report.
+    async fn report_failure(&self, report: FailureReport) -> Result<(), StoreError>;
+    /// Removes a subscription's failure report, if any.
+    async fn clear_failure(&self, subscription: &str) -> Result<(), StoreError>;
+    /// The failure reports of one subscription, or of all, by subscription name.
+    async fn failures(&self, subscription: Option<&str>) -> Result<Vec<FailureReport>, StoreError>;
 }
 
 /// Subscription bookkeeping in memory, for the in-memory store and tests. Leases are
@@ -125,6 +184,7 @@ struct MemoryState {
     checkpoints: HashMap<String, GlobalPosition>,
     dead_letters: BTreeMap<(String, GlobalPosition), DeadLetter>,
     instances: HashMap<(String, String), String>,
+    failures: BTreeMap<String, FailureReport>,
 }
 
 impl MemorySubscriptionStore {
@@ -246,5 +306,17 @@ impl SubscriptionStore for MemorySubscriptionStore {
         let (lost_tx, lost_rx) = watch::channel(false);
         let release = MemoryLease { name: subscription.to_owned(), leases: self.leases.clone(), _lost: lost_tx };
         Ok(Some(Lease::new(lost_rx, release)))
+    }
+    async fn report_failure(&self, report: FailureReport) -> Result<(), StoreError> {
+        self.lock().failures.insert(report.subscription.clone(), report);
+        Ok(())
+    }
+    async fn clear_failure(&self, subscription: &str) -> Result<(), StoreError> {
+        self.lock().failures.remove(subscription);
+        Ok(())
+    }
+    async fn failures(&self, subscription: Option<&str>) -> Result<Vec<FailureReport>, StoreError> {
+        let state = self.lock();
+        Ok(state.failures.values().filter(|r| subscription.is_none_or(|s| r.subscription == s)).cloned().collect())
     }
 }

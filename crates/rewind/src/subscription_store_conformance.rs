@@ -1,5 +1,5 @@
 //! The conformance suite for [`SubscriptionStore`]: checkpoints, dead letters,
-//! process manager state and leases, written once for every backend.
+//! process manager state, leases and failure reports, written once for every backend.
 //!
 //! ```ignore
 //! async fn make_bookkeeping() -> Option<(MyBookkeeping, ())> { Some((MyBookkeeping::open_fresh().await, ())) }
@@ -9,7 +9,7 @@
 
 use crate::envelope::{Metadata, RecordedEvent};
 use crate::stream::{GlobalPosition, StreamVersion};
-use crate::subscription_store::{DeadLetter, InstanceChange, SubscriptionStore};
+use crate::subscription_store::{DeadLetter, FailureReport, FailureState, InstanceChange, SubscriptionStore};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -25,7 +25,8 @@ macro_rules! subscription_store_conformance {
             a_replayed_letter_commits_its_changes_once,
             instances_commit_with_the_checkpoint,
             resetting_instances_forgets_the_manager,
-            leases_are_exclusive_until_dropped
+            leases_are_exclusive_until_dropped,
+            failure_reports_are_replaced_and_cleared
         );
     };
     (@tests $make:path; $($name:ident),* $(,)?) => {
@@ -191,4 +192,38 @@ pub async fn leases_are_exclusive_until_dropped<S: SubscriptionStore>(store: Arc
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(again.is_some(), "released on drop");
+}
+
+/// A report replaces the subscription's earlier one, round-trips whole, and is gone
+/// once cleared.
+pub async fn failure_reports_are_replaced_and_cleared<S: SubscriptionStore>(store: Arc<S>) {
+    let at = |micros| chrono::DateTime::from_timestamp_micros(micros).expect("valid time");
+    let retrying = FailureReport {
+        subscription: "pm".into(),
+        state: FailureState::Retrying,
+        attempt: 1,
+        transient: true,
+        error: "reading events: connection refused — ü".into(),
+        position: None,
+        since: at(1_800_000_000_000_000),
+        updated_at: at(1_800_000_000_000_000),
+    };
+    store.report_failure(retrying.clone()).await.expect("report");
+    let stopped = FailureReport {
+        subscription: "other".into(),
+        state: FailureState::Stopped,
+        attempt: 5,
+        transient: false,
+        error: "failed at 7".into(),
+        position: Some(GlobalPosition(7)),
+        ..retrying.clone()
+    };
+    store.report_failure(stopped.clone()).await.expect("report");
+    let later = FailureReport { attempt: 9, updated_at: at(1_800_000_009_000_000), ..retrying.clone() };
+    store.report_failure(later.clone()).await.expect("report again");
+    assert_eq!(store.failures(None).await.expect("list"), vec![stopped.clone(), later.clone()]);
+    assert_eq!(store.failures(Some("pm")).await.expect("list"), vec![later]);
+    store.clear_failure("pm").await.expect("clear");
+    store.clear_failure("never-reported").await.expect("clearing nothing");
+    assert_eq!(store.failures(None).await.expect("list"), vec![stopped]);
 }

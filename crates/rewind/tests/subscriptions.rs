@@ -6,10 +6,10 @@ mod support;
 use async_trait::async_trait;
 use rewind::{
     AggregateConfig, Application, BatchFailure, CommandFailure, Consistency, Consumer, ConsumerError, ConsumerKind,
-    DeadLetter, DispatchError, DispatchOptions, ErrorPolicy, EventFilter, EventHandler, EventStore, GlobalPosition,
-    InstanceChange, Interest, MemoryStore, MemorySubscriptionStore, OnError, ProcessCommand, ProcessManager,
-    RecordedEvent, StartFrom, StoreError, SubscriptionError, SubscriptionOptions, SubscriptionState, SubscriptionStore,
-    Subscriptions,
+    DeadLetter, DispatchError, DispatchOptions, ErrorPolicy, EventFilter, EventHandler, EventStore, FailureReport,
+    FailureState, GlobalPosition, InstanceChange, Interest, Lease, MemoryStore, MemorySubscriptionStore, OnError,
+    ProcessCommand, ProcessManager, RecordedEvent, StartFrom, StoreError, SubscriptionError, SubscriptionOptions,
+    SubscriptionState, SubscriptionStatus, SubscriptionStore, Subscriptions, Transient,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,17 +34,23 @@ fn quick_retry(attempts: u32, then: ErrorPolicy) -> ErrorPolicy {
     }
 }
 
-/// Records every event it sees; fails or panics on chosen positions a set number of times.
+/// Records every event it sees; fails (its own error, or a transient one) or panics
+/// on chosen positions a set number of times.
 #[derive(Clone, Default)]
 struct Recorder {
     seen: Arc<Mutex<Vec<GlobalPosition>>>,
     fail_on: Arc<Mutex<HashMap<u64, u32>>>,
+    transient_on: Arc<Mutex<HashMap<u64, u32>>>,
     panic_on: Arc<Mutex<HashMap<u64, u32>>>,
 }
 
 impl Recorder {
     fn fail(self, position: u64, times: u32) -> Self {
         self.fail_on.lock().unwrap().insert(position, times);
+        self
+    }
+    fn fail_transiently(self, position: u64, times: u32) -> Self {
+        self.transient_on.lock().unwrap().insert(position, times);
         self
     }
     fn panic(self, position: u64, times: u32) -> Self {
@@ -72,6 +78,9 @@ impl EventHandler for Recorder {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), ConsumerError> {
         if take_one(&self.panic_on, event.position.0) {
             panic!("boom at {}", event.position);
+        }
+        if take_one(&self.transient_on, event.position.0) {
+            return Err(Box::new(Transient::new(format!("database away at {}", event.position))));
         }
         if take_one(&self.fail_on, event.position.0) {
             return Err(format!("failed at {}", event.position).into());
@@ -640,6 +649,15 @@ impl SubscriptionStore for FlakyRemoval {
     async fn try_lease(&self, name: &str) -> Result<Option<rewind::Lease>, StoreError> {
         self.inner.try_lease(name).await
     }
+    async fn report_failure(&self, report: FailureReport) -> Result<(), StoreError> {
+        self.inner.report_failure(report).await
+    }
+    async fn clear_failure(&self, subscription: &str) -> Result<(), StoreError> {
+        self.inner.clear_failure(subscription).await
+    }
+    async fn failures(&self, subscription: Option<&str>) -> Result<Vec<FailureReport>, StoreError> {
+        self.inner.failures(subscription).await
+    }
 }
 
 /// A process manager's replayed dead letter takes effect once: its commands carry
@@ -680,5 +698,225 @@ async fn a_process_manager_dead_letter_is_replayed_exactly_once() {
     assert!(matches!(again, Err(SubscriptionError::NoDeadLetter(..))), "{again:?}");
     assert_eq!(head(&app).await, appended, "nothing dispatched again");
     subs.wait_for("sweeper", appended).await.expect("running again after the replay");
+    subs.shutdown().await;
+}
+
+/// Polls `name`'s status until `done` accepts it; fails after ten minutes (of paused
+/// time: each poll moves the clock 10 ms, so that is quick).
+async fn status_when(
+    subs: &Subscriptions,
+    name: &str,
+    done: impl Fn(&SubscriptionStatus) -> bool,
+) -> SubscriptionStatus {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    loop {
+        let status = subs.status_of(name).expect("status");
+        if done(&status) {
+            return status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never reached; the status is {status:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_failure_is_retried_for_ever_and_a_deterministic_one_takes_the_policy() {
+    let app = app();
+    open(&app, "a", 1).await;
+    deposit(&app, "a", 1).await;
+    deposit(&app, "a", 1).await;
+    let store = bookkeeping();
+    // Twenty transient failures: four times what the default policy (five tries, then
+    // stop) would allow a deterministic one.
+    let recorder = Recorder::default().fail_transiently(2, 20).fail(3, u32::MAX);
+    let started = tokio::time::Instant::now();
+    let subs = Subscriptions::builder(&app, store.clone())
+        .handler("h", recorder.clone(), SubscriptionOptions::new().batch_size(1))
+        .start()
+        .expect("start");
+
+    let retrying = |s: &SubscriptionStatus| matches!(s.state, SubscriptionState::Retrying { attempt: 10.., .. });
+    let status = status_when(&subs, "h", retrying).await;
+    assert_eq!(status.state, SubscriptionState::Retrying { attempt: 10, transient: true }, "shown as transient");
+    assert_eq!(
+        (status.failed_position, status.last_error.as_deref()),
+        (Some(GlobalPosition(2)), Some("database away at 2"))
+    );
+    assert!(status.failing_since.is_some());
+    let report = store.failures(Some("h")).await.expect("reports").pop().expect("reported to the bookkeeping");
+    assert_eq!((report.state, report.attempt, report.transient), (FailureState::Retrying, 10, true));
+    assert_eq!((report.position, report.error.as_str()), (Some(GlobalPosition(2)), "database away at 2"));
+
+    // Then it proceeds, in order, and the deterministic failure on event 3 takes the
+    // policy: five tries, then stop.
+    let status = status_when(&subs, "h", |s| s.state == SubscriptionState::Stopped).await;
+    assert_eq!(recorder.seen(), vec![1, 2], "event 2 delivered once it went through, nothing skipped");
+    assert_eq!((status.position, status.failed_position), (GlobalPosition(2), Some(GlobalPosition(3))));
+    assert_eq!(status.last_error.as_deref(), Some("failed at 3"));
+    assert_eq!((status.transient_failures, status.deterministic_failures), (20, 5));
+    let report = store.failures(Some("h")).await.expect("reports").pop().expect("the stop is reported");
+    assert_eq!((report.state, report.attempt, report.transient), (FailureState::Stopped, 5, false));
+    assert_eq!(report.position, Some(GlobalPosition(3)));
+
+    // The waits doubled from 100 ms and were capped at 5 s (jittered between half and
+    // all): 20 of them take 38-77 s, where doubling without a cap would take days.
+    let elapsed = started.elapsed();
+    assert!(elapsed > Duration::from_secs(38) && elapsed < Duration::from_secs(80), "{elapsed:?}");
+    subs.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_read_of_the_store_is_retried_for_ever_and_shown() {
+    let store = Arc::new(FaultyStore::default());
+    let app = Application::builder(store.clone()).router(router(AggregateConfig::new())).build();
+    open(&app, "a", 1).await;
+    store.failing_reads.store(30, Ordering::SeqCst);
+    let recorder = Recorder::default();
+    let subs = Subscriptions::builder(&app, bookkeeping())
+        .handler("h", recorder.clone(), SubscriptionOptions::new())
+        .start()
+        .expect("start");
+    let status = status_when(&subs, "h", |s| matches!(s.state, SubscriptionState::Retrying { attempt: 5.., .. })).await;
+    assert_eq!(status.state, SubscriptionState::Retrying { attempt: 5, transient: true });
+    let error = status.last_error.expect("the error is shown");
+    assert!(error.starts_with("reading events: event store backend: connection reset"), "{error}");
+    assert_eq!(status.failed_position, None, "no event is to blame");
+    subs.wait_for("h", GlobalPosition(1)).await.expect("then it proceeds");
+    let status = status_when(&subs, "h", |s| s.state == SubscriptionState::Live).await;
+    assert_eq!((recorder.seen(), status.transient_failures, status.failing_since), (vec![1], 30, None));
+    subs.shutdown().await;
+}
+
+/// Bookkeeping in memory whose lease checks and checkpoint loads fail a set number
+/// of times.
+#[derive(Default)]
+struct FlakyBookkeeping {
+    inner: MemorySubscriptionStore,
+    failing_leases: AtomicUsize,
+    failing_loads: AtomicUsize,
+}
+
+fn flaky(left: &AtomicUsize) -> Result<(), StoreError> {
+    match left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
+        Ok(_) => Err(StoreError::backend(ConnectionReset)),
+        Err(_) => Ok(()),
+    }
+}
+
+#[async_trait]
+impl SubscriptionStore for FlakyBookkeeping {
+    async fn load_checkpoint(&self, subscription: &str) -> Result<Option<GlobalPosition>, StoreError> {
+        flaky(&self.failing_loads)?;
+        self.inner.load_checkpoint(subscription).await
+    }
+    async fn save_checkpoint(&self, subscription: &str, position: GlobalPosition) -> Result<(), StoreError> {
+        self.inner.save_checkpoint(subscription, position).await
+    }
+    async fn delete_checkpoint(&self, subscription: &str) -> Result<(), StoreError> {
+        self.inner.delete_checkpoint(subscription).await
+    }
+    async fn add_dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError> {
+        self.inner.add_dead_letter(letter).await
+    }
+    async fn dead_letters(&self, subscription: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        self.inner.dead_letters(subscription).await
+    }
+    async fn remove_dead_letter(&self, subscription: &str, event_id: uuid::Uuid) -> Result<bool, StoreError> {
+        self.inner.remove_dead_letter(subscription, event_id).await
+    }
+    async fn clear_dead_letters(&self, subscription: &str) -> Result<u64, StoreError> {
+        self.inner.clear_dead_letters(subscription).await
+    }
+    async fn commit_replayed(
+        &self,
+        manager: &str,
+        changes: Vec<InstanceChange>,
+        event_id: uuid::Uuid,
+    ) -> Result<bool, StoreError> {
+        self.inner.commit_replayed(manager, changes, event_id).await
+    }
+    async fn load_instance(&self, manager: &str, instance: &str) -> Result<Option<String>, StoreError> {
+        self.inner.load_instance(manager, instance).await
+    }
+    async fn commit_instances(
+        &self,
+        manager: &str,
+        changes: Vec<InstanceChange>,
+        checkpoint: GlobalPosition,
+    ) -> Result<(), StoreError> {
+        self.inner.commit_instances(manager, changes, checkpoint).await
+    }
+    async fn reset_instances(&self, manager: &str) -> Result<(), StoreError> {
+        self.inner.reset_instances(manager).await
+    }
+    async fn try_lease(&self, subscription: &str) -> Result<Option<Lease>, StoreError> {
+        flaky(&self.failing_leases)?;
+        self.inner.try_lease(subscription).await
+    }
+    async fn report_failure(&self, report: FailureReport) -> Result<(), StoreError> {
+        self.inner.report_failure(report).await
+    }
+    async fn clear_failure(&self, subscription: &str) -> Result<(), StoreError> {
+        self.inner.clear_failure(subscription).await
+    }
+    async fn failures(&self, subscription: Option<&str>) -> Result<Vec<FailureReport>, StoreError> {
+        self.inner.failures(subscription).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_lease_checks_and_checkpoint_loads_are_retried_for_ever_and_shown() {
+    let app = app();
+    open(&app, "a", 1).await;
+    let store = Arc::new(FlakyBookkeeping::default());
+    store.failing_leases.store(8, Ordering::SeqCst);
+    store.failing_loads.store(8, Ordering::SeqCst);
+    let recorder = Recorder::default();
+    let subs = Subscriptions::builder(&app, store.clone())
+        .handler("h", recorder.clone(), SubscriptionOptions::new())
+        .start()
+        .expect("start");
+    let mut shown = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    while recorder.seen().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never delivered; shown: {shown:?}");
+        let status = subs.status_of("h").expect("status");
+        if let (SubscriptionState::Retrying { transient: true, .. }, Some(error)) = (&status.state, &status.last_error)
+        {
+            let what = error.split(':').next().unwrap_or_default().to_owned();
+            if !shown.contains(&what) {
+                shown.push(what);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(shown, ["taking the lease", "loading the checkpoint"]);
+    let status = status_when(&subs, "h", |s| s.state == SubscriptionState::Live).await;
+    assert_eq!(status.transient_failures, 16);
+    assert!(store.failures(None).await.expect("reports").is_empty(), "the report is removed once it proceeds");
+    subs.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_process_manager_command_failing_transiently_is_retried_until_it_goes_through() {
+    let store = Arc::new(FaultyStore::default());
+    let app = Application::builder(store.clone()).router(router(AggregateConfig::new()).command::<Refund>()).build();
+    open(&app, "src", 1000).await;
+    open(&app, "src-savings", 1).await;
+    deposit(&app, "src", 100).await;
+    // The sweeper's withdrawal meets the store away twenty times; its `on_error`
+    // says Fail to anything but a refusal by the domain.
+    store.failing_appends.store(20, Ordering::SeqCst);
+    let subs = Subscriptions::builder(&app, bookkeeping())
+        .process_manager("sweeper", Sweeper, SubscriptionOptions::new())
+        .start()
+        .expect("start");
+    let status = status_when(&subs, "sweeper", |s| s.transient_failures >= 20 && s.failing_since.is_none()).await;
+    assert!(!matches!(status.state, SubscriptionState::Stopped));
+    let error = status.last_error.expect("the last failure stays visible");
+    assert!(error.starts_with("Withdraw failed: event store backend: connection reset"), "{error}");
+    subs.wait_for("sweeper", head(&app).await).await.expect("wait");
+    assert_eq!((balance(&app, "src").await, balance(&app, "src-savings").await), (1050, 51));
+    assert_eq!((status.transient_failures, status.deterministic_failures), (20, 0));
     subs.shutdown().await;
 }

@@ -81,8 +81,10 @@ impl ProcessManager for TransferProcess {
         }
     }
 
-    /// A domain refusal settles the transfer; anything else (a store outage) is
-    /// retried by the subscription's error policy.
+    /// A domain refusal settles the transfer; anything else is not the transfer's
+    /// fault: a store outage or an unknown outcome is transient, so failing the
+    /// event has the subscription retry it for ever (the same command ids make that
+    /// safe) and the withdrawn money always reaches a deposit or a refund.
     fn on_error(&self, failure: &CommandFailure, transfer: &Transfer, event: &AccountEvent) -> OnError {
         let Some(refusal) = failure.domain_error::<AccountError>() else { return OnError::Fail };
         let reason = refusal.to_string();

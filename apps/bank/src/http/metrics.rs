@@ -1,11 +1,15 @@
 //! Prometheus metrics: request latency by route and status, command latency by
-//! command and outcome, and each subscription's position and lag.
+//! command and outcome, and each subscription's position, lag and health: its state
+//! (one gauge per state, 1 for the current one), the attempt it is retrying, whether
+//! it is failing now, and its failures by kind (transient ones are retried for ever;
+//! deterministic ones take its error policy). An alert on `failing` held for minutes
+//! catches both a database away and a consumer refusing an event.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
-use rewind::{Middleware, Pipeline, Rejection};
+use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use rewind::{Middleware, Pipeline, Rejection, SubscriptionState, SubscriptionStatus};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,6 +22,10 @@ pub struct Metrics {
     commands: HistogramVec,
     lag: GaugeVec,
     position: GaugeVec,
+    state: GaugeVec,
+    attempt: GaugeVec,
+    failing: GaugeVec,
+    failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -40,24 +48,67 @@ impl Metrics {
             Opts::new("rewind_subscription_position", "Last position a subscription finished"),
             &["subscription"],
         )?;
+        let state = GaugeVec::new(
+            Opts::new("rewind_subscription_state", "1 for the state a subscription is in, 0 for the others"),
+            &["subscription", "state"],
+        )?;
+        let attempt = GaugeVec::new(
+            Opts::new("rewind_subscription_retry_attempt", "Failures in a row of a retrying subscription (0: none)"),
+            &["subscription"],
+        )?;
+        let failing = GaugeVec::new(
+            Opts::new("rewind_subscription_failing", "1 while a subscription has not got past a failure"),
+            &["subscription"],
+        )?;
+        let failures = IntCounterVec::new(
+            Opts::new("rewind_subscription_failures_total", "Failures of a subscription, transient or deterministic"),
+            &["subscription", "kind"],
+        )?;
+        for metric in [&lag, &position, &state, &attempt, &failing] {
+            registry.register(Box::new(metric.clone()))?;
+        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(commands.clone()))?;
-        registry.register(Box::new(lag.clone()))?;
-        registry.register(Box::new(position.clone()))?;
-        Ok(Metrics { registry, requests, commands, lag, position })
+        registry.register(Box::new(failures.clone()))?;
+        Ok(Metrics { registry, requests, commands, lag, position, state, attempt, failing, failures })
     }
 
-    /// The text exposition, after refreshing the subscription gauges.
-    pub fn render(&self, statuses: &[rewind::SubscriptionStatus]) -> String {
+    /// The text exposition, after refreshing the subscription metrics.
+    pub fn render(&self, statuses: &[SubscriptionStatus]) -> String {
         for status in statuses {
-            self.lag.with_label_values(&[&status.name]).set(status.lag as f64);
-            self.position.with_label_values(&[&status.name]).set(status.position.0 as f64);
+            self.subscription(status);
         }
         let mut buffer = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
             tracing::error!(%error, "metrics encoding failed");
         }
         String::from_utf8_lossy(&buffer).into_owned()
+    }
+}
+
+impl Metrics {
+    fn subscription(&self, status: &SubscriptionStatus) {
+        let name = status.name.as_str();
+        self.lag.with_label_values(&[name]).set(status.lag as f64);
+        self.position.with_label_values(&[name]).set(status.position.0 as f64);
+        for state in SubscriptionState::NAMES {
+            let current = f64::from(u8::from(status.state.name() == state));
+            self.state.with_label_values(&[name, state]).set(current);
+        }
+        let attempt = match status.state {
+            SubscriptionState::Retrying { attempt, .. } => attempt,
+            _ => 0,
+        };
+        self.attempt.with_label_values(&[name]).set(f64::from(attempt));
+        self.failing.with_label_values(&[name]).set(f64::from(u8::from(status.failing_since.is_some())));
+        // The status counts from the subscription's start; the counter only moves up
+        // (a restarted subscription counts again from zero, and is caught up with).
+        for (kind, total) in
+            [("transient", status.transient_failures), ("deterministic", status.deterministic_failures)]
+        {
+            let counter = self.failures.with_label_values(&[name, kind]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 }
 
@@ -100,5 +151,52 @@ impl Middleware for CommandMetrics {
     }
     async fn after_failure(&self, pipeline: &mut Pipeline<'_>, _: &(dyn std::error::Error + Send + Sync)) {
         self.observe(pipeline, "error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rewind::{ConsumerKind, GlobalPosition};
+
+    fn status(name: &str, state: SubscriptionState, failing: bool, transient: u64) -> SubscriptionStatus {
+        SubscriptionStatus {
+            name: name.into(),
+            kind: ConsumerKind::ProcessManager,
+            state,
+            position: GlobalPosition(40),
+            head: GlobalPosition(42),
+            lag: 2,
+            last_error: failing.then(|| "reading events: connection refused".into()),
+            failed_position: None,
+            failing_since: failing.then(chrono::Utc::now),
+            transient_failures: transient,
+            deterministic_failures: 0,
+        }
+    }
+
+    #[test]
+    fn a_retrying_subscription_shows_its_state_attempt_and_failures() {
+        let metrics = Metrics::new().expect("metrics");
+        let retrying = SubscriptionState::Retrying { attempt: 7, transient: true };
+        let text =
+            metrics.render(&[status("pm", retrying, true, 7), status("read", SubscriptionState::Live, false, 0)]);
+        for line in [
+            r#"rewind_subscription_state{state="retrying",subscription="pm"} 1"#,
+            r#"rewind_subscription_state{state="live",subscription="pm"} 0"#,
+            r#"rewind_subscription_state{state="live",subscription="read"} 1"#,
+            r#"rewind_subscription_retry_attempt{subscription="pm"} 7"#,
+            r#"rewind_subscription_retry_attempt{subscription="read"} 0"#,
+            r#"rewind_subscription_failing{subscription="pm"} 1"#,
+            r#"rewind_subscription_failing{subscription="read"} 0"#,
+            r#"rewind_subscription_failures_total{kind="transient",subscription="pm"} 7"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        // Recovered: the gauges drop, the counter keeps its count.
+        let text = metrics.render(&[status("pm", SubscriptionState::Live, false, 9)]);
+        assert!(text.contains(r#"rewind_subscription_failing{subscription="pm"} 0"#));
+        assert!(text.contains(r#"rewind_subscription_failures_total{kind="transient",subscription="pm"} 9"#));
+        assert!(text.contains(r#"rewind_subscription_state{state="retrying",subscription="pm"} 0"#));
     }
 }

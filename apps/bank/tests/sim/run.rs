@@ -138,7 +138,8 @@ impl Sim {
         // A runner retries a failed event on its own, again and again, while the
         // world goes on: each step is one more try.
         for index in 0..3 {
-            if self.world.live().subs[index].attempts > 0 {
+            let sub = &self.world.live().subs[index];
+            if sub.attempts > 0 || sub.retrying {
                 self.deliver(index, 40).await;
             }
         }
@@ -321,7 +322,7 @@ async fn settle(world: &mut World) -> Vec<String> {
         for index in 0..3 {
             moved += usize::from(world.live().deliver(index, 500, &faults).await.moved());
         }
-        let retrying = world.live().subs.iter().any(|s| s.attempts > 0 && s.stopped.is_none());
+        let retrying = world.live().subs.iter().any(|s| (s.attempts > 0 || s.retrying) && s.stopped.is_none());
         if moved == 0 && !retrying {
             break;
         }

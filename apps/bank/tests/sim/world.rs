@@ -67,8 +67,10 @@ pub struct Sub {
     pub name: String,
     pub consumer: Arc<dyn Consumer>,
     pub policy: ErrorPolicy,
-    /// Failures in a row on the current event.
+    /// Deterministic failures in a row on the current event (what the policy counts).
     pub attempts: u32,
+    /// Retrying a transient failure (for ever, never counted by the policy).
+    pub retrying: bool,
     /// Why it stopped, if it did (until the next start of the application).
     pub stopped: Option<String>,
 }
@@ -239,6 +241,7 @@ impl World {
             consumer,
             policy: policy.clone(),
             attempts: 0,
+            retrying: false,
             stopped: None,
         };
         vec![
@@ -302,14 +305,22 @@ impl Live {
         }
         let Err(BatchFailure { failed_at, error }) = sub.consumer.process(events.clone()).await else {
             sub.attempts = 0;
+            sub.retrying = false;
             return Delivered { done: events.len(), ..Default::default() };
         };
         if failed_at > 0 {
             sub.attempts = 0;
+            sub.retrying = false;
         }
         let caused_by_fault = faults.injected() != before;
         let Some(event) = events.get(failed_at) else { return Delivered { done: failed_at, ..Default::default() } };
-        match policy_decision(&sub.policy, sub.attempts, &error) {
+        if rewind::classify(&*error) == rewind::Fault::Transient {
+            // The runner retries it for ever; the policy never sees it.
+            sub.retrying = true;
+            return Delivered { done: failed_at, ..Default::default() };
+        }
+        sub.retrying = false;
+        match policy_decision(&sub.policy, sub.attempts) {
             Decision::Retry => sub.attempts += 1,
             Decision::Skip => {
                 let letter = DeadLetter {
@@ -353,14 +364,13 @@ pub enum Decision {
     Stop,
 }
 
-/// The runner's decision for a failure (mirrors `rewind::subscription::decide`).
-pub fn policy_decision(policy: &ErrorPolicy, attempts: u32, _error: &ConsumerError) -> Decision {
+/// The runner's decision for a deterministic failure (mirrors
+/// `rewind::subscription`'s `decide`).
+pub fn policy_decision(policy: &ErrorPolicy, attempts: u32) -> Decision {
     match policy {
         ErrorPolicy::Stop => Decision::Stop,
         ErrorPolicy::Skip => Decision::Skip,
-        ErrorPolicy::Retry { max_attempts, then, .. } if attempts + 1 >= *max_attempts => {
-            policy_decision(then, 0, _error)
-        }
+        ErrorPolicy::Retry { max_attempts, then, .. } if attempts + 1 >= *max_attempts => policy_decision(then, 0),
         ErrorPolicy::Retry { .. } => Decision::Retry,
     }
 }

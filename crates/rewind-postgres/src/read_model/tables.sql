@@ -24,3 +24,15 @@ CREATE TABLE IF NOT EXISTS rewind_process_instances (
     state    jsonb NOT NULL,
     PRIMARY KEY (manager, instance)
 );
+-- The failure each running subscription has not got past (retrying or stopped),
+-- for operators' tools in other processes; removed once it moves on.
+CREATE TABLE IF NOT EXISTS rewind_subscription_failures (
+    subscription text        PRIMARY KEY,
+    state        text        NOT NULL,
+    attempt      integer     NOT NULL,
+    transient    boolean     NOT NULL,
+    error        text        NOT NULL,
+    position     bigint,
+    since        timestamptz NOT NULL,
+    updated_at   timestamptz NOT NULL
+);

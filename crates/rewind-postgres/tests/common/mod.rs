@@ -2,8 +2,11 @@
 //!
 //! Tests read `TEST_DATABASE_URL`; when it is unset they print a notice and pass
 //! without running. Each test opens its own schema (`rwt_<seconds>_<random>`), so
-//! tests run in parallel; schemas older than an hour are dropped on the way.
+//! tests run in parallel; schemas older than an hour are dropped on the way. Tests
+//! that stop their server run a cluster of their own ([`cluster`]).
 #![allow(dead_code)]
+
+pub mod cluster;
 
 use rewind_postgres::{PostgresOptions, PostgresStore};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -19,3 +19,15 @@ CREATE TABLE IF NOT EXISTS rewind_process_instances (
     state    TEXT NOT NULL,
     PRIMARY KEY (manager, instance)
 );
+-- The failure each running subscription has not got past (retrying or stopped),
+-- for operators' tools in other processes; removed once it moves on.
+CREATE TABLE IF NOT EXISTS rewind_subscription_failures (
+    subscription TEXT PRIMARY KEY NOT NULL,
+    state        TEXT NOT NULL,
+    attempt      INTEGER NOT NULL,
+    transient    INTEGER NOT NULL,
+    error        TEXT NOT NULL,
+    position     INTEGER,
+    since        TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);

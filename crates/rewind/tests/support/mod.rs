@@ -199,6 +199,15 @@ pub struct FaultyStore {
     pub lose_next_ack: AtomicBool,
     /// Never finish appends.
     pub hang: AtomicBool,
+    /// Fail this many appends (before writing) with a backend error.
+    pub failing_appends: AtomicUsize,
+    /// Fail this many reads of the global order with a backend error.
+    pub failing_reads: AtomicUsize,
+}
+
+/// Takes one from `left` if any are left.
+fn take(left: &AtomicUsize) -> bool {
+    left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +224,9 @@ impl EventStore for FaultyStore {
         self.appends.fetch_add(1, Ordering::SeqCst);
         if self.hang.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
+        }
+        if take(&self.failing_appends) {
+            return Err(StoreError::backend(ConnectionReset));
         }
         if self.always_conflict.load(Ordering::SeqCst) {
             let actual = self.inner.stream_version(stream_id).await?;
@@ -245,6 +257,9 @@ impl EventStore for FaultyStore {
         limit: usize,
         filter: &EventFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if take(&self.failing_reads) {
+            return Err(StoreError::backend(ConnectionReset));
+        }
         self.inner.read_all(from, limit, filter).await
     }
     async fn stream_version(&self, stream_id: &str) -> Result<StreamVersion, StoreError> {
