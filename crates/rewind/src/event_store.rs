@@ -195,7 +195,10 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
 
     /// Reads up to `limit` events of the global order from position `from` (inclusive)
-    /// upward, keeping only those that pass `filter`.
+    /// upward, keeping only those that pass `filter`. The global order holds the
+    /// framework's own records too, in streams whose id starts with `$` (recorded
+    /// command refusals, [`crate::command_outcome`]); subscriptions never hand them
+    /// to consumers, and a reader of the application's events passes them over.
     fn read_all(
         &self,
         from: GlobalPosition,
