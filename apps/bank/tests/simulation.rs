@@ -44,7 +44,9 @@ fn simulation() {
         }
     }
     let violations: usize = failed.iter().map(|r| r.violations.len()).sum();
-    println!("simulation: {} seeds, {total_steps} steps, {violations} violations", seeds.len());
+    // Straight to stdout, past the test harness's capture, so CI logs show it.
+    let summary = format!("simulation: {} seeds, {total_steps} steps, {violations} violations\n", seeds.len());
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), summary.as_bytes());
     assert!(
         failed.is_empty(),
         "seeds with violations (replay one with REWIND_SIM_SEED=<n>): {:?}",
