@@ -590,76 +590,6 @@ async fn a_process_manager_does_not_pass_over_an_unreadable_event_of_its_own_typ
     subs.shutdown().await;
 }
 
-/// Bookkeeping whose first removal of a dead letter fails, as if the database went
-/// away between a replay's effects and the removal of its letter.
-#[derive(Default)]
-struct FlakyRemoval {
-    inner: MemorySubscriptionStore,
-    failed: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait]
-impl SubscriptionStore for FlakyRemoval {
-    async fn load_checkpoint(&self, name: &str) -> Result<Option<GlobalPosition>, StoreError> {
-        self.inner.load_checkpoint(name).await
-    }
-    async fn save_checkpoint(&self, name: &str, position: GlobalPosition) -> Result<(), StoreError> {
-        self.inner.save_checkpoint(name, position).await
-    }
-    async fn delete_checkpoint(&self, name: &str) -> Result<(), StoreError> {
-        self.inner.delete_checkpoint(name).await
-    }
-    async fn add_dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError> {
-        self.inner.add_dead_letter(letter).await
-    }
-    async fn dead_letters(&self, name: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
-        self.inner.dead_letters(name).await
-    }
-    async fn remove_dead_letter(&self, name: &str, event_id: uuid::Uuid) -> Result<bool, StoreError> {
-        if !self.failed.swap(true, Ordering::SeqCst) {
-            return Err(StoreError::Backend("connection reset".into()));
-        }
-        self.inner.remove_dead_letter(name, event_id).await
-    }
-    async fn clear_dead_letters(&self, name: &str) -> Result<u64, StoreError> {
-        self.inner.clear_dead_letters(name).await
-    }
-    async fn load_instance(&self, manager: &str, instance: &str) -> Result<Option<String>, StoreError> {
-        self.inner.load_instance(manager, instance).await
-    }
-    async fn commit_instances(
-        &self,
-        manager: &str,
-        changes: Vec<InstanceChange>,
-        checkpoint: GlobalPosition,
-    ) -> Result<(), StoreError> {
-        self.inner.commit_instances(manager, changes, checkpoint).await
-    }
-    async fn reset_instances(&self, manager: &str) -> Result<(), StoreError> {
-        self.inner.reset_instances(manager).await
-    }
-    async fn commit_replayed(
-        &self,
-        manager: &str,
-        changes: Vec<InstanceChange>,
-        event_id: uuid::Uuid,
-    ) -> Result<bool, StoreError> {
-        self.inner.commit_replayed(manager, changes, event_id).await
-    }
-    async fn try_lease(&self, name: &str) -> Result<Option<rewind::Lease>, StoreError> {
-        self.inner.try_lease(name).await
-    }
-    async fn report_failure(&self, report: FailureReport) -> Result<(), StoreError> {
-        self.inner.report_failure(report).await
-    }
-    async fn clear_failure(&self, subscription: &str) -> Result<(), StoreError> {
-        self.inner.clear_failure(subscription).await
-    }
-    async fn failures(&self, subscription: Option<&str>) -> Result<Vec<FailureReport>, StoreError> {
-        self.inner.failures(subscription).await
-    }
-}
-
 /// A process manager's replayed dead letter takes effect once: its commands carry
 /// ids derived from the event, and its state commits with the letter's removal, so
 /// neither a failure after its effects nor a second replay applies it again.
@@ -671,7 +601,10 @@ async fn a_process_manager_dead_letter_is_replayed_exactly_once() {
     open(&app, "src-savings", 1).await;
     deposit(&app, "src", 100).await;
     let skipped = app.store().read_all(GlobalPosition(3), 1, &EventFilter::all()).await.expect("read").remove(0);
-    let store = Arc::new(FlakyRemoval::default());
+    let store = Arc::new(FlakyBookkeeping::default());
+    // Its first removal of a dead letter fails, as if the database went away between
+    // a replay's effects and the removal of its letter.
+    store.failing_removals.store(1, Ordering::SeqCst);
     // The manager starts after the deposit, as if it had failed on it and skipped it.
     let letter = DeadLetter {
         subscription: "sweeper".into(),
@@ -787,13 +720,14 @@ async fn a_failing_read_of_the_store_is_retried_for_ever_and_shown() {
     subs.shutdown().await;
 }
 
-/// Bookkeeping in memory whose lease checks and checkpoint loads fail a set number
-/// of times.
+/// Bookkeeping in memory whose lease checks, checkpoint loads and dead-letter
+/// removals fail a set number of times.
 #[derive(Default)]
 struct FlakyBookkeeping {
     inner: MemorySubscriptionStore,
     failing_leases: AtomicUsize,
     failing_loads: AtomicUsize,
+    failing_removals: AtomicUsize,
 }
 
 fn flaky(left: &AtomicUsize) -> Result<(), StoreError> {
@@ -822,6 +756,7 @@ impl SubscriptionStore for FlakyBookkeeping {
         self.inner.dead_letters(subscription).await
     }
     async fn remove_dead_letter(&self, subscription: &str, event_id: uuid::Uuid) -> Result<bool, StoreError> {
+        flaky(&self.failing_removals)?;
         self.inner.remove_dead_letter(subscription, event_id).await
     }
     async fn clear_dead_letters(&self, subscription: &str) -> Result<u64, StoreError> {

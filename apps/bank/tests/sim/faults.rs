@@ -107,8 +107,11 @@ impl Faults {
     }
 }
 
+/// What every injected fault's message says.
+pub const INJECTED: &str = "injected fault";
+
 fn injected(what: &str) -> StoreError {
-    StoreError::backend(std::io::Error::new(std::io::ErrorKind::ConnectionReset, format!("injected fault: {what}")))
+    StoreError::backend(std::io::Error::new(std::io::ErrorKind::ConnectionReset, format!("{INJECTED}: {what}")))
 }
 
 /// `inner`, failing as `faults` says. Imports are never faulted (copies are made by

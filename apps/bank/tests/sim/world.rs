@@ -7,7 +7,7 @@
 //! covers inline) like the framework's runner, applies the subscription's error
 //! policy, and can hand a consumer events again at any point (redelivery).
 
-use crate::sim::faults::{Faults, FaultyStore};
+use crate::sim::faults::{Faults, FaultyStore, INJECTED};
 use bank::app::router_with;
 use bank::destination_check::DestinationCheck;
 use bank::domain::{Account, TransferProcess};
@@ -312,7 +312,9 @@ impl Live {
             sub.attempts = 0;
             sub.retrying = false;
         }
-        let caused_by_fault = faults.injected() != before;
+        // Judged by the error itself, not by the classification under test: a
+        // failure whose causes include an injected fault must never take the policy.
+        let caused_by_fault = faults.injected() != before && rewind::subscription::describe(&*error).contains(INJECTED);
         let Some(event) = events.get(failed_at) else { return Delivered { done: failed_at, ..Default::default() } };
         if rewind::classify(&*error) == rewind::Fault::Transient {
             // The runner retries it for ever; the policy never sees it.
