@@ -292,7 +292,7 @@ async fn a_stale_if_match_is_refused_with_412() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_guards_the_api_but_not_health() {
+async fn a_token_guards_the_api_and_metrics_but_not_health() {
     let dir = tempfile::tempdir().expect("dir");
     let api = api_on(Database::Sqlite(dir.path().join("bank.db")), Some("s3cret"), dir).await;
     let open = || json!({"account": {"initial_balance": 1}}).to_string();
@@ -305,7 +305,23 @@ async fn a_token_guards_the_api_but_not_health() {
         api.post_with("/api/accounts", open(), &[("authorization", "Bearer s3cret")]).await.status,
         StatusCode::CREATED
     );
+    assert_eq!(
+        api.post_with("/api/accounts", open(), &[("authorization", "bearer s3cret")]).await.status,
+        StatusCode::CREATED,
+        "the scheme is matched without regard to case"
+    );
     assert_eq!(api.get("/health").await.status, StatusCode::OK);
+    let metrics = |auth: Option<&'static str>| {
+        let mut request = Request::get("/metrics");
+        if let Some(value) = auth {
+            request = request.header("authorization", value);
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    let refused = api.send(metrics(None)).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "metrics are behind the token");
+    assert_eq!(refused.body["errors"]["message"], "unauthorized", "with the JSON error body");
+    assert_eq!(api.send(metrics(Some("Bearer s3cret"))).await.status, StatusCode::OK);
     api.state.bank.shutdown().await;
 }
 

@@ -4,6 +4,7 @@
 //! binary serves the same router.
 
 mod accounts;
+pub mod auth;
 pub mod error;
 pub mod idempotency;
 mod json;
@@ -31,7 +32,7 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// First answers to idempotent requests.
     pub replies: Arc<idempotency::Replies>,
-    /// When set, every `/api` request needs `Authorization: Bearer <token>`.
+    /// When set, every `/api` request and `/metrics` need `Authorization: Bearer <token>`.
     pub token: Option<Arc<str>>,
 }
 
@@ -49,10 +50,14 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .layer(middleware::from_fn_with_state(state.replies.clone(), idempotency::layer))
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
+    // What the service's gauges tell (its subscriptions, its load) is for operators.
+    let metrics = Router::new()
+        .route("/metrics", get(render_metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .nest("/api", api)
+        .merge(metrics)
         .route("/health", get(health))
-        .route("/metrics", get(render_metrics))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::layer))
@@ -60,11 +65,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if presented.and_then(|v| v.strip_prefix("Bearer ")) != Some(&**token) {
-            return ApiError::Unauthorized.into_response();
-        }
+    if let Some(token) = &state.token
+        && !auth::presents(request.headers().get(header::AUTHORIZATION), token)
+    {
+        return ApiError::Unauthorized.into_response();
     }
     next.run(request).await
 }
