@@ -276,6 +276,27 @@ async fn an_idempotency_key_makes_a_retry_return_the_first_answer() {
     api.state.bank.shutdown().await;
 }
 
+/// A key that is too long or not printable is refused with 400 before anything happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_idempotency_keys_are_refused() {
+    let api = sqlite_api().await;
+    let before = api.head().await;
+    let open = || json!({"account": {"initial_balance": 7}}).to_string();
+    let long = "k".repeat(256);
+    for key in [long.as_str(), "tab\there", "é"] {
+        let reply = api.post_with("/api/accounts", open(), &[("idempotency-key", key)]).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{key:?}");
+        let message = reply.body["errors"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("Idempotency-Key"), "{key:?}: {}", reply.body);
+    }
+    assert_eq!(api.head().await, before, "nothing happened");
+    let at_limit = "k".repeat(255);
+    let reply = api.post_with("/api/accounts", open(), &[("idempotency-key", &at_limit)]).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+
+    api.state.bank.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_if_match_is_refused_with_412() {
     let api = sqlite_api().await;
