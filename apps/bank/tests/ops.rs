@@ -519,6 +519,11 @@ async fn an_in_process_replay_of_a_projector_dead_letter_equals_a_fresh_projecti
     }
 }
 
+/// The line of `projections status` for subscription `name`.
+fn row_of(table: &str, name: &str) -> String {
+    table.lines().find(|l| l.starts_with(name)).expect("row").to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_what_a_running_service_reports_retrying_or_stopped() {
     let dir = tempfile::tempdir().expect("dir");
@@ -552,7 +557,7 @@ async fn status_shows_what_a_running_service_reports_retrying_or_stopped() {
         backend.bookkeeping.report_failure(stopped).await.expect("report");
 
         let table = ok(&["projections", "status", "--database", &database]);
-        let row = |name: &str| table.lines().find(|l| l.starts_with(name)).expect("row").to_owned();
+        let row = |name: &str| row_of(&table, name);
         let retrying = row(TRANSFER_PROCESS);
         assert!(retrying.contains("retrying"), "{table}");
         assert!(retrying.contains("attempt 7, transient, failing for 2m 5s (reported 3s ago)"), "{table}");
@@ -571,8 +576,11 @@ async fn status_shows_what_a_running_service_reports_retrying_or_stopped() {
 
         // Once the service gets past it, the report goes and the status is as before.
         backend.bookkeeping.clear_failure(TRANSFER_PROCESS).await.expect("clear");
+        // (Caught up or a little behind: a manager writes its checkpoint lazily for
+        // events it ignores, and whether the seed's last event is one is a race.)
         let table = ok(&["projections", "status", "--database", &database]);
-        assert!(table.lines().any(|l| l.starts_with(TRANSFER_PROCESS) && l.contains("caught up")), "{table}");
+        let cleared = row_of(&table, TRANSFER_PROCESS);
+        assert!(!cleared.contains("retrying") && !cleared.contains("connection refused"), "{table}");
     }
 }
 
