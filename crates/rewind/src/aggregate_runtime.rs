@@ -90,12 +90,6 @@ impl<A: Aggregate> Instance<A> {
     fn handled(&self, command_id: Uuid) -> Option<StreamVersion> {
         self.recent.iter().rev().find(|(id, _)| *id == command_id).map(|(_, v)| *v)
     }
-
-    /// A recorded failure is not remembered: its repeat reads the typed error back
-    /// from the log (failures are rare; the window is for successes).
-    fn remember_failure(&mut self, command_id: Uuid) {
-        self.recent.retain(|(id, _)| *id != command_id);
-    }
 }
 
 /// What deciding a refused command came to.
@@ -318,10 +312,9 @@ impl<A: Aggregate> AggregateRuntime<A> {
             },
         ];
         match store.append_batch(appends).await {
-            Ok(_) => {
-                instance.remember_failure(context.command_id);
-                Ok(Decided::Done(Err(DispatchError::Domain(refusal))))
-            }
+            // Not remembered in the window (which holds successes): a repeat reads the
+            // typed refusal back from the log.
+            Ok(_) => Ok(Decided::Done(Err(DispatchError::Domain(refusal)))),
             Err(StoreError::Conflict { .. }) => Ok(Decided::StreamMoved),
             // Recorded meanwhile by another process: its outcome stands.
             Err(StoreError::DuplicateEvent { .. }) => self.recorded(store, context, instance).await,
