@@ -2,12 +2,14 @@
 //! `serve` runs the bank; everything else is Rewind's operations command set
 //! ([`rewind_cli::OpsCommand`]) mounted here with the bank's description.
 
+use bank::limits::Limits;
 use bank::server::{ServeConfig, serve};
 use bank::service::BankApp;
 use clap::{Parser, Subcommand};
 use rewind_cli::Database;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 // The server allocates and frees per request on every thread; glibc's allocator was a
 // quarter of the async workers' time under load (`BENCHMARKS.md`, BankAPI over HTTP).
@@ -34,9 +36,49 @@ enum Commands {
         /// Bearer token every /api request must carry (required off loopback).
         #[arg(long, env = "BANK_API_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     #[command(flatten)]
     Ops(rewind_cli::OpsCommand),
+}
+
+/// What one client may take of the server (`bank::limits`).
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Seconds a client has to send a complete request head.
+    #[arg(long, env = "BANK_HEADER_TIMEOUT", default_value_t = 10.0, value_name = "SECONDS")]
+    header_timeout: f64,
+    /// Seconds from a request's head to its answer, body included (then 408).
+    #[arg(long, env = "BANK_REQUEST_TIMEOUT", default_value_t = 30.0, value_name = "SECONDS")]
+    request_timeout: f64,
+    /// Seconds a connection may stay silent before it is closed.
+    #[arg(long, env = "BANK_IDLE_TIMEOUT", default_value_t = 60.0, value_name = "SECONDS")]
+    idle_timeout: f64,
+    /// Connections served at once; the next is answered 503.
+    #[arg(long, env = "BANK_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Result<Limits, String> {
+        let seconds = |flag: &str, value: f64| {
+            Duration::try_from_secs_f64(value)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("--{flag} must be a positive number of seconds, got {value}"))
+        };
+        if self.max_connections == 0 {
+            return Err("--max-connections must be at least 1".into());
+        }
+        Ok(Limits {
+            header_read_timeout: seconds("header-timeout", self.header_timeout)?,
+            request_timeout: seconds("request-timeout", self.request_timeout)?,
+            idle_timeout: seconds("idle-timeout", self.idle_timeout)?,
+            max_connections: self.max_connections,
+            ..Limits::default()
+        })
+    }
 }
 
 async fn shutdown_signal() {
@@ -69,9 +111,12 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match Cli::parse().command {
-        Commands::Serve { listen, database, token } => {
-            serve(ServeConfig { listen, database, token }, shutdown_signal()).await.map_err(|e| e.to_string())
-        }
+        Commands::Serve { listen, database, token, limits } => match limits.limits() {
+            Ok(limits) => serve(ServeConfig { listen, database, token, limits }, shutdown_signal())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error),
+        },
         Commands::Ops(command) => {
             let mut stdout = std::io::stdout().lock();
             match rewind_cli::run(command, &BankApp::default(), &mut stdout, shutdown_signal()).await {

@@ -2,6 +2,7 @@
 //! subscriptions stop at a checkpoint.
 
 use crate::http::{AppState, metrics::CommandMetrics, metrics::Metrics, router};
+use crate::limits::{self, Limits};
 use crate::service::Bank;
 use rewind_cli::Database;
 use std::future::Future;
@@ -40,6 +41,8 @@ pub struct ServeConfig {
     pub database: Database,
     /// The bearer token `/api` requires, if any.
     pub token: Option<String>,
+    /// What one connection may take.
+    pub limits: Limits,
 }
 
 /// Runs the bank until `shutdown` resolves: drains in-flight requests, stops the
@@ -59,7 +62,8 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     // Tests and scripts read this line to learn the port.
     println!("listening on http://{address}");
     tracing::info!(%address, database = %config.database, "bank serving");
-    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    let app = router(state).layer(limits::request_timeout(&config.limits));
+    let served = limits::serve(listener, app, config.limits, shutdown).await;
     bank.shutdown().await;
     served.map_err(|source| ServeError::Io { address: address.to_string(), source })
 }

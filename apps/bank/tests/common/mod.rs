@@ -18,10 +18,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(database: &str) -> Server {
+        Server::start_with(database, &[])
+    }
+
+    /// A server with extra `bank serve` arguments.
+    pub fn start_with(database: &str, args: &[&str]) -> Server {
         // The server's log goes to a file, shown if it fails to start.
         let log = tempfile::NamedTempFile::new().expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_bank"))
             .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(log.reopen().expect("log"))
