@@ -276,6 +276,77 @@ async fn an_idempotency_key_makes_a_retry_return_the_first_answer() {
     api.state.bank.shutdown().await;
 }
 
+/// One key names one request: the same key with another body is refused with 422 and
+/// changes nothing — from the remembered answer, and after a restart from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_reused_for_another_request_is_refused_even_after_a_restart() {
+    for api in apis().await {
+        let opened = api.post("/api/accounts", json!({"account": {"initial_balance": 100}})).await;
+        let id = opened.body["data"]["uuid"].as_str().expect("uuid").to_owned();
+        let (deposit, withdraw) = (format!("/api/accounts/{id}/deposit"), format!("/api/accounts/{id}/withdraw"));
+        let key = [("idempotency-key", "d1")];
+        let first = api.post_with(&deposit, json!({"deposit_amount": 10}).to_string(), &key).await;
+        assert_eq!((first.status, &first.body["data"]["current_balance"]), (StatusCode::OK, &json!(110)));
+        let refusal = [("idempotency-key", "w1")];
+        let refused = api.post_with(&withdraw, json!({"withdrawal_amount": 1000}).to_string(), &refusal).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
+        let head = api.head().await;
+        let fresh = AppState { replies: Arc::default(), ..api.state.clone() };
+        let restarted = Api { state: fresh, _dir: tempfile::tempdir().expect("dir") };
+        for (who, api) in [("remembered", &api), ("after a restart", &restarted)] {
+            let other = api.post_with(&deposit, json!({"deposit_amount": 999}).to_string(), &key).await;
+            assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY, "{who}: {}", other.body);
+            let message = other.body["errors"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("Idempotency-Key") && message.contains("different"), "{who}: {message}");
+            let other = api.post_with(&withdraw, json!({"withdrawal_amount": 1}).to_string(), &refusal).await;
+            assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY, "{who}: {}", other.body);
+            assert!(other.body["errors"]["message"].as_str().unwrap_or_default().contains("different"), "{who}");
+            // The same request again still gets its first answer.
+            let again = api.post_with(&deposit, json!({"deposit_amount": 10}).to_string(), &key).await;
+            assert_eq!(
+                (again.status, &again.body["data"]["current_balance"]),
+                (StatusCode::OK, &json!(110)),
+                "{who}: {:?}",
+                again.headers
+            );
+            assert_eq!(api.head().await, head, "{who}: nothing appended");
+        }
+        api.state.bank.shutdown().await;
+    }
+}
+
+/// Requests racing with one key make one effect; each gets the first answer or 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_with_one_key_make_one_effect() {
+    let api = Arc::new(sqlite_api().await);
+    let opened = api.post("/api/accounts", json!({"account": {"initial_balance": 1}})).await;
+    let id = opened.body["data"]["uuid"].as_str().expect("uuid").to_owned();
+    let head = api.head().await;
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let (api, path) = (api.clone(), format!("/api/accounts/{id}/deposit"));
+            tokio::spawn(async move {
+                api.post_with(&path, json!({"deposit_amount": 5}).to_string(), &[("idempotency-key", "race")]).await
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    for racer in racers {
+        let reply = racer.await.expect("racer");
+        match reply.status {
+            StatusCode::OK => {
+                assert_eq!(reply.body["data"]["current_balance"], 6, "{}", reply.body);
+                answered += 1;
+            }
+            StatusCode::CONFLICT => assert!(reply.body["errors"]["message"].as_str().is_some()),
+            other => panic!("unexpected {other}: {}", reply.body),
+        }
+    }
+    assert!(answered >= 1, "someone got the answer");
+    assert_eq!(api.head().await, head + 1, "one deposit");
+    api.state.bank.shutdown().await;
+}
+
 /// A key that is too long or not printable is refused with 400 before anything happens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_idempotency_keys_are_refused() {

@@ -127,7 +127,8 @@ async fn a_body_that_never_finishes_gets_408_after_the_request_timeout() {
     let dir = tempfile::tempdir().expect("dir");
     let server = Server::start_with(&sqlite(&dir), &["--request-timeout", "1"]);
     let mut stream = TcpStream::connect(address(&server)).await.expect("connect");
-    let head = "POST /api/accounts HTTP/1.1\r\nhost: bank\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n";
+    let head =
+        "POST /api/accounts HTTP/1.1\r\nhost: bank\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n";
     stream.write_all(head.as_bytes()).await.expect("head");
     stream.write_all(br#"{"account": "#).await.expect("part of the body");
     let sent = Instant::now();

@@ -249,8 +249,8 @@ async fn kill_9_under_load_loses_no_acknowledged_command() {
         for (path, key) in &acknowledged {
             let mut headers = axum::http::HeaderMap::new();
             headers.insert("idempotency-key", key.parse().expect("header"));
-            let scope = bank::http::idempotency::scope(&headers, &format!("POST {path}"));
-            let command = bank::http::idempotency::derive(scope, "command");
+            let keyed = bank::http::idempotency::Keyed::of(&headers, &format!("POST {path}"), None);
+            let command = keyed.derive("command");
             assert!(causes.contains(&command), "acknowledged {path} ({key}) is in the log");
         }
         check_books(&server, &database, &accounts, 1_000).await;

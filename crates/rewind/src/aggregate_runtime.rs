@@ -61,8 +61,8 @@ struct Instance<A> {
     version: StreamVersion,
     /// The version of the last snapshot saved or loaded.
     snapshot_version: StreamVersion,
-    /// (command id, stream version after its events), newest last.
-    recent: VecDeque<(Uuid, StreamVersion)>,
+    /// Commands this instance's events came from, newest last.
+    recent: VecDeque<Handled>,
 }
 
 impl<A: Aggregate> Instance<A> {
@@ -75,21 +75,30 @@ impl<A: Aggregate> Instance<A> {
         }
     }
 
-    fn remember(&mut self, command_id: Uuid, version: StreamVersion) {
+    fn remember(&mut self, command_id: Uuid, fingerprint: Option<Uuid>, version: StreamVersion) {
         match self.recent.back_mut() {
-            Some((last, v)) if *last == command_id => *v = version,
+            Some(last) if last.command_id == command_id => last.version = version,
             _ => {
                 if self.recent.len() == RECENT_COMMANDS {
                     self.recent.pop_front();
                 }
-                self.recent.push_back((command_id, version));
+                self.recent.push_back(Handled { command_id, fingerprint, version });
             }
         }
     }
 
-    fn handled(&self, command_id: Uuid) -> Option<StreamVersion> {
-        self.recent.iter().rev().find(|(id, _)| *id == command_id).map(|(_, v)| *v)
+    fn handled(&self, command_id: Uuid) -> Option<&Handled> {
+        self.recent.iter().rev().find(|handled| handled.command_id == command_id)
     }
+}
+
+/// A command whose events the instance holds.
+struct Handled {
+    command_id: Uuid,
+    /// Its request's fingerprint, as its events record it.
+    fingerprint: Option<Uuid>,
+    /// The stream version after its events.
+    version: StreamVersion,
 }
 
 /// What deciding a refused command came to.
@@ -207,8 +216,11 @@ impl<A: Aggregate> AggregateRuntime<A> {
             None => loaded.insert(self.load(store, stream_id).await?),
         };
         for attempt in 0..self.config.max_attempts {
-            if let Some(version) = instance.handled(context.command_id) {
-                return Ok(self.duplicate(instance, version, context));
+            if let Some(handled) = instance.handled(context.command_id) {
+                if !command_outcome::same_request(context.metadata.fingerprint, handled.fingerprint) {
+                    return Err(DispatchError::CommandIdReused { command_id: context.command_id });
+                }
+                return Ok(self.duplicate(instance, handled.version, context));
             }
             if let Some(expected) = context.expected_version
                 && expected != instance.version
@@ -267,7 +279,7 @@ impl<A: Aggregate> AggregateRuntime<A> {
         }
         debug_assert_eq!(appended.stream_version.0, instance.version.0 + events.len() as u64);
         instance.version = appended.stream_version;
-        instance.remember(context.command_id, appended.stream_version);
+        instance.remember(context.command_id, context.metadata.fingerprint, appended.stream_version);
         self.maybe_snapshot(store, stream_id, instance).await;
         let recorded = match context.returning {
             Returning::Events => store.read_stream(stream_id, from, Direction::Forward, events.len()).await?,
@@ -350,14 +362,19 @@ impl<A: Aggregate> AggregateRuntime<A> {
         if !context.deterministic_ids {
             return Ok(None);
         }
-        Ok(match command_outcome::find::<S, A::Error>(store, context.command_id).await? {
-            None => None,
-            Some(Recorded::Succeeded(version)) => {
-                instance.remember(context.command_id, version);
-                Some(Ok(self.duplicate(instance, version, context)))
+        let Some(found) = command_outcome::find::<S, A::Error>(store, context.command_id).await? else {
+            return Ok(None);
+        };
+        if !command_outcome::same_request(context.metadata.fingerprint, found.fingerprint) {
+            return Ok(Some(Err(DispatchError::CommandIdReused { command_id: context.command_id })));
+        }
+        Ok(Some(match found.recorded {
+            Recorded::Succeeded(version) => {
+                instance.remember(context.command_id, found.fingerprint, version);
+                Ok(self.duplicate(instance, version, context))
             }
-            Some(Recorded::Failed(error)) => Some(Err(DispatchError::Domain(error))),
-        })
+            Recorded::Failed(error) => Err(DispatchError::Domain(error)),
+        }))
     }
 
     fn executed(
@@ -418,7 +435,7 @@ impl<A: Aggregate> AggregateRuntime<A> {
                 instance.state.apply(&event);
                 instance.version = recorded.stream_version;
                 if let Some(command_id) = recorded.metadata.command() {
-                    instance.remember(command_id, recorded.stream_version);
+                    instance.remember(command_id, recorded.metadata.fingerprint, recorded.stream_version);
                 }
             }
             if batch.len() < LOAD_BATCH {

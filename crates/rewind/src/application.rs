@@ -180,6 +180,7 @@ impl Application {
             metadata: Metadata {
                 causation_id: Some(options.causation_id.unwrap_or(command_id)),
                 command_id: options.causation_id.is_some().then_some(command_id),
+                fingerprint: options.fingerprint,
                 correlation_id: Some(correlation_id),
                 custom: pipeline.metadata.clone(),
             },

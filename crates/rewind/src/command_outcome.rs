@@ -18,7 +18,9 @@
 //!   subscriptions and inline projections never hand their events to consumers.
 //!
 //! A repeat is answered from [`find`]: the original success (the version it reached)
-//! or the original typed failure.
+//! or the original typed failure — unless the repeat carries another request's
+//! fingerprint ([`same_request`]): then it is refused, since one id cannot name two
+//! commands.
 
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
 use crate::event_store::{EventStore, StoreError};
@@ -57,6 +59,24 @@ struct Failure<E> {
     message: String,
 }
 
+/// Whether a repeat of a command id comes from the request its outcome was recorded
+/// for. Only two fingerprints that are both known can differ: commands recorded
+/// without one (or repeated without one) are taken to be the same.
+pub(crate) fn same_request(asked: Option<Uuid>, recorded: Option<Uuid>) -> bool {
+    match (asked, recorded) {
+        (Some(asked), Some(recorded)) => asked == recorded,
+        _ => true,
+    }
+}
+
+/// A command's first outcome as the log records it, with the fingerprint of the
+/// request it was recorded for.
+#[derive(Debug)]
+pub(crate) struct Found<E> {
+    pub(crate) recorded: Recorded<E>,
+    pub(crate) fingerprint: Option<Uuid>,
+}
+
 /// A command's first outcome, as the log records it.
 #[derive(Debug)]
 pub(crate) enum Recorded<E> {
@@ -91,11 +111,12 @@ fn unreadable(event: &RecordedEvent, why: impl std::fmt::Display) -> StoreError 
 pub(crate) async fn find<S: EventStore, E: DeserializeOwned>(
     store: &S,
     command_id: Uuid,
-) -> Result<Option<Recorded<E>>, StoreError> {
+) -> Result<Option<Found<E>>, StoreError> {
     let Some(first) = store.read_event(event_id(command_id, 0)).await? else { return Ok(None) };
+    let fingerprint = first.metadata.fingerprint;
     if first.event_type == FAILURE_TYPE {
         let failure: Failure<E> = serde_json::from_str(&first.data).map_err(|e| unreadable(&first, e))?;
-        return Ok(Some(Recorded::Failed(failure.error)));
+        return Ok(Some(Found { recorded: Recorded::Failed(failure.error), fingerprint }));
     }
     // A command appends its events together, so they follow the first one.
     let mut version = first.stream_version;
@@ -103,7 +124,7 @@ pub(crate) async fn find<S: EventStore, E: DeserializeOwned>(
     for event in following.iter().take_while(|e| e.metadata.command() == Some(command_id)) {
         version = event.stream_version;
     }
-    Ok(Some(Recorded::Succeeded(version)))
+    Ok(Some(Found { recorded: Recorded::Succeeded(version), fingerprint }))
 }
 
 #[cfg(test)]
@@ -125,10 +146,12 @@ mod tests {
         let stream = failure_stream("account-1");
         store.append(&stream, ExpectedVersion::Any, vec![record]).await.expect("append");
         assert!(is_system_stream(&stream));
-        match find::<_, Refused>(&store, command).await.expect("find") {
+        match find::<_, Refused>(&store, command).await.expect("find").map(|found| found.recorded) {
             Some(Recorded::Failed(error)) => assert_eq!(error, Refused(3)),
             other => panic!("expected the failure, got {other:?}"),
         }
+        assert!(same_request(None, Some(command)) && same_request(Some(command), None));
+        assert!(same_request(Some(command), Some(command)) && !same_request(Some(command), Some(Uuid::nil())));
         assert!(find::<_, Refused>(&store, Uuid::from_u128(8)).await.expect("find").is_none());
     }
 
@@ -156,7 +179,7 @@ mod tests {
             .append("s", ExpectedVersion::Any, vec![NewEvent { metadata: Metadata::default(), ..other }])
             .await
             .expect("append");
-        match find::<_, Refused>(&store, command).await.expect("find") {
+        match find::<_, Refused>(&store, command).await.expect("find").map(|found| found.recorded) {
             Some(Recorded::Succeeded(version)) => assert_eq!(version, StreamVersion(2)),
             other => panic!("expected the success, got {other:?}"),
         }

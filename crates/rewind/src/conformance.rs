@@ -378,6 +378,7 @@ pub async fn envelope_round_trips<S: EventStore>(store: Arc<S>) {
     let metadata = Metadata {
         causation_id: Some(Uuid::new_v4()),
         command_id: Some(Uuid::new_v4()),
+        fingerprint: Some(Uuid::new_v4()),
         correlation_id: Some(Uuid::new_v4()),
         custom,
     };
@@ -725,8 +726,13 @@ pub async fn import_keeps_every_envelope_field<S: EventStore>(store: Arc<S>) {
     let mut custom = serde_json::Map::new();
     custom.insert("user".into(), serde_json::json!("ünï"));
     let mut with_metadata = event("Opened", serde_json::json!({"b": 1, "a": [1, 2]}));
-    with_metadata.metadata =
-        Metadata { causation_id: Some(Uuid::new_v4()), command_id: Some(Uuid::new_v4()), correlation_id: None, custom };
+    with_metadata.metadata = Metadata {
+        causation_id: Some(Uuid::new_v4()),
+        command_id: Some(Uuid::new_v4()),
+        fingerprint: Some(Uuid::new_v4()),
+        correlation_id: None,
+        custom,
+    };
     source.append("s-1", ExpectedVersion::NoStream, vec![with_metadata]).await.expect("append");
     source.append("s-2", ExpectedVersion::NoStream, events(3)).await.expect("append");
     source.append("s-1", ExpectedVersion::Any, events(2)).await.expect("append");
@@ -848,4 +854,24 @@ pub async fn command_outcomes_outlive_the_process<S: EventStore>(store: Arc<S>) 
         other => panic!("a repeat of a refusal is refused as it was first: {other:?}"),
     }
     assert_eq!(store.stream_version("purse-p").await.expect("version"), StreamVersion(2), "nothing appended");
+    // An id used for one request cannot name another: the log keeps each outcome's
+    // fingerprint, so a fresh process (whose instance loads from a snapshot and
+    // remembers nothing) refuses the reuse as the first one does.
+    let (fingerprint, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let (kept, kept_refusal) = (Uuid::new_v4(), Uuid::new_v4());
+    let keyed = |id: Uuid, fingerprint: Uuid| with(id).fingerprint(fingerprint);
+    first.dispatch_with(Move(1), keyed(kept, fingerprint)).await.expect("pay in");
+    assert!(first.dispatch_with(Move(-1_000), keyed(kept_refusal, fingerprint)).await.is_err(), "refused");
+    let third = app();
+    for app in [&first, &second, &third] {
+        for id in [kept, kept_refusal] {
+            match app.dispatch_with(Move(7), keyed(id, other)).await {
+                Err(DispatchError::CommandIdReused { command_id }) => assert_eq!(command_id, id),
+                result => panic!("a reused command id with another fingerprint was not refused: {result:?}"),
+            }
+        }
+        let repeat = app.dispatch_with(Move(1), keyed(kept, fingerprint)).await.expect("the same request again");
+        assert!(repeat.duplicate, "{repeat:?}");
+    }
+    assert_eq!(store.stream_version("purse-p").await.expect("version"), StreamVersion(3), "nothing more appended");
 }

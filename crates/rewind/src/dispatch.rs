@@ -56,6 +56,11 @@ pub struct DispatchOptions {
     /// The command's id. Give one to make the dispatch idempotent: dispatching the same
     /// id again appends nothing and reports the first outcome. Random by default.
     pub command_id: Option<Uuid>,
+    /// A digest of the request this command was made from (an HTTP request's method,
+    /// path and body). With a command id: a repeat of the id with another fingerprint
+    /// is refused with [`DispatchError::CommandIdReused`] and changes nothing. Kept with
+    /// the command's outcome in the log, so this holds across restarts.
+    pub fingerprint: Option<Uuid>,
     /// Defaults to the command id (a new conversation).
     pub correlation_id: Option<Uuid>,
     /// What caused this command, if anything.
@@ -81,6 +86,11 @@ impl DispatchOptions {
     /// Sets the command id (see the field).
     pub fn command_id(mut self, id: Uuid) -> Self {
         self.command_id = Some(id);
+        self
+    }
+    /// Sets the request fingerprint (see the field).
+    pub fn fingerprint(mut self, fingerprint: Uuid) -> Self {
+        self.fingerprint = Some(fingerprint);
         self
     }
     /// Sets the correlation id.
@@ -176,6 +186,13 @@ pub enum DispatchError<E: std::error::Error + 'static> {
         stream: String,
         /// How many times the command was tried.
         attempts: u32,
+    },
+    /// The command id was used before for a command made from another request (its
+    /// [`fingerprint`](DispatchOptions::fingerprint) differs); nothing was appended.
+    #[error("command id {command_id} was used before for a different request")]
+    CommandIdReused {
+        /// The reused id.
+        command_id: Uuid,
     },
     /// The dispatch did not finish in time. The command may or may not have been
     /// appended; dispatch it again with the same command id to find out safely.

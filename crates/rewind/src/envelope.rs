@@ -11,7 +11,8 @@
 //! key `$command_id` only when it differs from the causation id (a command sent by a
 //! process manager, caused by an event): most events pay nothing for it, and events
 //! stored before the field existed (whose causation id *is* their command id) read
-//! back with the right command id ([`Metadata::from_stored`]).
+//! back with the right command id ([`Metadata::from_stored`]). A command's
+//! fingerprint, when its dispatch gave one, joins it under `$fingerprint`.
 
 use crate::event::{Event, EventError, decode_event};
 use crate::stream::{GlobalPosition, StreamVersion};
@@ -21,6 +22,8 @@ use uuid::Uuid;
 
 /// The custom-metadata key that carries a command id unlike the causation id.
 const COMMAND_ID_KEY: &str = "$command_id";
+/// The custom-metadata key that carries the fingerprint of the request a command came from.
+const FINGERPRINT_KEY: &str = "$fingerprint";
 
 /// Why an event happened and which conversation it belongs to, plus user keys.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -34,6 +37,11 @@ pub struct Metadata {
     /// id (`None` means the causation id is the command's; see [`Metadata::command`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_id: Option<Uuid>,
+    /// A digest of the request the command came from, when its dispatch gave one
+    /// ([`DispatchOptions::fingerprint`](crate::DispatchOptions::fingerprint)): a
+    /// repeat of the command id with another fingerprint is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Uuid>,
     /// The id shared by everything that one original request set in motion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<Uuid>,
@@ -54,15 +62,19 @@ impl Metadata {
     /// also carries the command id when the causation id is not it.
     pub fn custom_json(&self) -> String {
         let command = self.command_id.filter(|id| Some(*id) != self.causation_id);
-        match command {
-            None if self.custom.is_empty() => "{}".to_owned(),
-            None => serde_json::Value::Object(self.custom.clone()).to_string(),
-            Some(id) => {
-                let mut object = self.custom.clone();
-                object.insert(COMMAND_ID_KEY.to_owned(), serde_json::Value::String(id.to_string()));
-                serde_json::Value::Object(object).to_string()
+        if command.is_none() && self.fingerprint.is_none() {
+            return match self.custom.is_empty() {
+                true => "{}".to_owned(),
+                false => serde_json::Value::Object(self.custom.clone()).to_string(),
+            };
+        }
+        let mut object = self.custom.clone();
+        for (key, id) in [(COMMAND_ID_KEY, command), (FINGERPRINT_KEY, self.fingerprint)] {
+            if let Some(id) = id {
+                object.insert(key.to_owned(), serde_json::Value::String(id.to_string()));
             }
         }
+        serde_json::Value::Object(object).to_string()
     }
 
     /// Metadata as a store kept it: the id columns and the text of
@@ -72,6 +84,7 @@ impl Metadata {
     /// let metadata = rewind::Metadata {
     ///     causation_id: Some(uuid::Uuid::from_u128(1)),
     ///     command_id: Some(uuid::Uuid::from_u128(2)),
+    ///     fingerprint: Some(uuid::Uuid::from_u128(3)),
     ///     ..Default::default()
     /// };
     /// let stored = metadata.custom_json();
@@ -86,7 +99,8 @@ impl Metadata {
         let mut custom: serde_json::Map<String, serde_json::Value> =
             if custom_json == "{}" { serde_json::Map::new() } else { serde_json::from_str(custom_json)? };
         let command_id = custom.remove(COMMAND_ID_KEY).map(serde_json::from_value).transpose()?;
-        Ok(Metadata { causation_id, command_id, correlation_id, custom })
+        let fingerprint = custom.remove(FINGERPRINT_KEY).map(serde_json::from_value).transpose()?;
+        Ok(Metadata { causation_id, command_id, fingerprint, correlation_id, custom })
     }
 }
 

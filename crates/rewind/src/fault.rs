@@ -136,6 +136,7 @@ impl<E: Error + 'static> DispatchError<E> {
             | DispatchError::InvalidIdentity { .. }
             | DispatchError::Rejected(_)
             | DispatchError::WrongVersion { .. }
+            | DispatchError::CommandIdReused { .. }
             | DispatchError::UnknownHandler(_)
             | DispatchError::Event(_) => false,
         }

@@ -6,11 +6,11 @@
 use crate::domain::*;
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::http::idempotency::{derive, scope};
+use crate::http::idempotency::{Fingerprint, Keyed};
 use crate::http::json::ApiJson;
 use crate::read_model::{AccountView, PROJECTOR};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rewind::{Command, Consistency, DispatchOptions, StreamVersion};
@@ -42,19 +42,25 @@ fn account_response(status: StatusCode, view: AccountView) -> Response {
     response
 }
 
-/// Dispatches with the request's idempotency scope, `If-Match` and the projections
+/// A keyed request's fingerprint, which the idempotency layer left.
+type KeyedBy = Option<Extension<Fingerprint>>;
+
+/// Dispatches with the request's idempotency key, `If-Match` and the projections
 /// the answer reads.
 async fn dispatch<C: Command<Aggregate = Account>>(
     state: &AppState,
     command: C,
-    scope: Option<Uuid>,
+    keyed: Keyed,
     expected: Option<StreamVersion>,
     wait_for: &[&str],
 ) -> Result<(), ApiError> {
     let mut options =
         DispatchOptions::new().consistency(Consistency::Handlers(wait_for.iter().map(|s| s.to_string()).collect()));
-    if let Some(scope) = scope {
-        options = options.command_id(derive(Some(scope), "command"));
+    if keyed.scope.is_some() {
+        options = options.command_id(keyed.derive("command"));
+    }
+    if let Some(fingerprint) = keyed.fingerprint {
+        options = options.fingerprint(fingerprint);
     }
     if let Some(version) = expected {
         options = options.expected_version(version);
@@ -81,12 +87,13 @@ struct OpenParams {
 pub(crate) async fn open(
     State(state): State<AppState>,
     headers: HeaderMap,
+    fingerprint: KeyedBy,
     ApiJson(body): ApiJson<OpenBody>,
 ) -> Result<Response, ApiError> {
-    let scope = scope(&headers, "POST /api/accounts");
-    let account_uuid = derive(scope, "account");
+    let keyed = Keyed::of(&headers, "POST /api/accounts", fingerprint.as_deref());
+    let account_uuid = keyed.derive("account");
     let command = OpenAccount { account_uuid, initial_balance: body.account.initial_balance };
-    dispatch(&state, command, scope, None, &[PROJECTOR]).await?;
+    dispatch(&state, command, keyed, None, &[PROJECTOR]).await?;
     Ok(account_response(StatusCode::CREATED, current(&state, account_uuid).await?))
 }
 
@@ -102,7 +109,7 @@ pub(crate) async fn close(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let account_uuid = account_id(&id)?;
-    dispatch(&state, CloseAccount { account_uuid }, None, if_match(&headers)?, &[PROJECTOR]).await?;
+    dispatch(&state, CloseAccount { account_uuid }, Keyed::default(), if_match(&headers)?, &[PROJECTOR]).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -116,12 +123,13 @@ pub(crate) async fn deposit(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    fingerprint: KeyedBy,
     ApiJson(body): ApiJson<DepositBody>,
 ) -> Result<Response, ApiError> {
     let account_uuid = account_id(&id)?;
-    let scope = scope(&headers, &format!("POST /api/accounts/{account_uuid}/deposit"));
+    let keyed = Keyed::of(&headers, &format!("POST /api/accounts/{account_uuid}/deposit"), fingerprint.as_deref());
     let command = DepositIntoAccount { account_uuid, deposit_amount: body.deposit_amount, transfer_uuid: None };
-    dispatch(&state, command, scope, if_match(&headers)?, &[PROJECTOR]).await?;
+    dispatch(&state, command, keyed, if_match(&headers)?, &[PROJECTOR]).await?;
     Ok(account_response(StatusCode::OK, current(&state, account_uuid).await?))
 }
 
@@ -135,12 +143,13 @@ pub(crate) async fn withdraw(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    fingerprint: KeyedBy,
     ApiJson(body): ApiJson<WithdrawBody>,
 ) -> Result<Response, ApiError> {
     let account_uuid = account_id(&id)?;
-    let scope = scope(&headers, &format!("POST /api/accounts/{account_uuid}/withdraw"));
+    let keyed = Keyed::of(&headers, &format!("POST /api/accounts/{account_uuid}/withdraw"), fingerprint.as_deref());
     let command = WithdrawFromAccount { account_uuid, withdraw_amount: body.withdrawal_amount, transfer_uuid: None };
-    dispatch(&state, command, scope, if_match(&headers)?, &[PROJECTOR]).await?;
+    dispatch(&state, command, keyed, if_match(&headers)?, &[PROJECTOR]).await?;
     Ok(account_response(StatusCode::OK, current(&state, account_uuid).await?))
 }
 
@@ -155,6 +164,7 @@ pub(crate) async fn transfer(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    fingerprint: KeyedBy,
     ApiJson(body): ApiJson<TransferBody>,
 ) -> Result<Response, ApiError> {
     let account_uuid = account_id(&id)?;
@@ -162,15 +172,15 @@ pub(crate) async fn transfer(
         .destination_account
         .parse()
         .map_err(|_| ApiError::field("destination_account", "must be an account uuid"))?;
-    let scope = scope(&headers, &format!("POST /api/accounts/{account_uuid}/transfer"));
-    let transfer_uuid = derive(scope, "transfer");
+    let keyed = Keyed::of(&headers, &format!("POST /api/accounts/{account_uuid}/transfer"), fingerprint.as_deref());
+    let transfer_uuid = keyed.derive("transfer");
     let command = TransferBetweenAccounts {
         account_uuid,
         transfer_uuid,
         transfer_amount: body.transfer_amount,
         destination_account_uuid,
     };
-    dispatch(&state, command, scope, if_match(&headers)?, &[PROJECTOR]).await?;
+    dispatch(&state, command, keyed, if_match(&headers)?, &[PROJECTOR]).await?;
     let view = state.bank.queries.transfer(transfer_uuid).await?.ok_or(ApiError::NotFound)?;
     Ok((StatusCode::CREATED, Json(json!({ "data": view }))).into_response())
 }

@@ -36,6 +36,9 @@ pub enum ApiError {
         /// The version the client had.
         expected: u64,
     },
+    /// 422: the Idempotency-Key was used before for another request.
+    #[error("this Idempotency-Key was already used for a different request")]
+    KeyReused,
     /// 409: other writers kept winning.
     #[error("the account is busy; try again")]
     Conflict,
@@ -61,7 +64,7 @@ impl ApiError {
         match self {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Invalid(_) | ApiError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid(_) | ApiError::Refused(_) | ApiError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::Conflict => StatusCode::CONFLICT,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -91,7 +94,12 @@ impl IntoResponse for ApiError {
             ApiError::OutcomeUnknown(message) => json!({"errors": {"message": message, "outcome": "unknown"}}),
             other => json!({"errors": {"message": other.to_string()}}),
         };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let ApiError::KeyReused = self {
+            // Not the key's own answer: the idempotency layer must not keep it for the key.
+            response.extensions_mut().insert(crate::http::idempotency::NotTheKeys);
+        }
+        response
     }
 }
 
@@ -104,6 +112,7 @@ impl From<DispatchError<AccountError>> for ApiError {
             DispatchError::Rejected(rejection) => ApiError::Refused(rejection.to_string()),
             DispatchError::WrongVersion { expected, .. } => ApiError::PreconditionFailed { expected: expected.0 },
             DispatchError::Conflict { .. } => ApiError::Conflict,
+            DispatchError::CommandIdReused { .. } => ApiError::KeyReused,
             DispatchError::ConsistencyTimeout { .. } => {
                 ApiError::Unavailable("committed; the read model has not caught up yet".into())
             }
