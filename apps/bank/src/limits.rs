@@ -16,8 +16,12 @@
 //! Shutdown stops accepting, asks every connection to finish its request and close,
 //! and waits for them up to the drain timeout.
 
+use crate::http::error::ApiError;
 use axum::Router;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -60,9 +64,13 @@ impl Default for Limits {
     }
 }
 
-/// The layer that answers 408 to a request that outlives [`Limits::request_timeout`].
-pub fn request_timeout(limits: &Limits) -> tower_http::timeout::TimeoutLayer {
-    tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout)
+/// Middleware that answers 408 (with the API's error body) to a request that outlives
+/// [`Limits::request_timeout`], dropping its handler.
+pub async fn request_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Http(StatusCode::REQUEST_TIMEOUT, "request timeout".into()).into_response(),
+    }
 }
 
 /// Serves `app` on `listener` within `limits` until `shutdown` resolves, then drains.

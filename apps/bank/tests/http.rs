@@ -380,6 +380,19 @@ async fn a_stale_if_match_is_refused_with_412() {
     let reply = api.post_with(&deposit, json!({"deposit_amount": 1}).to_string(), &[("if-match", &etag)]).await;
     assert_eq!(reply.status, StatusCode::PRECONDITION_FAILED, "{:?}", reply.body);
     assert_eq!(api.head().await, before, "nothing changed");
+    // The forms the OpenAPI document allows, and nothing else.
+    for form in ["\"{}\"", "W/\"{}\"", "{}", "*"] {
+        let current = api.get(&format!("/api/accounts/{id}")).await.headers[header::ETAG].to_str().unwrap().to_owned();
+        let tag = form.replace("{}", current.trim_matches('"'));
+        let reply = api.post_with(&deposit, json!({"deposit_amount": 1}).to_string(), &[("if-match", &tag)]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{tag}: {:?}", reply.body);
+    }
+    let before = api.head().await;
+    for tag in ["", "\"\"", "W/7", "\"7", "abc", "-1", "1234567890123456789"] {
+        let reply = api.post_with(&deposit, json!({"deposit_amount": 1}).to_string(), &[("if-match", tag)]).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{tag:?}: {:?}", reply.body);
+    }
+    assert_eq!(api.head().await, before, "nothing changed");
     api.state.bank.shutdown().await;
 }
 
@@ -432,7 +445,18 @@ async fn metrics_and_openapi_are_served() {
     let spec = api.get("/api/openapi.json").await;
     assert_eq!(spec.body["openapi"], "3.0.3");
     assert!(spec.body["paths"]["/api/accounts/{id}/transfer"]["post"].is_object());
+    // Without a token nothing asks for one, and the document says so.
+    assert_eq!(spec.body["security"], json!([]), "{}", spec.body["security"]);
+    assert_eq!(spec.body["paths"]["/metrics"]["get"]["security"], json!([]));
     api.state.bank.shutdown().await;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let guarded = api_on(Database::Sqlite(dir.path().join("bank.db")), Some("t"), dir).await;
+    let request = Request::get("/api/openapi.json").header("authorization", "Bearer t").body(Body::empty());
+    let spec = guarded.send(request.expect("request")).await;
+    assert_eq!(spec.body["security"], json!([{"bearer": []}]));
+    assert!(spec.body["paths"]["/metrics"]["get"].get("security").is_none());
+    guarded.state.bank.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

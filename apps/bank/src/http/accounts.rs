@@ -18,17 +18,32 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
+/// An id in the path: a hyphenated uuid, as the API gives them out (the OpenAPI
+/// document's pattern); anything else names no account.
 fn account_id(id: &str) -> Result<Uuid, ApiError> {
-    id.parse().map_err(|_| ApiError::NotFound)
+    match id.len() {
+        36 => id.parse().map_err(|_| ApiError::NotFound),
+        _ => Err(ApiError::NotFound),
+    }
 }
 
-/// `If-Match: "7"` (or `W/"7"`, or `7`) → version 7.
+/// `If-Match: "7"` (or `W/"7"`, or `7`) → version 7; `*` → any version.
 fn if_match(headers: &HeaderMap) -> Result<Option<StreamVersion>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
-    let text = value.to_str().unwrap_or_default().trim().trim_start_matches("W/").trim_matches('"');
-    text.parse()
-        .map(|v| Some(StreamVersion(v)))
-        .map_err(|_| ApiError::BadRequest("If-Match must be an account version".into()))
+    let text = value.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let tag = text.strip_prefix("W/").unwrap_or(text);
+    let digits = match tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(quoted) => quoted,
+        None if !text.starts_with("W/") => tag,
+        None => "",
+    };
+    match digits.len() {
+        1..=18 if digits.bytes().all(|b| b.is_ascii_digit()) => Ok(digits.parse().ok().map(StreamVersion)),
+        _ => Err(ApiError::BadRequest("If-Match must be an account version (\"7\", W/\"7\" or 7) or *".into())),
+    }
 }
 
 fn etag(version: i64) -> HeaderValue {

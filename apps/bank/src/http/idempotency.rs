@@ -6,7 +6,8 @@
 //!   derives from the key and the route, so a retry sends the very same command and the
 //!   aggregate runtime appends nothing new — even after a restart, since the log records
 //!   each command's outcome.
-//! * **One request per key.** The request's fingerprint (method, path and body) goes
+//! * **One request per key.** The request's fingerprint (method, path, `If-Match` and
+//!   body: everything that shapes its command) goes
 //!   with its command into the log ([`rewind::DispatchOptions::fingerprint`]); the same
 //!   key with another request is refused with 422 and changes nothing, whether the
 //!   first answer is still remembered here or only the log knows it.
@@ -58,9 +59,10 @@ fn key(headers: &HeaderMap) -> Result<Option<&str>, ()> {
 pub struct Fingerprint(pub Uuid);
 
 impl Fingerprint {
-    fn of(method: &Method, path: &str, body: &[u8]) -> Fingerprint {
-        let mut text = Vec::with_capacity(body.len() + path.len() + 8);
-        for part in [method.as_str().as_bytes(), b"\n", path.as_bytes(), b"\n", body] {
+    fn of(method: &Method, path: &str, if_match: Option<&[u8]>, body: &[u8]) -> Fingerprint {
+        let mut text = Vec::with_capacity(body.len() + path.len() + 32);
+        let if_match = if_match.unwrap_or(b"(none)");
+        for part in [method.as_str().as_bytes(), b"\n", path.as_bytes(), b"\n", if_match, b"\n", body] {
             text.extend_from_slice(part);
         }
         Fingerprint(Uuid::new_v5(&NAMESPACE, &text))
@@ -209,7 +211,8 @@ pub async fn layer(State(replies): State<Arc<Replies>>, request: Request, next: 
         return ApiError::Http(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or incomplete".into())
             .into_response();
     };
-    let fingerprint = Fingerprint::of(&parts.method, parts.uri.path(), &body);
+    let if_match = parts.headers.get(axum::http::header::IF_MATCH).map(|value| value.as_bytes());
+    let fingerprint = Fingerprint::of(&parts.method, parts.uri.path(), if_match, &body);
     let running = match replies.claim(key, fingerprint) {
         Claim::Run(running) => running,
         Claim::Replay(stored) => return replay(&stored),
@@ -275,12 +278,14 @@ mod tests {
     }
 
     #[test]
-    fn the_fingerprint_covers_method_path_and_body() {
-        let base = Fingerprint::of(&Method::POST, "/a", b"{}");
-        assert_eq!(base, Fingerprint::of(&Method::POST, "/a", b"{}"));
-        assert_ne!(base, Fingerprint::of(&Method::PUT, "/a", b"{}"));
-        assert_ne!(base, Fingerprint::of(&Method::POST, "/b", b"{}"));
-        assert_ne!(base, Fingerprint::of(&Method::POST, "/a", b"{ }"));
+    fn the_fingerprint_covers_method_path_if_match_and_body() {
+        let base = Fingerprint::of(&Method::POST, "/a", None, b"{}");
+        assert_eq!(base, Fingerprint::of(&Method::POST, "/a", None, b"{}"));
+        assert_ne!(base, Fingerprint::of(&Method::PUT, "/a", None, b"{}"));
+        assert_ne!(base, Fingerprint::of(&Method::POST, "/b", None, b"{}"));
+        assert_ne!(base, Fingerprint::of(&Method::POST, "/a", Some(b"\"3\""), b"{}"));
+        assert_ne!(base, Fingerprint::of(&Method::POST, "/a", Some(b""), b"{}"));
+        assert_ne!(base, Fingerprint::of(&Method::POST, "/a", None, b"{ }"));
     }
 
     #[test]

@@ -89,6 +89,21 @@ async fn render_metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
+/// The OpenAPI document. It declares the bearer token; a server without one serves it
+/// declaring no security, since every request is then answered without one.
+async fn openapi(State(state): State<AppState>) -> Response {
+    static OPEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    const DOCUMENT: &str = include_str!("openapi.json");
+    let document = match state.token {
+        Some(_) => DOCUMENT,
+        None => OPEN.get_or_init(|| {
+            let mut document: serde_json::Value = serde_json::from_str(DOCUMENT).unwrap_or_default();
+            document["security"] = serde_json::json!([]);
+            if let Some(metrics) = document.pointer_mut("/paths/~1metrics/get") {
+                metrics["security"] = serde_json::json!([]);
+            }
+            document.to_string()
+        }),
+    };
+    ([(header::CONTENT_TYPE, "application/json")], document).into_response()
 }
