@@ -138,11 +138,6 @@ impl Connector {
         Ok(Connector { config, tls, query_timeout })
     }
 
-    /// The client-side bound on one round trip, if any.
-    pub(crate) fn query_timeout(&self) -> Option<Duration> {
-        self.query_timeout
-    }
-
     /// Opens a connection and returns its driver for the caller to run (the listener
     /// reads its notifications). The whole attempt is bounded by `connect_timeout`.
     pub(crate) async fn connect_raw(

@@ -84,8 +84,20 @@ impl PostgresReadModel {
         Ok((client, driver))
     }
 
-    /// The connections' settings.
-    pub(crate) fn connector(&self) -> &Connector {
-        &self.connector
+    /// `work` on this model's connections, bounded by `query_timeout`
+    /// ([`crate::connection`]). On a stall every idle connection is closed: the one
+    /// that stalled went back to the pool with an answer still owed, and it cannot be
+    /// told apart from the others (which likely share its broken path anyway).
+    pub(crate) async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match self.connector.bounded(work).await {
+            Ok(result) => result,
+            Err(stalled) => {
+                self.pool.retain(|_, _| false);
+                Err(StoreError::backend(stalled))
+            }
+        }
     }
 }

@@ -3,15 +3,15 @@
 //! every segment, so TCP keepalive and `tcp_user_timeout` see nothing). The writer's
 //! appends must fail within the URL's `query_timeout` (plus one `connect_timeout`),
 //! not hang; once the path forwards again the store reconnects, every acknowledged
-//! append is in the log exactly once, and a subscription following the store sees
-//! every event, in order.
+//! append is in the log exactly once, and a subscription following the store (its
+//! checkpoints kept through the same proxy) sees every event, in order.
 
 mod common;
 
 use rewind::conformance::event;
 use rewind::{
-    Application, ConsumerError, EventHandler, EventStore, ExpectedVersion, GlobalPosition, MemorySubscriptionStore,
-    RecordedEvent, StoreError, SubscriptionOptions, Subscriptions,
+    Application, ConsumerError, EventHandler, EventStore, ExpectedVersion, GlobalPosition, RecordedEvent, StoreError,
+    SubscriptionOptions, Subscriptions,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -148,7 +148,10 @@ async fn a_stalled_path_is_noticed_and_nothing_acknowledged_is_lost() {
     let app = Application::builder(store).build();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let backoff = rewind::Backoff::new(Duration::from_millis(20), Duration::from_millis(200));
-    let subs = Subscriptions::builder(&app, Arc::new(MemorySubscriptionStore::new()))
+    // Its bookkeeping goes through the proxy too.
+    let model = rewind_postgres::PostgresReadModel::connect(&proxied, &schema).await.expect("read model");
+    let bookkeeping = Arc::new(rewind_postgres::PostgresSubscriptionStore::new(&model));
+    let subs = Subscriptions::builder(&app, bookkeeping)
         .handler("follower", Follower(seen.clone()), SubscriptionOptions::new().batch_size(50).backoff(backoff))
         .start()
         .expect("start the subscription");
