@@ -3,7 +3,8 @@
 //!
 //! Bad input the database rejects (invalid JSON, values past its limits) is
 //! [`StoreError::Invalid`]; a missing table is [`StoreError::Corrupt`]; everything else
-//! (connections, I/O, unexpected SQL errors) is [`StoreError::Backend`]. A
+//! (connections, I/O, unexpected SQL errors) is [`StoreError::Backend`], except a
+//! connection that could not be made at all: [`StoreError::Unavailable`]. A
 //! projection's own errors keep their type; [`classified`] marks the transient ones
 //! ([`is_transient`]) for the subscription (see [`rewind::fault`]), so a lost
 //! connection or a serialization failure is retried for ever while a constraint
@@ -155,12 +156,14 @@ pub(crate) fn from_pg_ref(error: &tokio_postgres::Error) -> StoreError {
     }
 }
 
-/// Maps a failure to get a pooled connection.
+/// Maps a failure to get a pooled connection: nothing was sent, so the database is
+/// [unavailable](StoreError::Unavailable) (with fast recycling, a pool's backend
+/// error can only come from making a connection), or the pool is closed.
 pub(crate) fn from_pool(error: deadpool_postgres::PoolError) -> StoreError {
     match error {
-        deadpool_postgres::PoolError::Backend(e) => from_pg(e),
         deadpool_postgres::PoolError::Closed => StoreError::Closed,
-        other => StoreError::backend(other),
+        deadpool_postgres::PoolError::NoRuntimeSpecified => StoreError::backend(error),
+        other => StoreError::Unavailable(Box::new(other)),
     }
 }
 

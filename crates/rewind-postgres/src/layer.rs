@@ -92,7 +92,8 @@ pub(crate) async fn run_fast(
         _ => {
             let calls = layers.iter().map(|layer| layer.call(client, st));
             let (_, rows, _, _) = tokio::try_join!(
-                client.batch_execute("BEGIN"),
+                // READ COMMITTED: see `crate::writer` (one snapshot per statement).
+                client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
                 futures_util::future::try_join_all(calls),
                 slow_down(connection, sleep),
                 client.batch_execute("COMMIT"),

@@ -26,7 +26,8 @@
 //! * `codec`: envelope ⇄ columns. `sql` and `src/sql/*.sql`: every statement.
 //! * [`schema`]: creating and migrating the schema. [`listener`]: the head watch, and
 //!   announcing this store's commits to other processes.
-//! * [`options`]: connection settings.
+//! * [`options`]: store settings. [`connection`]: how every connection is made (the
+//!   URL's keys, timeouts, keepalive); `tls`: rustls for `sslmode`.
 //!
 //! The read side, in the same schema by default:
 //!
@@ -46,6 +47,7 @@
 
 mod careful;
 mod codec;
+pub mod connection;
 mod error;
 mod group;
 mod import;
@@ -58,10 +60,12 @@ pub mod read_model;
 pub mod schema;
 mod sql;
 pub mod subscription_store;
+mod tls;
 pub mod writer;
 
+pub use connection::{DEFAULT_CONNECT_TIMEOUT, Stalled};
 pub use error::is_transient;
-pub use options::{DEFAULT_CONNECT_TIMEOUT, PostgresOptions};
+pub use options::PostgresOptions;
 pub use postgres_store::PostgresStore;
 pub use projector::{PostgresProjection, PostgresProjector};
 pub use read_model::PostgresReadModel;

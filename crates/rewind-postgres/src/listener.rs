@@ -10,17 +10,20 @@
 //! of a commit within a few milliseconds. An announcement is only a wake-up (readers
 //! read the log itself); the same connection reads the head every poll interval, and
 //! once right after each (re)connect, so a lost notification or a broken connection
-//! delays a wake-up by at most one interval and never loses one. On failure the task
-//! reconnects with backoff, forever, until the store is dropped. The head only ever
-//! moves forward.
+//! delays a wake-up by at most one interval and never loses one. Every query is
+//! bounded by the connection's `query_timeout` ([`crate::connection`]), so a
+//! connection that stopped answering without closing is noticed within one poll
+//! interval plus that bound. On failure the task reconnects with backoff, forever,
+//! until the store is dropped. The head only ever moves forward.
 
+use crate::connection::{Connector, Stalled};
 use futures_util::StreamExt;
 use rewind::GlobalPosition;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 /// Moves the head forward to `position` (never back), waking watchers if it moved.
 pub(crate) fn advance(head: &watch::Sender<GlobalPosition>, position: GlobalPosition) {
@@ -35,7 +38,7 @@ pub(crate) fn advance(head: &watch::Sender<GlobalPosition>, position: GlobalPosi
 
 /// What the listener needs.
 pub(crate) struct Listener {
-    pub config: tokio_postgres::Config,
+    pub connector: Connector,
     pub channel: String,
     pub head_sql: String,
     pub head: Arc<watch::Sender<GlobalPosition>>,
@@ -62,10 +65,10 @@ impl Listener {
     }
 
     /// Listens, polls and announces until the connection fails.
-    async fn listen(&mut self) -> tokio_postgres::Error {
-        let (client, mut connection) = match self.config.connect(NoTls).await {
+    async fn listen(&mut self) -> ListenError {
+        let (client, mut connection) = match self.connector.connect_raw().await {
             Ok(pair) => pair,
-            Err(error) => return error,
+            Err(error) => return ListenError::Connect(error),
         };
         let head = self.head.clone();
         // The connection's messages are driven here; it stops when the client drops.
@@ -84,14 +87,17 @@ impl Listener {
             None
         });
         let _stop_driver = AbortOnDrop(driver);
-        if let Err(error) = client.batch_execute(&format!("LISTEN \"{}\"", self.channel)).await {
+        let bound = &self.connector;
+        if let Err(error) = flat(bound.bounded(client.batch_execute(&format!("LISTEN \"{}\"", self.channel))).await) {
             return error;
         }
-        let (head_statement, notify_statement) =
-            match tokio::try_join!(client.prepare(&self.head_sql), client.prepare("SELECT pg_notify($1, $2)")) {
-                Ok(statements) => statements,
-                Err(error) => return error,
-            };
+        let prepared = bound.bounded(async {
+            tokio::try_join!(client.prepare(&self.head_sql), client.prepare("SELECT pg_notify($1, $2)"))
+        });
+        let (head_statement, notify_statement) = match flat(prepared.await) {
+            Ok(statements) => statements,
+            Err(error) => return error,
+        };
         // Announce once after every (re)connect: an announcement may have been lost.
         self.committed.mark_changed();
         let mut ticker = tokio::time::interval(self.poll_interval);
@@ -99,14 +105,16 @@ impl Listener {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    match client.query_one(&head_statement, &[]).await.and_then(|row| row.try_get::<_, i64>(0)) {
+                    let read = bound.bounded(client.query_one(&head_statement, &[])).await;
+                    match flat(read).and_then(|row| row.try_get::<_, i64>(0).map_err(ListenError::Query)) {
                         Ok(position) => advance(&self.head, GlobalPosition(position.max(0) as u64)),
                         Err(error) => return error,
                     }
                 }
                 Ok(()) = self.committed.changed() => {
                     let head = self.committed.borrow_and_update().0.to_string();
-                    if let Err(error) = client.execute(&notify_statement, &[&self.channel, &head]).await {
+                    let sent = bound.bounded(client.execute(&notify_statement, &[&self.channel, &head])).await;
+                    if let Err(error) = flat(sent) {
                         self.committed.mark_changed();
                         return error;
                     }
@@ -115,6 +123,26 @@ impl Listener {
                 }
             }
         }
+    }
+}
+
+/// Why the listener's connection was given up.
+#[derive(Debug, thiserror::Error)]
+enum ListenError {
+    #[error(transparent)]
+    Connect(crate::connection::ConnectError),
+    #[error(transparent)]
+    Query(tokio_postgres::Error),
+    #[error(transparent)]
+    Stalled(Stalled),
+}
+
+/// A bounded query's two ways to fail, as one.
+fn flat<T>(result: Result<Result<T, tokio_postgres::Error>, Stalled>) -> Result<T, ListenError> {
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(ListenError::Query(error)),
+        Err(stalled) => Err(ListenError::Stalled(stalled)),
     }
 }
 

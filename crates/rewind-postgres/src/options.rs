@@ -3,11 +3,41 @@
 //! Parsing and validation happen here, before any connection is made, so a bad URL or
 //! schema name is a [`StoreError::Invalid`] and never a half-opened store.
 
+use crate::connection::Connector;
 use rewind::StoreError;
-use std::str::FromStr;
 use std::time::Duration;
 
 /// Settings for [`PostgresStore::connect_with`](crate::PostgresStore::connect_with).
+///
+/// # The URL
+///
+/// A libpq-style URL (`postgres://user@host:5432/db?key=value&...`) or key=value
+/// string (`host=... user=... key=value`). Besides tokio-postgres's keys (`host`,
+/// `hostaddr`, `port`, `user`, `password`, `dbname`, `options`, `application_name`,
+/// `target_session_attrs`, `channel_binding`, `load_balance_hosts`), these are read,
+/// with Rewind's default when the URL does not name them:
+///
+/// | key | default | what it bounds |
+/// | --- | --- | --- |
+/// | `connect_timeout` (s) | 5 | one connection attempt: TCP, TLS, authentication |
+/// | `keepalives` (0/1) | 1 | TCP keepalive on every connection |
+/// | `keepalives_idle` (s) | 10 | idle time before the first probe |
+/// | `keepalives_interval` (s) | 5 | between probes |
+/// | `keepalives_retries` | 3 | probes unanswered before the connection is dropped |
+/// | `tcp_user_timeout` (s; libpq reads ms) | 20 | sent data unacknowledged (Linux) |
+/// | `statement_timeout` | 30s | one statement, ended by the server (`-c statement_timeout`) |
+/// | `idle_in_transaction_session_timeout` | 60s | a session idle in a transaction, ended by the server |
+/// | `query_timeout` | `statement_timeout` + 5s | one round trip, client side: no answer at all and the connection is dropped (0: none) |
+/// | `sslmode` | `disable` | `disable`, `prefer`, `require` (encrypted, unverified), `verify-ca` (chain), `verify-full` (chain and host name) |
+/// | `sslrootcert` | none | PEM file of trusted certificates; needed by `verify-ca` and `verify-full` |
+///
+/// Durations of `statement_timeout`, `idle_in_transaction_session_timeout` and
+/// `query_timeout` are milliseconds or take a unit (`500ms`, `5s`, `1min`); the two
+/// server settings may also be given as `-c name=value` in `options`, and `0` turns
+/// each off. Unlike libpq, no `sslmode` means no TLS, and `verify-*` never falls back
+/// to a default root file. TLS is rustls's. The append transactions run at `READ
+/// COMMITTED` whatever the server's `default_transaction_isolation` (see
+/// [`crate::writer`]).
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
     pub(crate) url: String,
@@ -67,43 +97,20 @@ impl PostgresOptions {
         self
     }
 
-    /// The connection settings of every store connection.
+    /// The settings of every connection of the store.
     ///
     /// Statements are prepared once per connection, often while the tables are still
     /// empty, and PostgreSQL would then cache a generic plan costed for an empty table
     /// (a sequential scan) and keep it as the table grows: lookups that should take
     /// microseconds would grow linearly with the log. `plan_cache_mode =
     /// force_custom_plan` plans every execution for the table as it is now.
-    pub(crate) fn pg_config(&self) -> Result<tokio_postgres::Config, StoreError> {
-        let mut config = tokio_postgres::Config::from_str(&self.url)
-            .map_err(|e| StoreError::Invalid(format!("bad PostgreSQL connection string: {e}")))?;
-        let options = format!("{} -c plan_cache_mode=force_custom_plan", config.get_options().unwrap_or(""));
-        config.options(options.trim_start());
-        if config.get_application_name().is_none() {
-            // So operators can tell a store's connections apart in pg_stat_activity.
-            config.application_name(format!("rewind:{}", self.schema));
-        }
-        bounded_connect(&mut config);
-        Ok(config)
+    pub(crate) fn connector(&self) -> Result<Connector, StoreError> {
+        let plans = "-c plan_cache_mode=force_custom_plan".to_owned();
+        Connector::new(&self.url, &format!("rewind:{}", self.schema), &[plans])
     }
 
     pub(crate) fn validate_schema(&self) -> Result<(), StoreError> {
         validate_schema(&self.schema)
-    }
-}
-
-/// How long a connection attempt may take when the URL does not say
-/// (`connect_timeout`).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Bounds connection attempts ([`DEFAULT_CONNECT_TIMEOUT`]) unless the URL does. A
-/// server whose host is down (rather than refusing) would otherwise hold each
-/// attempt for the system's SYN retries, about two minutes, and every append and
-/// subscription with it: while the database is away they should fail fast, and
-/// retry.
-pub(crate) fn bounded_connect(config: &mut tokio_postgres::Config) {
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
 }
 
@@ -128,14 +135,6 @@ fn validate_schema(schema: &str) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn connection_attempts_are_bounded_unless_the_url_says() {
-        let config = PostgresOptions::new("postgres://u@db.invalid/bank", "s").pg_config().expect("config");
-        assert_eq!(config.get_connect_timeout(), Some(&DEFAULT_CONNECT_TIMEOUT));
-        let config = PostgresOptions::new("postgres://u@db.invalid/bank?connect_timeout=1", "s").pg_config();
-        assert_eq!(config.expect("config").get_connect_timeout(), Some(&Duration::from_secs(1)));
-    }
 
     #[test]
     fn schema_names_are_plain_identifiers() {

@@ -8,14 +8,15 @@
 //! one global order.
 
 use crate::codec::{EncodedEvent, decode_row, to_i64, to_u64};
+use crate::connection::Connector;
 use crate::error::{corrupt, from_pg, from_pool};
 use crate::group::PreparedAppend;
 use crate::listener::Listener;
 use crate::options::PostgresOptions;
 use crate::schema::migrate;
 use crate::sql::Sql;
-use crate::writer::{Counters, Pending, Writer, WriterSetup, WriterStats, connect};
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use crate::writer::{Counters, Pending, Writer, WriterSetup, WriterStats};
+use deadpool_postgres::{Object, Pool};
 use futures_util::TryStreamExt;
 use rewind::{
     AppendResult, Direction, EventFilter, EventStore, GlobalPosition, RecordedEvent, Snapshot, StoreError,
@@ -25,13 +26,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, Statement};
 
 /// An event store in one PostgreSQL schema. See the crate docs.
 pub struct PostgresStore {
     schema: String,
     sql: Arc<Sql>,
+    connector: Connector,
     pool: Pool,
     writer: mpsc::Sender<Pending>,
     head: Arc<watch::Sender<GlobalPosition>>,
@@ -52,7 +54,7 @@ impl PostgresStore {
     ///
     /// Errors: [`StoreError::Invalid`] for a bad URL or schema name,
     /// [`StoreError::Corrupt`] if the schema is newer than this crate, and
-    /// [`StoreError::Backend`] if the database cannot be reached. Nothing is left
+    /// [`StoreError::Unavailable`] if the database cannot be reached. Nothing is left
     /// running on error; a migration either completed or changed nothing.
     ///
     /// ```no_run
@@ -78,10 +80,10 @@ impl PostgresStore {
     /// [`PostgresStore::connect`] with settings.
     pub async fn connect_with(options: PostgresOptions) -> Result<PostgresStore, StoreError> {
         options.validate_schema()?;
-        let config = options.pg_config()?;
+        let connector = options.connector()?;
         let schema = options.schema.clone();
-        let mut client = connect(&config).await.map_err(from_pg)?;
-        migrate(&mut client, &schema).await?;
+        let (mut client, driver) = connector.connect().await.map_err(|e| e.into_store())?;
+        connector.bounded(migrate(&mut client, &schema)).await.map_err(StoreError::backend)??;
         let sql = Arc::new(Sql::new(&schema));
         let row = client.query_one(&sql.head, &[]).await.map_err(from_pg)?;
         let start = to_u64(row.try_get(0).map_err(from_pg)?, "position")?;
@@ -90,7 +92,7 @@ impl PostgresStore {
         let (committed, committed_watch) = watch::channel(GlobalPosition(start));
         let channel = crate::sql::channel(&schema);
         let setup = WriterSetup {
-            config: config.clone(),
+            connector: connector.clone(),
             sql: sql.clone(),
             head: head.clone(),
             committed,
@@ -98,14 +100,12 @@ impl PostgresStore {
             max_group_events: options.max_group_events,
             slow: options.slow_commits,
         };
-        let writer = Writer::new(setup, client).await?;
-        let manager =
-            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager).max_size(options.pool_size).build().map_err(StoreError::backend)?;
+        let writer = Writer::new(setup, (client, driver)).await?;
+        let pool = connector.pool(options.pool_size)?;
         let (sender, requests) = mpsc::channel(1024);
         tokio::spawn(writer.run(requests));
         let listener = Listener {
-            config,
+            connector: connector.clone(),
             channel,
             head_sql: sql.head.clone(),
             head: head.clone(),
@@ -113,7 +113,7 @@ impl PostgresStore {
             poll_interval: options.poll_interval,
         }
         .spawn();
-        Ok(PostgresStore { schema, sql, pool, writer: sender, head, counters, listener })
+        Ok(PostgresStore { schema, sql, connector, pool, writer: sender, head, counters, listener })
     }
 
     /// Whether schema `schema` of the database at `url` holds a Rewind store, without
@@ -121,7 +121,7 @@ impl PostgresStore {
     pub async fn exists(url: &str, schema: &str) -> Result<bool, StoreError> {
         let options = PostgresOptions::new(url, schema);
         options.validate_schema()?;
-        let client = connect(&options.pg_config()?).await.map_err(from_pg)?;
+        let (client, _driver) = options.connector()?.connect().await.map_err(|e| e.into_store())?;
         let row = client
             .query_one("SELECT to_regclass(format('%I.events', $1::text)) IS NOT NULL", &[&schema])
             .await
@@ -139,36 +139,83 @@ impl PostgresStore {
         self.counters.snapshot()
     }
 
-    /// A pooled connection and `sql` prepared on it.
-    async fn prepared(&self, sql: &str) -> Result<(Object, Statement), StoreError> {
-        let client = self.pool.get().await.map_err(from_pool)?;
-        let statement = client.prepare_cached(sql).await.map_err(from_pg)?;
-        Ok((client, statement))
+    /// A pooled connection for one bounded piece of work ([`Unfinished`]).
+    async fn checkout(&self) -> Result<Unfinished, StoreError> {
+        Ok(Unfinished(Some(self.pool.get().await.map_err(from_pool)?)))
     }
 
+    /// Runs `sql` on a pooled connection, bounded by `query_timeout`
+    /// ([`crate::connection`]).
     async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
-        let (client, statement) = self.prepared(sql).await?;
-        client.query(&statement, params).await.map_err(from_pg)
+        let client = self.checkout().await?;
+        let rows = self
+            .connector
+            .bounded(async {
+                let statement = client.prepare_cached(sql).await.map_err(from_pg)?;
+                client.query(&statement, params).await.map_err(from_pg)
+            })
+            .await
+            .map_err(StoreError::backend)?;
+        client.finished();
+        rows
     }
 
     /// Decodes each row as it arrives rather than after the whole result: the
     /// decoding overlaps the server producing the rest, and the rows' buffers are
     /// freed as it goes (reading the global order 1.6× as fast, `BENCHMARKS.md`).
     async fn query_events(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<RecordedEvent>, StoreError> {
-        let (client, statement) = self.prepared(sql).await?;
-        let rows = client.query_raw(&statement, params.iter().copied()).await.map_err(from_pg)?;
-        let mut rows = std::pin::pin!(rows);
-        let mut events = Vec::new();
-        while let Some(row) = rows.try_next().await.map_err(from_pg)? {
-            events.push(decode_row(&row)?);
-        }
-        Ok(events)
+        let client = self.checkout().await?;
+        let events = self
+            .connector
+            .bounded(async {
+                let statement = client.prepare_cached(sql).await.map_err(from_pg)?;
+                let rows = client.query_raw(&statement, params.iter().copied()).await.map_err(from_pg)?;
+                let mut rows = std::pin::pin!(rows);
+                let mut events = Vec::new();
+                while let Some(row) = rows.try_next().await.map_err(from_pg)? {
+                    events.push(decode_row(&row)?);
+                }
+                Ok(events)
+            })
+            .await
+            .map_err(StoreError::backend)?;
+        client.finished();
+        events
     }
 
     async fn query_number(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
         let rows = self.query(sql, params).await?;
         let row = rows.first().ok_or_else(|| corrupt("a count query returned no row"))?;
         to_u64(row.try_get(0).map_err(from_pg)?, "number")
+    }
+}
+
+/// A pooled connection that goes back to the pool only through [`Unfinished::finished`];
+/// dropped otherwise (its work stalled, or the caller stopped waiting), it is
+/// detached from the pool and closed, never handed out again with an answer still
+/// owed on it.
+pub(crate) struct Unfinished(Option<Object>);
+
+impl Unfinished {
+    /// The work is done: the connection goes back to the pool.
+    pub(crate) fn finished(mut self) {
+        self.0.take();
+    }
+}
+
+impl std::ops::Deref for Unfinished {
+    type Target = Object;
+
+    fn deref(&self) -> &Object {
+        self.0.as_ref().expect("an Unfinished holds its connection until dropped")
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(object) = self.0.take() {
+            drop(Object::take(object));
+        }
     }
 }
 

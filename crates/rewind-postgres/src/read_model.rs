@@ -5,9 +5,9 @@
 //! The schema and the read side's bookkeeping tables are created on connect, under a
 //! transaction-scoped advisory lock so concurrent processes do not race.
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use crate::connection::Connector;
+use deadpool_postgres::{Object, Pool};
 use rewind::StoreError;
-use tokio_postgres::NoTls;
 
 /// A PostgreSQL read model database. Cheap to clone.
 ///
@@ -23,7 +23,7 @@ use tokio_postgres::NoTls;
 pub struct PostgresReadModel {
     pool: Pool,
     schema: String,
-    config: tokio_postgres::Config,
+    connector: Connector,
 }
 
 fn valid_schema(schema: &str) -> Result<(), StoreError> {
@@ -39,17 +39,13 @@ fn valid_schema(schema: &str) -> Result<(), StoreError> {
 }
 
 impl PostgresReadModel {
-    /// Connects to `url` and works in `schema` (created if missing).
+    /// Connects to `url` (its keys are those of [`PostgresOptions`](crate::PostgresOptions))
+    /// and works in `schema` (created if missing).
     pub async fn connect(url: &str, schema: &str) -> Result<PostgresReadModel, StoreError> {
         valid_schema(schema)?;
-        let mut config: tokio_postgres::Config =
-            url.parse().map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
-        config.options(format!("-c search_path={schema}"));
-        crate::options::bounded_connect(&mut config);
-        let manager =
-            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager).max_size(8).build().map_err(StoreError::backend)?;
-        let model = PostgresReadModel { pool, schema: schema.to_owned(), config };
+        let connector = Connector::new(url, &format!("rewind:{schema}"), &[format!("-c search_path={schema}")])?;
+        let pool = connector.pool(8)?;
+        let model = PostgresReadModel { pool, schema: schema.to_owned(), connector };
         model.migrate().await?;
         Ok(model)
     }
@@ -79,12 +75,29 @@ impl PostgresReadModel {
 
     /// A connection outside the pool (leases hold one for as long as they live).
     pub(crate) async fn dedicated(&self) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), StoreError> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(StoreError::backend)?;
+        let (client, connection) = self.connector.connect_raw().await.map_err(|e| e.into_store())?;
         let driver = tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::warn!(%error, "lease connection closed");
             }
         });
         Ok((client, driver))
+    }
+
+    /// `work` on this model's connections, bounded by `query_timeout`
+    /// ([`crate::connection`]). On a stall every idle connection is closed: the one
+    /// that stalled went back to the pool with an answer still owed, and it cannot be
+    /// told apart from the others (which likely share its broken path anyway).
+    pub(crate) async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match self.connector.bounded(work).await {
+            Ok(result) => result,
+            Err(stalled) => {
+                self.pool.retain(|_, _| false);
+                Err(StoreError::backend(stalled))
+            }
+        }
     }
 }

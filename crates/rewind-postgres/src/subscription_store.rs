@@ -6,6 +6,11 @@
 //! process standing by takes over on its next try (every `lease_retry`, a second by
 //! default) and resumes from the checkpoint. If the lease's connection drops while
 //! the process lives, the lease reports itself lost and the subscription stands by.
+//!
+//! Every call is bounded by the connection's `query_timeout` ([`crate::connection`]),
+//! so bookkeeping on a path that stopped answering fails (transiently) instead of
+//! holding its subscription for ever. A lease's own idle connection is watched by TCP
+//! keepalive only.
 
 use crate::read_model::PostgresReadModel;
 use async_trait::async_trait;
@@ -80,27 +85,43 @@ impl Drop for HeldLease {
 #[async_trait]
 impl SubscriptionStore for PostgresSubscriptionStore {
     async fn load_checkpoint(&self, subscription: &str) -> Result<Option<GlobalPosition>, StoreError> {
-        let client = self.model.client().await?;
-        let row = client
-            .query_opt("SELECT position FROM rewind_subscriptions WHERE name = $1", &[&subscription])
+        self.model
+            .bounded(async {
+                let client = self.model.client().await?;
+                let row = client
+                    .query_opt("SELECT position FROM rewind_subscriptions WHERE name = $1", &[&subscription])
+                    .await
+                    .map_err(backend)?;
+                Ok(row.map(|row| GlobalPosition(row.get::<_, i64>(0).max(0) as u64)))
+            })
             .await
-            .map_err(backend)?;
-        Ok(row.map(|row| GlobalPosition(row.get::<_, i64>(0).max(0) as u64)))
     }
 
     async fn save_checkpoint(&self, subscription: &str, position: GlobalPosition) -> Result<(), StoreError> {
-        let client = self.model.client().await?;
-        client.execute(SAVE_CHECKPOINT, &[&subscription, &(position.0 as i64)]).await.map_err(backend)?;
-        Ok(())
+        self.model
+            .bounded(async {
+                let client = self.model.client().await?;
+                client.execute(SAVE_CHECKPOINT, &[&subscription, &(position.0 as i64)]).await.map_err(backend)?;
+                Ok(())
+            })
+            .await
     }
 
     async fn delete_checkpoint(&self, subscription: &str) -> Result<(), StoreError> {
-        let client = self.model.client().await?;
-        client.execute("DELETE FROM rewind_subscriptions WHERE name = $1", &[&subscription]).await.map_err(backend)?;
-        Ok(())
+        self.model
+            .bounded(async {
+                let client = self.model.client().await?;
+                client
+                    .execute("DELETE FROM rewind_subscriptions WHERE name = $1", &[&subscription])
+                    .await
+                    .map_err(backend)?;
+                Ok(())
+            })
+            .await
     }
 
     async fn add_dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError> {
+        self.model.bounded(async {
         let event = serde_json::to_value(&letter.event).map_err(backend)?;
         let client = self.model.client().await?;
         client
@@ -121,55 +142,73 @@ impl SubscriptionStore for PostgresSubscriptionStore {
             .await
             .map_err(backend)?;
         Ok(())
+        })
+        .await
     }
 
     async fn dead_letters(&self, subscription: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
-        let client = self.model.client().await?;
-        let rows = client
-            .query(
-                "SELECT subscription, event, error, failed_at FROM rewind_dead_letters
+        self.model
+            .bounded(async {
+                let client = self.model.client().await?;
+                let rows = client
+                    .query(
+                        "SELECT subscription, event, error, failed_at FROM rewind_dead_letters
                  WHERE $1::text IS NULL OR subscription = $1 ORDER BY position, subscription",
-                &[&subscription],
-            )
-            .await
-            .map_err(backend)?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(DeadLetter {
-                    subscription: row.try_get(0).map_err(backend)?,
-                    event: serde_json::from_value(row.try_get(1).map_err(backend)?)
-                        .map_err(|e| StoreError::Corrupt(format!("dead letter event: {e}")))?,
-                    error: row.try_get(2).map_err(backend)?,
-                    failed_at: row.try_get(3).map_err(backend)?,
-                })
+                        &[&subscription],
+                    )
+                    .await
+                    .map_err(backend)?;
+                rows.into_iter()
+                    .map(|row| {
+                        Ok(DeadLetter {
+                            subscription: row.try_get(0).map_err(backend)?,
+                            event: serde_json::from_value(row.try_get(1).map_err(backend)?)
+                                .map_err(|e| StoreError::Corrupt(format!("dead letter event: {e}")))?,
+                            error: row.try_get(2).map_err(backend)?,
+                            failed_at: row.try_get(3).map_err(backend)?,
+                        })
+                    })
+                    .collect()
             })
-            .collect()
+            .await
     }
 
     async fn remove_dead_letter(&self, subscription: &str, event_id: Uuid) -> Result<bool, StoreError> {
-        let client = self.model.client().await?;
-        let deleted = client.execute(REMOVE_DEAD_LETTER, &[&subscription, &event_id]).await.map_err(backend)?;
-        Ok(deleted > 0)
+        self.model
+            .bounded(async {
+                let client = self.model.client().await?;
+                let deleted = client.execute(REMOVE_DEAD_LETTER, &[&subscription, &event_id]).await.map_err(backend)?;
+                Ok(deleted > 0)
+            })
+            .await
     }
 
     async fn clear_dead_letters(&self, subscription: &str) -> Result<u64, StoreError> {
-        let client = self.model.client().await?;
-        client
-            .execute("DELETE FROM rewind_dead_letters WHERE subscription = $1", &[&subscription])
+        self.model
+            .bounded(async {
+                let client = self.model.client().await?;
+                client
+                    .execute("DELETE FROM rewind_dead_letters WHERE subscription = $1", &[&subscription])
+                    .await
+                    .map_err(backend)
+            })
             .await
-            .map_err(backend)
     }
 
     async fn load_instance(&self, manager: &str, instance: &str) -> Result<Option<String>, StoreError> {
-        let client = self.model.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT state::text FROM rewind_process_instances WHERE manager = $1 AND instance = $2",
-                &[&manager, &instance],
-            )
+        self.model
+            .bounded(async {
+                let client = self.model.client().await?;
+                let row = client
+                    .query_opt(
+                        "SELECT state::text FROM rewind_process_instances WHERE manager = $1 AND instance = $2",
+                        &[&manager, &instance],
+                    )
+                    .await
+                    .map_err(backend)?;
+                row.map(|row| row.try_get(0).map_err(backend)).transpose()
+            })
             .await
-            .map_err(backend)?;
-        row.map(|row| row.try_get(0).map_err(backend)).transpose()
     }
 
     async fn commit_instances(
@@ -178,19 +217,29 @@ impl SubscriptionStore for PostgresSubscriptionStore {
         changes: Vec<InstanceChange>,
         position: GlobalPosition,
     ) -> Result<(), StoreError> {
-        let mut client = self.model.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        write_changes(&tx, manager, &changes).await?;
-        tx.execute(SAVE_CHECKPOINT, &[&manager, &(position.0 as i64)]).await.map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        self.model
+            .bounded(async {
+                let mut client = self.model.client().await?;
+                let tx = client.transaction().await.map_err(backend)?;
+                write_changes(&tx, manager, &changes).await?;
+                tx.execute(SAVE_CHECKPOINT, &[&manager, &(position.0 as i64)]).await.map_err(backend)?;
+                tx.commit().await.map_err(backend)
+            })
+            .await
     }
 
     async fn reset_instances(&self, manager: &str) -> Result<(), StoreError> {
-        let mut client = self.model.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        tx.execute("DELETE FROM rewind_process_instances WHERE manager = $1", &[&manager]).await.map_err(backend)?;
-        tx.execute("DELETE FROM rewind_subscriptions WHERE name = $1", &[&manager]).await.map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        self.model
+            .bounded(async {
+                let mut client = self.model.client().await?;
+                let tx = client.transaction().await.map_err(backend)?;
+                tx.execute("DELETE FROM rewind_process_instances WHERE manager = $1", &[&manager])
+                    .await
+                    .map_err(backend)?;
+                tx.execute("DELETE FROM rewind_subscriptions WHERE name = $1", &[&manager]).await.map_err(backend)?;
+                tx.commit().await.map_err(backend)
+            })
+            .await
     }
 
     async fn commit_replayed(
@@ -199,86 +248,102 @@ impl SubscriptionStore for PostgresSubscriptionStore {
         changes: Vec<InstanceChange>,
         event_id: Uuid,
     ) -> Result<bool, StoreError> {
-        let mut client = self.model.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        // The letter's removal decides, inside the transaction (a concurrent replay
-        // waits on the row and then deletes nothing): a replay that lost the race,
-        // or came after a discard, writes nothing.
-        if tx.execute(REMOVE_DEAD_LETTER, &[&manager, &event_id]).await.map_err(backend)? == 0 {
-            return Ok(false);
-        }
-        write_changes(&tx, manager, &changes).await?;
-        tx.commit().await.map_err(backend)?;
-        Ok(true)
+        self.model
+            .bounded(async {
+                let mut client = self.model.client().await?;
+                let tx = client.transaction().await.map_err(backend)?;
+                // The letter's removal decides, inside the transaction (a concurrent replay
+                // waits on the row and then deletes nothing): a replay that lost the race,
+                // or came after a discard, writes nothing.
+                if tx.execute(REMOVE_DEAD_LETTER, &[&manager, &event_id]).await.map_err(backend)? == 0 {
+                    return Ok(false);
+                }
+                write_changes(&tx, manager, &changes).await?;
+                tx.commit().await.map_err(backend)?;
+                Ok(true)
+            })
+            .await
     }
 
     async fn report_failure(&self, report: FailureReport) -> Result<(), StoreError> {
-        let client = self.model.client().await?;
-        client
-            .execute(
-                "INSERT INTO rewind_subscription_failures
+        self.model
+            .bounded(async {
+                let client = self.model.client().await?;
+                client
+                    .execute(
+                        "INSERT INTO rewind_subscription_failures
                  (subscription, state, attempt, transient, error, position, since, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (subscription) DO UPDATE
                  SET state = EXCLUDED.state, attempt = EXCLUDED.attempt, transient = EXCLUDED.transient,
                      error = EXCLUDED.error, position = EXCLUDED.position, since = EXCLUDED.since,
                      updated_at = EXCLUDED.updated_at",
-                &[
-                    &report.subscription,
-                    &report.state.as_str(),
-                    &i32::try_from(report.attempt).unwrap_or(i32::MAX),
-                    &report.transient,
-                    &report.error,
-                    &report.position.map(|p| p.0 as i64),
-                    &report.since,
-                    &report.updated_at,
-                ],
-            )
+                        &[
+                            &report.subscription,
+                            &report.state.as_str(),
+                            &i32::try_from(report.attempt).unwrap_or(i32::MAX),
+                            &report.transient,
+                            &report.error,
+                            &report.position.map(|p| p.0 as i64),
+                            &report.since,
+                            &report.updated_at,
+                        ],
+                    )
+                    .await
+                    .map_err(backend)?;
+                Ok(())
+            })
             .await
-            .map_err(backend)?;
-        Ok(())
     }
 
     async fn clear_failure(&self, subscription: &str) -> Result<(), StoreError> {
-        let client = self.model.client().await?;
-        client
-            .execute("DELETE FROM rewind_subscription_failures WHERE subscription = $1", &[&subscription])
+        self.model
+            .bounded(async {
+                let client = self.model.client().await?;
+                client
+                    .execute("DELETE FROM rewind_subscription_failures WHERE subscription = $1", &[&subscription])
+                    .await
+                    .map_err(backend)?;
+                Ok(())
+            })
             .await
-            .map_err(backend)?;
-        Ok(())
     }
 
     async fn failures(&self, subscription: Option<&str>) -> Result<Vec<FailureReport>, StoreError> {
-        let client = self.model.client().await?;
-        let rows = client
-            .query(
-                "SELECT subscription, state, attempt, transient, error, position, since, updated_at
+        self.model
+            .bounded(async {
+                let client = self.model.client().await?;
+                let rows = client
+                    .query(
+                        "SELECT subscription, state, attempt, transient, error, position, since, updated_at
                  FROM rewind_subscription_failures WHERE $1::text IS NULL OR subscription = $1
                  ORDER BY subscription COLLATE \"C\"",
-                &[&subscription],
-            )
-            .await
-            .map_err(backend)?;
-        rows.into_iter()
-            .map(|row| {
-                let subscription: String = row.try_get(0).map_err(backend)?;
-                let state: String = row.try_get(1).map_err(backend)?;
-                let attempt: i32 = row.try_get(2).map_err(backend)?;
-                let position: Option<i64> = row.try_get(5).map_err(backend)?;
-                Ok(FailureReport {
-                    state: FailureState::from_name(&state).ok_or_else(|| {
-                        StoreError::Corrupt(format!("failure report of `{subscription}`: state `{state}`"))
-                    })?,
-                    subscription,
-                    attempt: u32::try_from(attempt).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    transient: row.try_get(3).map_err(backend)?,
-                    error: row.try_get(4).map_err(backend)?,
-                    position: position.map(|p| GlobalPosition(p.max(0) as u64)),
-                    since: row.try_get(6).map_err(backend)?,
-                    updated_at: row.try_get(7).map_err(backend)?,
-                })
+                        &[&subscription],
+                    )
+                    .await
+                    .map_err(backend)?;
+                rows.into_iter()
+                    .map(|row| {
+                        let subscription: String = row.try_get(0).map_err(backend)?;
+                        let state: String = row.try_get(1).map_err(backend)?;
+                        let attempt: i32 = row.try_get(2).map_err(backend)?;
+                        let position: Option<i64> = row.try_get(5).map_err(backend)?;
+                        Ok(FailureReport {
+                            state: FailureState::from_name(&state).ok_or_else(|| {
+                                StoreError::Corrupt(format!("failure report of `{subscription}`: state `{state}`"))
+                            })?,
+                            subscription,
+                            attempt: u32::try_from(attempt).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                            transient: row.try_get(3).map_err(backend)?,
+                            error: row.try_get(4).map_err(backend)?,
+                            position: position.map(|p| GlobalPosition(p.max(0) as u64)),
+                            since: row.try_get(6).map_err(backend)?,
+                            updated_at: row.try_get(7).map_err(backend)?,
+                        })
+                    })
+                    .collect()
             })
-            .collect()
+            .await
     }
 
     async fn try_lease(&self, subscription: &str) -> Result<Option<Lease>, StoreError> {

@@ -22,9 +22,11 @@
 //! duplicate; an id repeated within one request; any SQL error) go to the careful
 //! path, in a transaction after the fast one. If the careful transaction fails with
 //! an SQL error, each of its requests is retried in a transaction of its own, so one
-//! bad request fails alone. If the connection is lost, the requests not yet answered
-//! get [`StoreError::Backend`] (outcome unknown, as the trait allows) and the next
-//! group reconnects.
+//! bad request fails alone. If the connection is lost, or a round trip gets no answer
+//! within the connection's `query_timeout` ([`crate::connection`]: the connection is
+//! then dropped), the requests not yet answered get [`StoreError::Backend`] (outcome
+//! unknown, as the trait allows) and the next group reconnects. If no connection can
+//! be made, nothing was sent: they get [`StoreError::Unavailable`].
 //!
 //! # Why followers never skip an event
 //!
@@ -42,10 +44,18 @@
 //! same lock, so they are race-free across processes too. The lock is held for one
 //! transaction per group commit, so its cost is shared by the whole group.
 //!
+//! The argument needs READ COMMITTED, where each statement takes its snapshot when it
+//! starts: under REPEATABLE READ or SERIALIZABLE the transaction's one snapshot would
+//! be taken by its first statement, possibly before the lock is granted. So the
+//! writer's connection sets `default_transaction_isolation` to READ COMMITTED (which
+//! covers the fast path's lone call, a transaction of its own), and every `BEGIN` of
+//! the writer names the level too, whatever the server's or role's default.
+//!
 //! Both paths run with `enable_seqscan = off` and generic plans on the writer's
 //! connection (see `prepare`).
 
 use crate::careful::run_careful;
+use crate::connection::{ConnectError, Connector, Driver};
 use crate::error::{from_pg, from_pg_ref};
 use crate::group::PreparedAppend;
 use crate::layer::run_fast;
@@ -60,7 +70,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 /// What the writer answers one request with.
 pub(crate) type Reply = Result<Vec<AppendResult>, StoreError>;
@@ -116,15 +126,16 @@ pub(crate) struct Statements {
     pub sleep: Statement,
 }
 
-/// The writer's connection.
+/// The writer's connection; its driver stops when the last holder drops it.
 pub(crate) struct Connection {
     pub client: Client,
     pub statements: Statements,
+    _driver: Driver,
 }
 
 /// Everything the writer task owns.
 pub(crate) struct Writer {
-    config: tokio_postgres::Config,
+    connector: Connector,
     sql: Arc<Sql>,
     connection: Option<Arc<Connection>>,
     head: Arc<watch::Sender<GlobalPosition>>,
@@ -138,15 +149,29 @@ pub(crate) struct Writer {
 
 /// Why a group transaction failed.
 enum GroupError {
-    /// The connection is gone; whether the commit happened is unknown.
-    Lost(tokio_postgres::Error),
+    /// No answer ([`Failure`]).
+    Lost(Failure),
     /// An SQL error; the transaction was rolled back and wrote nothing.
     Sql(tokio_postgres::Error),
 }
 
+/// Why requests went unanswered, as the message they are answered with.
+enum Failure {
+    /// No connection could be made: nothing was sent.
+    Unreachable(String),
+    /// The connection was lost or stalled during the transaction: outcome unknown.
+    Lost(String),
+}
+
+impl From<ConnectError> for Failure {
+    fn from(error: ConnectError) -> Failure {
+        Failure::Unreachable(error.to_string())
+    }
+}
+
 /// Settings the writer takes from the store.
 pub(crate) struct WriterSetup {
-    pub config: tokio_postgres::Config,
+    pub connector: Connector,
     pub sql: Arc<Sql>,
     pub head: Arc<watch::Sender<GlobalPosition>>,
     pub committed: watch::Sender<GlobalPosition>,
@@ -155,25 +180,14 @@ pub(crate) struct WriterSetup {
     pub slow: Option<SlowCommits>,
 }
 
-/// Opens a connection whose driver runs on its own task; it ends when `Client` drops.
-pub(crate) async fn connect(config: &tokio_postgres::Config) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::warn!(%error, "event store connection ended");
-        }
-    });
-    Ok(client)
-}
-
 impl Writer {
     /// A writer starting on `client` (already migrated).
-    pub(crate) async fn new(setup: WriterSetup, client: Client) -> Result<Writer, StoreError> {
+    pub(crate) async fn new(setup: WriterSetup, (client, driver): (Client, Driver)) -> Result<Writer, StoreError> {
         let statements = prepare(&client, &setup.sql).await.map_err(from_pg)?;
         Ok(Writer {
-            config: setup.config,
+            connector: setup.connector,
             sql: setup.sql,
-            connection: Some(Arc::new(Connection { client, statements })),
+            connection: Some(Arc::new(Connection { client, statements, _driver: driver })),
             head: setup.head,
             committed: setup.committed,
             counters: setup.counters,
@@ -240,15 +254,21 @@ impl Writer {
             }
         };
         let sleep = self.sleep();
+        let connector = self.connector.clone();
         let mut flight: Flight = Box::pin(async move {
             let result = {
                 let pending: Vec<&Pending> = fast.iter().map(|&i| &group[i]).collect();
-                run_fast(&connection, &pending, sleep).await
+                connector.bounded(run_fast(&connection, &pending, sleep)).await
             };
-            let result = result.map_err(|error| match connection.client.is_closed() {
-                true => GroupError::Lost(error),
-                false => GroupError::Sql(error),
-            });
+            let result = match result {
+                Ok(Ok(done)) => Ok(done),
+                Ok(Err(error)) if connection.client.is_closed() => {
+                    Err(GroupError::Lost(Failure::Lost(error.to_string())))
+                }
+                Ok(Err(error)) => Err(GroupError::Sql(error)),
+                // `land` drops the stalled connection.
+                Err(stalled) => Err(GroupError::Lost(Failure::Lost(stalled.to_string()))),
+            };
             Landed { group, fast, careful, result: Some(result), connection: Some(connection) }
         });
         // The first poll sends every message of the transaction, so flights reach the
@@ -306,7 +326,7 @@ impl Writer {
         group: &[Pending],
         careful: &[usize],
         replies: &mut [Option<Reply>],
-    ) -> Result<(), tokio_postgres::Error> {
+    ) -> Result<(), Failure> {
         let pending: Vec<&Pending> = careful.iter().map(|&i| &group[i]).collect();
         match self.attempt_careful(&pending).await {
             Ok(outcomes) => {
@@ -329,16 +349,21 @@ impl Writer {
         Ok(())
     }
 
-    async fn connection(&mut self) -> Result<Arc<Connection>, tokio_postgres::Error> {
+    /// The connection, made anew if it was dropped; on `Err` nothing was sent.
+    async fn connection(&mut self) -> Result<Arc<Connection>, Failure> {
         if self.connection.as_ref().is_some_and(|c| c.client.is_closed()) {
             self.connection = None;
         }
         if let Some(connection) = &self.connection {
             return Ok(connection.clone());
         }
-        let client = connect(&self.config).await?;
-        let statements = prepare(&client, &self.sql).await?;
-        let connection = Arc::new(Connection { client, statements });
+        let (client, driver) = self.connector.connect().await?;
+        let statements = match self.connector.bounded(prepare(&client, &self.sql)).await {
+            Ok(Ok(statements)) => statements,
+            Ok(Err(error)) => return Err(Failure::Unreachable(error.to_string())),
+            Err(stalled) => return Err(Failure::Unreachable(stalled.to_string())),
+        };
+        let connection = Arc::new(Connection { client, statements, _driver: driver });
         self.connection = Some(connection.clone());
         Ok(connection)
     }
@@ -367,17 +392,22 @@ impl Writer {
         let sleep = self.sleep();
         let sql = self.sql.clone();
         let connection = self.connection().await.map_err(GroupError::Lost)?;
-        match run_careful(&connection, &sql, group, sleep).await {
-            Ok(done) => Ok(self.record(done)),
-            Err(error) => {
-                let client = &connection.client;
-                if client.is_closed() || client.batch_execute("ROLLBACK").await.is_err() {
-                    self.connection = None;
-                    Err(GroupError::Lost(error))
-                } else {
-                    Err(GroupError::Sql(error))
-                }
+        let error = match self.connector.bounded(run_careful(&connection, &sql, group, sleep)).await {
+            Ok(Ok(done)) => return Ok(self.record(done)),
+            Ok(Err(error)) => error,
+            Err(stalled) => {
+                self.connection = None;
+                return Err(GroupError::Lost(Failure::Lost(stalled.to_string())));
             }
+        };
+        let client = &connection.client;
+        let rolled_back =
+            !client.is_closed() && matches!(self.connector.bounded(client.batch_execute("ROLLBACK")).await, Ok(Ok(())));
+        if rolled_back {
+            Err(GroupError::Sql(error))
+        } else {
+            self.connection = None;
+            Err(GroupError::Lost(Failure::Lost(error.to_string())))
         }
     }
 }
@@ -436,7 +466,12 @@ async fn prepare(client: &Client, sql: &Sql) -> Result<Statements, tokio_postgre
     // scan; without that choice its plans do not depend on the parameters, so generic
     // plans are used from the first execution (planning the fast path's statement
     // each time would cost about as much as running it).
-    client.batch_execute("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan").await?;
+    client
+        .batch_execute(
+            "SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan; \
+             SET default_transaction_isolation = 'read committed'",
+        )
+        .await?;
     Ok(Statements {
         append_layer: client.prepare(&sql.append_layer).await?,
         append_one: client.prepare(&sql.append_one).await?,
@@ -466,17 +501,20 @@ fn repeats_ids(pending: &Pending) -> bool {
     !pending.appends.iter().flat_map(|a| &a.events).all(|e| ids.insert(e.event_id))
 }
 
-/// Completes the replies; requests still unanswered get the lost-connection error.
-fn finish(replies: Vec<Option<Reply>>, lost_with: &Option<tokio_postgres::Error>) -> Vec<Reply> {
-    if let Some(error) = lost_with {
-        tracing::warn!(%error, "event store writer lost its connection");
+/// Completes the replies; requests still unanswered get `lost_with`'s error.
+fn finish(replies: Vec<Option<Reply>>, lost_with: &Option<Failure>) -> Vec<Reply> {
+    match lost_with {
+        Some(Failure::Lost(error)) => tracing::warn!(%error, "event store writer lost its connection"),
+        Some(Failure::Unreachable(error)) => tracing::warn!(%error, "event store writer cannot reach the database"),
+        None => {}
     }
     replies
         .into_iter()
         .map(|reply| {
             reply.unwrap_or_else(|| {
                 Err(match lost_with {
-                    Some(error) => lost(error),
+                    Some(Failure::Lost(error)) => lost(error),
+                    Some(Failure::Unreachable(error)) => StoreError::Unavailable(error.clone().into()),
                     None => StoreError::Corrupt("the writer left an append unanswered".into()),
                 })
             })
@@ -484,8 +522,8 @@ fn finish(replies: Vec<Option<Reply>>, lost_with: &Option<tokio_postgres::Error>
         .collect()
 }
 
-/// The connection died during the transaction: the outcome is unknown.
-fn lost(error: &tokio_postgres::Error) -> StoreError {
+/// The connection died or stalled during the transaction: the outcome is unknown.
+fn lost(error: &str) -> StoreError {
     StoreError::backend(std::io::Error::other(format!(
         "connection lost during append, outcome unknown (read the stream to find out): {error}"
     )))

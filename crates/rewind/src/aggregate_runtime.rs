@@ -110,7 +110,8 @@ enum Decided<A: Aggregate> {
 }
 
 /// An append that failed. A backend error or a store that stopped while the append
-/// was under way leaves its outcome unknown (`EventStore::append`).
+/// was under way leaves its outcome unknown (`EventStore::append`); an unavailable
+/// store was never asked, so the append is known not to have happened.
 fn append_failed<E: std::error::Error + 'static>(error: StoreError, context: &CommandContext) -> DispatchError<E> {
     match error {
         StoreError::Backend(_) | StoreError::Closed => {

@@ -50,6 +50,10 @@ pub enum StoreError {
     /// The store was closed or its writer stopped.
     #[error("event store is closed")]
     Closed,
+    /// The backend could not be reached (no connection could be made, or none in
+    /// time), so nothing was sent: an append that fails so was not written. Transient.
+    #[error("event store unavailable, nothing was written: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The backend failed (I/O, connection, SQL). Whether the append happened is unknown
     /// unless the backend says otherwise; read the stream to find out.
     #[error("event store backend: {0}")]

@@ -94,7 +94,8 @@ impl StoreError {
     ///
     /// * Transient: [`Backend`](StoreError::Backend) (the database, a connection, I/O:
     ///   backends map what retrying cannot change to the other variants),
-    ///   [`Closed`](StoreError::Closed) (the store or its writer is gone: nothing
+    ///   [`Unavailable`](StoreError::Unavailable) (the database could not be
+    ///   reached), [`Closed`](StoreError::Closed) (the store or its writer is gone: nothing
     ///   about the event can be blamed, so it is never skipped for it), and
     ///   [`Conflict`](StoreError::Conflict) (another writer moved the stream; the
     ///   aggregate runtime already retries these, so one reaching a subscription
@@ -104,7 +105,9 @@ impl StoreError {
     ///   [`Corrupt`](StoreError::Corrupt): the same request meets the same refusal.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Backend(_) | StoreError::Closed | StoreError::Conflict { .. } => true,
+            StoreError::Backend(_) | StoreError::Unavailable(_) | StoreError::Closed | StoreError::Conflict { .. } => {
+                true
+            }
             StoreError::Invalid(_) | StoreError::DuplicateEvent { .. } | StoreError::Corrupt(_) => false,
         }
     }
@@ -172,11 +175,12 @@ mod tests {
 
     #[test]
     fn dispatch_failures_are_transient_unless_the_command_decides_them() {
-        let transient: [DispatchError<Refused>; 4] = [
+        let transient: [DispatchError<Refused>; 5] = [
             DispatchError::Store(StoreError::backend(std::io::Error::other("connection refused"))),
             DispatchError::Timeout(std::time::Duration::from_secs(1)),
             DispatchError::Conflict { stream: "s".into(), attempts: 5 },
             DispatchError::Store(StoreError::Closed),
+            DispatchError::Store(StoreError::Unavailable("connection refused".into())),
         ];
         assert!(transient.iter().all(DispatchError::is_transient));
         let deterministic: [DispatchError<Refused>; 3] = [

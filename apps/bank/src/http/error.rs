@@ -124,7 +124,9 @@ impl From<DispatchError<AccountError>> for ApiError {
                         .into(),
                 )
             }
-            DispatchError::Store(rewind::StoreError::Backend(_) | rewind::StoreError::Closed) => {
+            DispatchError::Store(
+                rewind::StoreError::Backend(_) | rewind::StoreError::Closed | rewind::StoreError::Unavailable(_),
+            ) => {
                 tracing::warn!(error = %rewind::subscription::describe(&error), "store unavailable");
                 ApiError::Unavailable("the store is unavailable; nothing was changed, retry later".into())
             }

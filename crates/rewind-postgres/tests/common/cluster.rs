@@ -123,8 +123,13 @@ impl Cluster {
     }
 
     pub fn start(&self) {
+        self.start_with("");
+    }
+
+    /// Starts the cluster with more server options (`-c name=value` words).
+    pub fn start_with(&self, extra_options: &str) {
         let options = format!(
-            "-c port={} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=60",
+            "-c port={} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=60 {extra_options}",
             self.port,
             self.socket_dir().display()
         );
@@ -155,6 +160,23 @@ impl Cluster {
 
     pub fn stop(&self, mode: &str) -> bool {
         self.run("pg_ctl", &["-D", path(&self.data_dir()), "-m", mode, "-w", "-t", "30", "stop"]).status.success()
+    }
+
+    /// Writes a file only the server's user may read (a TLS key) into the cluster's
+    /// directory; returns its path.
+    pub fn private_file(&self, name: &str, contents: &[u8]) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let file = self.dir.path().join(name);
+        std::fs::write(&file, contents).expect("write private file");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+        if self.run_as.is_some() {
+            Command::new("chown").arg("postgres:").arg(&file).status().expect("chown");
+        }
+        file
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn url(&self) -> String {
