@@ -135,8 +135,14 @@ impl From<DispatchError<AccountError>> for ApiError {
     }
 }
 
+/// A read that failed: a store that is away (a transient error) is 503, anything
+/// else a 500.
 impl From<rewind::StoreError> for ApiError {
     fn from(error: rewind::StoreError) -> ApiError {
+        if error.is_transient() {
+            tracing::warn!(error = %rewind::subscription::describe(&error), "store unavailable for a read");
+            return ApiError::Unavailable("the store is unavailable; retry later".into());
+        }
         ApiError::Internal(rewind::subscription::describe(&error))
     }
 }
@@ -172,5 +178,10 @@ mod tests {
         let (status, body) = answer(DispatchError::Store(lost())).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body["errors"].get("outcome").is_none(), "{body}");
+        let refused = rewind::StoreError::Unavailable(Box::new(std::io::Error::other("connection refused")));
+        assert_eq!(answer(DispatchError::Store(refused)).await.0, StatusCode::SERVICE_UNAVAILABLE);
+        // A read that finds the store away is a 503 too; a corrupt row is not.
+        assert_eq!(ApiError::from(lost()).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ApiError::from(rewind::StoreError::Corrupt("x".into())).status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
