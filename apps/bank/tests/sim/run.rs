@@ -102,9 +102,14 @@ impl Sim {
                 let found = self.users.send_new(&app, &mut self.world.rng).await;
                 self.note(found);
             }
-            38..=44 => {
+            38..=42 => {
                 let app = self.world.live().app.clone();
                 let found = self.users.repeat(&app, &mut self.world.rng).await;
+                self.note(found);
+            }
+            43..=44 => {
+                let app = self.world.live().app.clone();
+                let found = self.users.reuse(&app, &mut self.world.rng).await;
                 self.note(found);
             }
             45..=69 => {

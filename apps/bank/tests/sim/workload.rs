@@ -1,5 +1,6 @@
 //! The commands a simulated user sends, and what the first answer to each command id
-//! was, so a repeat can be held to it.
+//! was, so a repeat can be held to it; and clients that reuse an id for another
+//! command, which must be refused without effect.
 
 use bank::domain::{
     AccountError, CloseAccount, DepositIntoAccount, OpenAccount, TransferBetweenAccounts, WithdrawFromAccount,
@@ -33,6 +34,8 @@ pub enum Answer {
     Rejected,
     /// The store failed; the command may or may not have taken effect.
     Unknown(String),
+    /// The id was used before for another command; nothing was appended.
+    Reused,
 }
 
 fn answer(result: Result<rewind::Dispatched<bank::domain::Account>, DispatchError<AccountError>>) -> Answer {
@@ -40,14 +43,21 @@ fn answer(result: Result<rewind::Dispatched<bank::domain::Account>, DispatchErro
         Ok(done) => Answer::Done { version: done.version, position: done.position, duplicate: done.duplicate },
         Err(DispatchError::Domain(error)) => Answer::Refused(error),
         Err(DispatchError::Rejected(_)) => Answer::Rejected,
+        Err(DispatchError::CommandIdReused { .. }) => Answer::Reused,
         Err(other) => Answer::Unknown(other.to_string()),
     }
 }
 
 impl UserCommand {
+    /// What the command is, as a request fingerprint: two commands that differ in any
+    /// field differ here.
+    fn fingerprint(&self) -> Uuid {
+        Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{self:?}").as_bytes())
+    }
+
     pub async fn send(&self, app: &Application, id: Option<Uuid>) -> Answer {
         let options = match id {
-            Some(id) => DispatchOptions::new().command_id(id),
+            Some(id) => DispatchOptions::new().command_id(id).fingerprint(self.fingerprint()),
             None => DispatchOptions::new(),
         };
         match self.clone() {
@@ -141,12 +151,36 @@ impl Users {
         self.judge(command_id, answer)
     }
 
+    /// Sends another command with the id of one whose outcome is known (a client that
+    /// reuses an Idempotency-Key): it must be refused, and change nothing.
+    pub async fn reuse(&mut self, app: &Application, rng: &mut StdRng) -> Vec<String> {
+        let known: Vec<Uuid> =
+            self.sent.iter().map(|(id, _)| *id).filter(|id| self.outcomes.contains_key(id)).collect();
+        if known.is_empty() {
+            return Vec::new();
+        }
+        let command_id = known[rng.random_range(0..known.len())];
+        let first = self.sent.iter().find(|(id, _)| *id == command_id).map(|(_, c)| c.fingerprint());
+        let other = self.next(rng);
+        if Some(other.fingerprint()) == first {
+            return Vec::new();
+        }
+        match other.send(app, Some(command_id)).await {
+            Answer::Reused | Answer::Rejected | Answer::Unknown(_) => Vec::new(),
+            answer => vec![format!("command id {command_id} reused for {other:?} was not refused: {answer:?}")],
+        }
+    }
+
     /// Holds an answer to the first final outcome of its command id.
     pub fn judge(&mut self, command_id: Uuid, answer: Answer) -> Vec<String> {
         let mut violations = Vec::new();
         let first = self.outcomes.get(&command_id).cloned();
         match (&first, &answer) {
             (_, Answer::Rejected | Answer::Unknown(_)) => return violations,
+            (_, Answer::Reused) => {
+                violations.push(format!("command {command_id} sent again as it was is refused as a reuse"));
+                return violations;
+            }
             (None, Answer::Done { duplicate: false, version, position }) => {
                 if let Some(position) = position {
                     self.acknowledged.insert(command_id, (*version, *position));
