@@ -59,8 +59,8 @@ impl MakeRustls {
             (Verify::ChainAndHost, Some(roots)) => WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
                 .build()
                 .map_err(|e| format!("TLS setup: {e}"))?,
-            (Verify::Chain, Some(roots)) => Arc::new(ChainOnly { roots, algorithms: algorithms(&provider) }),
-            _ => Arc::new(AnyServer { algorithms: algorithms(&provider) }),
+            (Verify::Chain, roots) => Arc::new(NameUnchecked { roots, algorithms: algorithms(&provider) }),
+            _ => Arc::new(NameUnchecked { roots: None, algorithms: algorithms(&provider) }),
         };
         let config = builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth();
         Ok(MakeRustls { config: Arc::new(config) })
@@ -85,56 +85,17 @@ fn read_roots(file: &Path) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// `prefer` / `require`: the handshake's signatures are checked (so the session is
-/// really encrypted to the key the server showed), the certificate is not.
+/// `prefer` / `require` (no roots) and `verify-ca` (roots): the handshake's
+/// signatures are checked (so the session is really encrypted to the key the server
+/// showed), the certificate's chain only against roots when there are some, and the
+/// name in it never.
 #[derive(Debug)]
-struct AnyServer {
+struct NameUnchecked {
+    roots: Option<Arc<RootCertStore>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-/// `verify-ca`: the chain is checked, the name in the certificate is not.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, TlsError> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for NameUnchecked {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -143,8 +104,10 @@ impl ServerCertVerifier for ChainOnly {
         _: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(&cert, &self.roots, intermediates, now, self.algorithms.all)?;
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(&cert, roots, intermediates, now, self.algorithms.all)?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
