@@ -71,7 +71,8 @@ fn a_file_whose_directory_was_never_synced_is_gone_after_a_cut() {
 #[test]
 fn fsync_fails_with_eio_and_writes_with_enospc_on_command() {
     let Some(fs) = mounted() else { return };
-    let mut file = OpenOptions::new().create(true).read(true).write(true).open(fs.path().join("f")).expect("create");
+    let mut file =
+        OpenOptions::new().create_new(true).read(true).write(true).open(fs.path().join("f")).expect("create");
     file.write_all(b"abc").expect("write");
     fs.fail_fsync(true);
     assert_eq!(file.sync_data().expect_err("fdatasync fails").raw_os_error(), Some(5));
