@@ -67,14 +67,15 @@ struct Inner {
 }
 
 /// What one power cut took back.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cut {
     /// Files whose content or size went back to their last fsync.
     pub files_rewound: usize,
     /// Bytes of durable content put back over unsynced writes.
     pub bytes_restored: u64,
-    /// Files removed because their directory was not fsynced since they were made.
-    pub files_removed: usize,
+    /// Files removed because their directory was not fsynced since they were made
+    /// (paths below the mount point).
+    pub files_removed: Vec<PathBuf>,
 }
 
 impl State {
@@ -112,7 +113,7 @@ impl State {
         }
         for path in std::mem::take(&mut inner.fresh) {
             match std::fs::remove_file(inner.backing.join(&path)) {
-                Ok(()) => cut.files_removed += 1,
+                Ok(()) => cut.files_removed.push(path),
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {}
                 Err(error) => return Err(error),
             }

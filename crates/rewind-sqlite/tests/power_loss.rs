@@ -209,9 +209,17 @@ impl Run {
     /// kill -9, then every line the child printed before it died.
     fn kill(mut self) -> Vec<Line> {
         self.child.kill().expect("SIGKILL the child");
-        let rest = self.lines.map_while(Result::ok).filter_map(|line| Line::parse(&line)).collect();
+        let rest = self.lines.by_ref().map_while(Result::ok).filter_map(|line| Line::parse(&line)).collect();
         self.child.wait().expect("reap the child");
         rest
+    }
+}
+
+impl Drop for Run {
+    /// A failed assertion leaves no child behind holding files on the mount.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
