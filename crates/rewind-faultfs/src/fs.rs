@@ -11,6 +11,12 @@
 //! so SQLite can mmap them; the kernel's page cache is dropped by remounting at
 //! each cut (`FaultFs::power_cut`).
 //!
+//! An fsync answered EIO makes nothing durable and forgets nothing: a later fsync
+//! that succeeds covers those writes. Real kernels may instead drop the pages and
+//! report success next time, which is why a store must stop trusting its file
+//! after one failure rather than retry; the tests check that it does. A full disk
+//! refuses every write, overwrites included, which is harsher than a real one.
+//!
 //! One lock guards everything: the file system serves tests, not throughput.
 
 use crate::unsynced::Unsynced;
