@@ -45,10 +45,9 @@ fn database(fs: &FaultFs) -> String {
 }
 
 /// kill -9, then reaps the process.
-fn kill_9(server: Server) {
-    let mut child = server.child;
-    Command::new("kill").args(["-KILL", &child.id().to_string()]).status().expect("kill -9");
-    child.wait().expect("reap the server");
+fn kill_9(mut server: Server) {
+    Command::new("kill").args(["-KILL", &server.child.id().to_string()]).status().expect("kill -9");
+    server.child.wait().expect("reap the server");
 }
 
 /// One deposit of 1 sent, with its key; `acknowledged` once answered 200.

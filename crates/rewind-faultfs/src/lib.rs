@@ -125,9 +125,10 @@ impl FaultFs {
 
 impl Drop for FaultFs {
     fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            // Dropping the session unmounts too; joining waits for its thread.
-            let _ = session.umount_and_join();
+        // Left mounted (a file on it still open), the directory goes stale once this
+        // process exits; say so rather than hide it.
+        if let Some(Err(error)) = self.session.take().map(fuser::BackgroundSession::umount_and_join) {
+            eprintln!("rewind-faultfs: unmounting {} failed: {error}", self.mount_point.display());
         }
     }
 }
