@@ -66,6 +66,17 @@ pub(crate) fn store_error(error: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Whether SQLite failed to fsync a file or its directory (`SQLITE_IOERR_FSYNC`,
+/// `SQLITE_IOERR_DIR_FSYNC`): the kernel may have dropped pages it could not write.
+pub(crate) fn is_failed_fsync(error: &rusqlite::Error) -> bool {
+    match error {
+        rusqlite::Error::SqliteFailure(failure, _) => {
+            matches!(failure.extended_code, rusqlite::ffi::SQLITE_IOERR_FSYNC | rusqlite::ffi::SQLITE_IOERR_DIR_FSYNC)
+        }
+        _ => false,
+    }
+}
+
 /// Whether `error` is the unique index on `events.event_id` refusing an id.
 pub(crate) fn is_duplicate_event_id(error: &rusqlite::Error) -> bool {
     match error {

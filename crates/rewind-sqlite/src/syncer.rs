@@ -22,7 +22,9 @@
 //!   power loss could take back.
 //! * If an fsync fails the store is poisoned: every waiting and later request
 //!   fails, since the kernel may have dropped the pages it could not write
-//!   (retrying the fsync would report success without them).
+//!   (retrying the fsync would report success without them). That holds for
+//!   SQLite's own fsync inside a lone group's `COMMIT` too (`writer.rs`), and is
+//!   tested on a file system that fails fsync on command (`tests/power_loss.rs`).
 //!
 //! With [`Synchronous::Normal`](crate::Synchronous::Normal) there is no fsync to
 //! wait for, and the writer answers every group itself.
@@ -98,6 +100,13 @@ impl Syncer {
     /// Whether no group is waiting for the syncer thread.
     pub(crate) fn idle(&self) -> bool {
         self.shared.pending.load(Ordering::Acquire) == 0
+    }
+
+    /// Refuses every later request, as after a failed fsync of its own: for the
+    /// writer, when SQLite's fsync inside a `COMMIT` failed.
+    pub(crate) fn poison(&self) {
+        tracing::error!("an fsync inside a SQLite COMMIT failed; the store refuses every write");
+        self.shared.poisoned.store(true, Ordering::Release);
     }
 
     /// The error for every request once an fsync failed.

@@ -28,12 +28,15 @@
 //!   the published head is committed.
 //! * If the transaction itself fails, every request of the group that had not
 //!   already failed gets [`StoreError::Backend`]; the writer goes on with the next
-//!   group.
+//!   group, unless the failure was an fsync inside `COMMIT`, which poisons the
+//!   store as a failed fsync of the syncer does (`syncer.rs`). A full disk
+//!   (`SQLITE_FULL`) fails only its group: nothing was promised, and appends
+//!   succeed again once there is room.
 
 use crate::append::Appender;
 use crate::config::{SqliteConfig, Synchronous};
 use crate::connection::open_writer;
-use crate::error::{GroupError, store_error};
+use crate::error::{GroupError, is_failed_fsync, store_error};
 use crate::inline::{self, InlineProjections, Progress};
 use crate::row::{get_u64, micros, sql_int};
 use crate::schema::migrate;
@@ -347,6 +350,11 @@ impl Writer {
         // Raised before the commit can become visible to any reader (see `SqliteStore::read_all`).
         let previous = self.committing.fetch_max(after, Ordering::SeqCst);
         if let Err(error) = execute(&self.conn, "COMMIT") {
+            if is_failed_fsync(&error) {
+                // The log may hold this group's frames, and the kernel may have dropped
+                // pages of earlier ones: nothing later can be promised durable.
+                self.syncer.poison();
+            }
             self.committing.store(previous, Ordering::SeqCst);
             let _ = execute(&self.conn, "ROLLBACK");
             let failed = self.fail_group(works.len(), store_error(error));
