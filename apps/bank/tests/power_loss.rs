@@ -198,6 +198,12 @@ async fn a_full_disk_is_a_503_that_changes_nothing_and_deposits_succeed_once_the
     fs.disk_full(true);
     deposits_answered(&server, &accounts[0], 3, 503).await;
     assert!(fs.refused_writes() > 0, "a write was refused");
+    // SQLite rolled the write back: the answer says nothing changed, not "outcome unknown".
+    let path = format!("/api/accounts/{}/deposit", accounts[0]);
+    let (status, body) = server.post(&path, serde_json::json!({"deposit_amount": 1}), None).await.expect("deposit");
+    assert_eq!(status, 503, "{body}");
+    assert!(body["errors"].get("outcome").is_none(), "{body}");
+    assert!(body["errors"]["message"].as_str().unwrap_or_default().contains("nothing was changed"), "{body}");
     fs.disk_full(false);
     acknowledged.extend(deposits_answered(&server, &accounts[0], 3, 200).await);
     expect_balances(&server, &accounts, &acknowledged.iter().collect::<Vec<_>>(), "room again").await;

@@ -110,10 +110,13 @@ impl FaultFs {
     /// file's last fsync and every file created since its directory's, and mounts
     /// again at the same place with faults switched off.
     pub fn power_cut(&mut self) -> Result<Cut, FaultFsError> {
-        if let Some(session) = self.session.take() {
-            session
-                .umount_and_join()
-                .map_err(|source| FaultFsError::Unmount { path: self.mount_point.clone(), source })?;
+        if let Some(session) = self.session.take()
+            && let Err(source) = session.umount_and_join()
+            // The serving thread may end with ECONNABORTED when the kernel tears the
+            // connection down under a request; once unmounted, that is the end it meant.
+            && (source.kind() != std::io::ErrorKind::ConnectionAborted || is_mounted(&self.mount_point))
+        {
+            return Err(FaultFsError::Unmount { path: self.mount_point.clone(), source });
         }
         let cut = self.state.power_cut().map_err(FaultFsError::Rewind)?;
         self.fail_fsync(false);
@@ -131,6 +134,13 @@ impl Drop for FaultFs {
             eprintln!("rewind-faultfs: unmounting {} failed: {error}", self.mount_point.display());
         }
     }
+}
+
+/// Whether `path` is a mount point of this process's namespace now.
+fn is_mounted(path: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else { return true };
+    let path = path.to_string_lossy();
+    mounts.lines().any(|line| line.split(' ').nth(1) == Some(path.as_ref()))
 }
 
 fn serve(state: &Arc<State>, mount_point: &Path) -> Result<fuser::BackgroundSession, FaultFsError> {

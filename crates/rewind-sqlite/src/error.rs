@@ -2,8 +2,9 @@
 //!
 //! Every `rusqlite` error leaving this crate goes through [`store_error`], so callers
 //! only ever see the typed errors of the [`rewind::EventStore`] contract: damaged
-//! files and undecodable rows are [`StoreError::Corrupt`], everything else
-//! [`StoreError::Backend`]. A projection's own errors keep their type; [`classified`]
+//! files and undecodable rows are [`StoreError::Corrupt`], a full disk is
+//! [`StoreError::Unavailable`] (SQLite rolled the statement back: nothing was
+//! written), everything else [`StoreError::Backend`]. A projection's own errors keep their type; [`classified`]
 //! marks the transient ones ([`is_transient`]) for the subscription (see
 //! [`rewind::fault`]), so a busy or full database is retried for ever while a
 //! projection's constraint violation takes the error policy. Nothing here panics.
@@ -58,6 +59,9 @@ pub(crate) fn store_error(error: rusqlite::Error) -> StoreError {
         {
             StoreError::Corrupt(error.to_string())
         }
+        rusqlite::Error::SqliteFailure(failure, _) if failure.code == ErrorCode::DiskFull => {
+            StoreError::Unavailable(Box::new(error))
+        }
         rusqlite::Error::FromSqlConversionFailure(..)
         | rusqlite::Error::IntegralValueOutOfRange(..)
         | rusqlite::Error::InvalidColumnType(..)
@@ -96,14 +100,22 @@ pub(crate) struct GroupError(pub(crate) Arc<StoreError>);
 
 impl GroupError {
     /// The error for one caller of the failed group.
+    /// A group that failed as unavailable (a full disk: SQLite rolled it back) wrote
+    /// nothing; any other failure leaves each caller's outcome unknown.
     pub(crate) fn to_store_error(&self) -> StoreError {
-        StoreError::backend(self.clone())
+        match *self.0 {
+            StoreError::Unavailable(_) => StoreError::Unavailable(Box::new(self.clone())),
+            _ => StoreError::backend(self.clone()),
+        }
     }
 }
 
 impl fmt::Display for GroupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "group commit failed, outcome unknown: {}", self.0)
+        match *self.0 {
+            StoreError::Unavailable(_) => write!(f, "group commit failed, nothing written: {}", self.0),
+            _ => write!(f, "group commit failed, outcome unknown: {}", self.0),
+        }
     }
 }
 
@@ -145,6 +157,13 @@ mod tests {
         assert_eq!(classify(&*classified(Box::new(conversion))), Fault::Deterministic);
         // Extended codes keep their primary code: SQLITE_BUSY_SNAPSHOT is busy.
         assert!(is_transient(&sqlite(rusqlite::ffi::SQLITE_BUSY_SNAPSHOT)));
+    }
+
+    #[test]
+    fn a_full_disk_wrote_nothing_and_says_so() {
+        let error = store_error(sqlite(rusqlite::ffi::SQLITE_FULL));
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+        assert!(error.to_string().contains("full") && error.is_transient(), "{error}");
     }
 
     #[test]

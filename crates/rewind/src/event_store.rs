@@ -50,8 +50,9 @@ pub enum StoreError {
     /// The store was closed or its writer stopped.
     #[error("event store is closed")]
     Closed,
-    /// The backend could not be reached (no connection could be made, or none in
-    /// time), so nothing was sent: an append that fails so was not written. Transient.
+    /// The backend cannot take the request now and took none of it: it could not be
+    /// reached (no connection could be made, or none in time), or its disk is full.
+    /// An append that fails so was not written. Transient.
     #[error("event store unavailable, nothing was written: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The backend failed (I/O, connection, SQL). Whether the append happened is unknown
