@@ -18,9 +18,7 @@
 
 use crate::http::error::ApiError;
 use axum::Router;
-use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -64,12 +62,66 @@ impl Default for Limits {
     }
 }
 
-/// Middleware that answers 408 (with the API's error body) to a request that outlives
-/// [`Limits::request_timeout`], dropping its handler.
-pub async fn request_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Http(StatusCode::REQUEST_TIMEOUT, "request timeout".into()).into_response(),
+/// The layer that answers 408 (with the API's error body) to a request that outlives
+/// [`Limits::request_timeout`], dropping its handler. A plain tower layer rather than
+/// `axum::middleware::from_fn`, which boxes a future and a service per request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTimeout(pub Duration);
+
+impl<S> tower::Layer<S> for RequestTimeout {
+    type Service = WithTimeout<S>;
+
+    fn layer(&self, inner: S) -> WithTimeout<S> {
+        WithTimeout { inner, limit: self.0 }
+    }
+}
+
+/// The service [`RequestTimeout`] makes.
+#[derive(Debug, Clone)]
+pub struct WithTimeout<S> {
+    inner: S,
+    limit: Duration,
+}
+
+impl<S, B> tower::Service<axum::http::Request<B>> for WithTimeout<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = TimedOut<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        TimedOut { inner: tokio::time::timeout(self.limit, self.inner.call(request)) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A handler's answer, or 408 past the limit.
+    pub struct TimedOut<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+    }
+}
+
+impl<F, E> Future for TimedOut<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().inner.poll(cx) {
+            Poll::Ready(Ok(answer)) => Poll::Ready(answer),
+            Poll::Ready(Err(_)) => {
+                Poll::Ready(Ok(ApiError::Http(StatusCode::REQUEST_TIMEOUT, "request timeout".into()).into_response()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

@@ -62,8 +62,7 @@ pub async fn serve(config: ServeConfig, shutdown: impl Future<Output = ()> + Sen
     // Tests and scripts read this line to learn the port.
     println!("listening on http://{address}");
     tracing::info!(%address, database = %config.database, "bank serving");
-    let timeout = axum::middleware::from_fn_with_state(config.limits.request_timeout, limits::request_timeout);
-    let app = router(state).layer(timeout);
+    let app = router(state).layer(limits::RequestTimeout(config.limits.request_timeout));
     let served = limits::serve(listener, app, config.limits, shutdown).await;
     bank.shutdown().await;
     served.map_err(|source| ServeError::Io { address: address.to_string(), source })

@@ -134,6 +134,7 @@ async fn a_body_that_never_finishes_gets_408_after_the_request_timeout() {
     let sent = Instant::now();
     let (answer, _) = read_until_closed(&mut stream, sent + Duration::from_secs(10)).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains(r#"{"errors":{"message":"request timeout"}}"#), "with the JSON error body: {answer:?}");
     assert!(sent.elapsed() >= Duration::from_millis(900), "answered after {:?}", sent.elapsed());
     assert_eq!(server.get("/health").await.0, 200);
     server.terminate();
