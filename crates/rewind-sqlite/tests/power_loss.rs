@@ -304,16 +304,21 @@ fn until_every_writer_failed(run: &mut Run, writers: usize, acknowledged: &mut V
     errors
 }
 
+/// The events acknowledged among the next `lines` lines of a run.
+fn acknowledged_of(run: &mut Run, lines: usize) -> Vec<Event> {
+    (0..lines)
+        .filter_map(|_| match run.next() {
+            Line::Ack(_, event) => Some(event),
+            _ => None,
+        })
+        .collect()
+}
+
 fn fsync_eio_poisons_the_store(writers: usize) {
     let Some(mut fs) = mounted() else { return };
     let path = fs.path().join("events.db");
-    let mut acknowledged = Vec::new();
     let mut run = Run::start(&path, "full", writers);
-    for _ in 0..50 {
-        if let Line::Ack(_, event) = run.next() {
-            acknowledged.push(event);
-        }
-    }
+    let mut acknowledged = acknowledged_of(&mut run, 50);
     fs.fail_fsync(true);
     until_every_writer_failed(&mut run, writers, &mut acknowledged);
     assert!(fs.failed_fsyncs() > 0, "an fsync failed");
@@ -356,13 +361,8 @@ fn a_full_disk_is_a_clear_error_and_appends_succeed_once_there_is_room() {
     let Some(mut fs) = mounted() else { return };
     let path = fs.path().join("events.db");
     let writers = 4;
-    let mut acknowledged = Vec::new();
     let mut run = Run::start(&path, "full", writers);
-    for _ in 0..50 {
-        if let Line::Ack(_, event) = run.next() {
-            acknowledged.push(event);
-        }
-    }
+    let mut acknowledged = acknowledged_of(&mut run, 50);
     fs.disk_full(true);
     let errors = until_every_writer_failed(&mut run, writers, &mut acknowledged);
     assert!(fs.refused_writes() > 0, "a write was refused");
