@@ -1,7 +1,7 @@
 //! How a [`SqliteStore`](crate::SqliteStore) is opened: durability level, reader
 //! pool size and group-commit limits.
 //!
-//! The defaults keep every promise of `DESIGN.md`; the one knob that weakens a
+//! The defaults keep every promise of `docs/design.md`; the one knob that weakens a
 //! promise, [`Synchronous::Normal`], says so.
 
 /// When SQLite waits for the disk (`PRAGMA synchronous`). The store always runs in
@@ -10,7 +10,7 @@
 pub enum Synchronous {
     /// The write-ahead log is fsynced after a commit and before its appends are
     /// acknowledged: nothing acknowledged is lost, even on power loss or an OS crash
-    /// (`DESIGN.md`, promise 1). Under load the fsync runs on its own thread and covers
+    /// (`docs/design.md`, promise 1). Under load the fsync runs on its own thread and covers
     /// every group committed since the last one; a group alone is synced by SQLite
     /// inside its `COMMIT` (`syncer.rs`).
     #[default]

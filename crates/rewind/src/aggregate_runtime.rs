@@ -9,7 +9,7 @@
 //! * When the append finds the stream moved on (another process, or an evicted copy
 //!   of this instance), the runtime reads the missing events and decides the command
 //!   again, up to `max_attempts` times.
-//! * A command is processed once (`DESIGN.md`, promise 9): a command id of the
+//! * A command is processed once (`docs/design.md`, promise 9): a command id of the
 //!   caller's choosing that the log already records ([`crate::command_outcome`]) is
 //!   answered with its first outcome — the version its events reached, or its typed
 //!   domain failure — and appends nothing. The instance's memory of recent command

@@ -1,5 +1,5 @@
 //! The durable record of what a command did, so that a command id is processed once
-//! whatever the caches, snapshots, restarts or copies (`DESIGN.md`, promise 9).
+//! whatever the caches, snapshots, restarts or copies (`docs/design.md`, promise 9).
 //!
 //! Nothing here is kept beside the log: the log *is* the record, so an export, an
 //! import or a replay of any prefix carries exactly the outcomes of that prefix.

@@ -3,7 +3,7 @@
 //! replaying one means for each kind of subscription. [`Subscriptions`](crate::Subscriptions)
 //! (in-process) and the operator's tools (`rewind_cli`) both go by these rules.
 //!
-//! Promises (DESIGN.md 4, 8 and 10: a replayed dead letter keeps exactly-once):
+//! Promises (`docs/design.md`, promises 4, 8 and 10: a replayed dead letter keeps exactly-once):
 //! * **Projectors**: a dead letter is replayed by rebuilding the projector. Handing
 //!   it the one event late would apply it after newer events (a read model that
 //!   writes absolute balances would move back) and, for a projection that adds,

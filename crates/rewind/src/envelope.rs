@@ -3,7 +3,7 @@
 //!
 //! Every recorded event carries event id, stream id and version, global position,
 //! type name, JSON data, metadata with command, causation and correlation ids, and
-//! the commit timestamp (`DESIGN.md`, promise 6).
+//! the commit timestamp (`docs/design.md`, promise 6).
 //!
 //! How metadata is stored is decided here, for every backend: causation and
 //! correlation ids in columns of their own, the custom keys as one JSON object

@@ -4,7 +4,7 @@
 //! Versions count from 1: the first event of a stream has version 1, so version 0
 //! means "no stream". Global positions also count from 1 and only ever grow; every
 //! store promises that a reader following positions upward never skips a committed
-//! event (see `DESIGN.md`, promise 3).
+//! event (see `docs/design.md`, promise 3).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
