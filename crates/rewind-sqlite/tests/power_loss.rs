@@ -251,10 +251,7 @@ fn kill_and_cut_rounds(fs: &mut FaultFs, sync: &str, rounds: usize) -> Vec<usize
                 acknowledged.push(event);
             }
         }
-        acknowledged.extend(run.kill().into_iter().filter_map(|line| match line {
-            Line::Ack(_, event) => Some(event),
-            _ => None,
-        }));
+        acknowledged.extend(acks(run.kill()));
         let cut = fs.power_cut().expect("power cut");
         run = Run::start(&path, sync, 4);
         let lost = lost(&acknowledged, &run.stored);
@@ -304,14 +301,27 @@ fn until_every_writer_failed(run: &mut Run, writers: usize, acknowledged: &mut V
     errors
 }
 
+/// The acknowledged events among `lines`.
+fn acks(lines: impl IntoIterator<Item = Line>) -> impl Iterator<Item = Event> {
+    lines.into_iter().filter_map(|line| match line {
+        Line::Ack(_, event) => Some(event),
+        _ => None,
+    })
+}
+
 /// The events acknowledged among the next `lines` lines of a run.
 fn acknowledged_of(run: &mut Run, lines: usize) -> Vec<Event> {
-    (0..lines)
-        .filter_map(|_| match run.next() {
-            Line::Ack(_, event) => Some(event),
-            _ => None,
-        })
-        .collect()
+    acks((0..lines).map(|_| run.next())).collect()
+}
+
+/// Kills the run, cuts the power, and starts a child on the file again, which checks
+/// its integrity: every acknowledged append must be there.
+fn kill_cut_and_check(fs: &mut FaultFs, run: Run, writers: usize, mut acknowledged: Vec<Event>) {
+    acknowledged.extend(acks(run.kill()));
+    fs.power_cut().expect("power cut");
+    let run = Run::start(&fs.path().join("events.db"), "full", writers);
+    assert_eq!(lost(&acknowledged, &run.stored), Vec::<&Event>::new(), "acknowledged appends lost");
+    run.kill();
 }
 
 fn fsync_eio_poisons_the_store(writers: usize) {
@@ -336,14 +346,7 @@ fn fsync_eio_poisons_the_store(writers: usize) {
             _ => {}
         }
     }
-    acknowledged.extend(run.kill().into_iter().filter_map(|line| match line {
-        Line::Ack(_, event) => Some(event),
-        _ => None,
-    }));
-    fs.power_cut().expect("power cut");
-    let run = Run::start(&path, "full", writers);
-    assert_eq!(lost(&acknowledged, &run.stored), Vec::<&Event>::new(), "acknowledged appends lost");
-    run.kill();
+    kill_cut_and_check(&mut fs, run, writers, acknowledged);
 }
 
 #[test]
@@ -375,13 +378,5 @@ fn a_full_disk_is_a_clear_error_and_appends_succeed_once_there_is_room() {
             acknowledged.push(event);
         }
     }
-    acknowledged.extend(run.kill().into_iter().filter_map(|line| match line {
-        Line::Ack(_, event) => Some(event),
-        _ => None,
-    }));
-    fs.power_cut().expect("power cut");
-    // The next child checks the file's integrity and finds every acknowledged append.
-    let run = Run::start(&path, "full", writers);
-    assert_eq!(lost(&acknowledged, &run.stored), Vec::<&Event>::new(), "acknowledged appends lost");
-    run.kill();
+    kill_cut_and_check(&mut fs, run, writers, acknowledged);
 }
