@@ -9,10 +9,9 @@ use crate::domain::TransferBetweenAccounts;
 use crate::read_model::Queries;
 use async_trait::async_trait;
 use rewind::{Middleware, Pipeline, Rejection, ValidationErrors};
-use std::sync::Arc;
 
 /// See the module docs.
-pub struct DestinationCheck(pub Arc<dyn Queries>);
+pub struct DestinationCheck(pub Queries);
 
 #[async_trait]
 impl Middleware for DestinationCheck {

@@ -11,18 +11,13 @@
 use crate::app::router;
 use crate::destination_check::DestinationCheck;
 use crate::domain::TransferProcess;
-use crate::read_model::postgres::{PostgresBankProjection, PostgresQueries};
-use crate::read_model::sqlite::{SqliteBankProjection, SqliteQueries};
-use crate::read_model::statements::{PostgresStatements, STATEMENTS, SqliteStatements};
-use crate::read_model::{PROJECTOR, Queries};
+use crate::read_model::{Accounts, Queries, Statements};
 use async_trait::async_trait;
 use rewind::{
-    Application, Consumer, EventFilter, EventStore, LoggingMiddleware, Middleware, StoreError, SubscriptionOptions,
-    Subscriptions, SubscriptionsBuilder, ValidationMiddleware,
+    Application, EventStore, LoggingMiddleware, Middleware, StoreError, SubscriptionOptions, Subscriptions,
+    SubscriptionsBuilder, ValidationMiddleware,
 };
 use rewind_cli::{Backend, Database, OpenMode, OpsError, ReadModel, RewindApp};
-use rewind_postgres::PostgresProjector;
-use rewind_sqlite::SqliteProjector;
 use std::sync::Arc;
 
 /// The subscription name of the transfer process.
@@ -45,11 +40,8 @@ impl Default for BankApp {
 }
 
 /// The queries over a backend's read model.
-pub fn queries(read_model: &ReadModel) -> Arc<dyn Queries> {
-    match read_model {
-        ReadModel::Sqlite(model) => Arc::new(SqliteQueries(model.clone())),
-        ReadModel::Postgres(model) => Arc::new(PostgresQueries(model.as_ref().clone())),
-    }
+pub fn queries(read_model: &ReadModel) -> Queries {
+    Queries(read_model.portable())
 }
 
 #[async_trait]
@@ -71,31 +63,15 @@ impl RewindApp for BankApp {
         builder: SubscriptionsBuilder,
         backend: &Backend,
     ) -> Result<SubscriptionsBuilder, StoreError> {
-        let (accounts, statements): (Arc<dyn Consumer>, Arc<dyn Consumer>) = match &backend.read_model {
-            ReadModel::Sqlite(model) => {
-                let accounts = SqliteProjector::new(PROJECTOR, SqliteBankProjection, model).await?;
-                let statements = SqliteProjector::new(STATEMENTS, SqliteStatements, model).await?;
-                // In the store's own file, projections are written with the events (a
-                // write's answer, which reads the accounts, then waits for nothing more);
-                // their subscriptions catch up whatever the writer could not do.
-                if model.is_sharing() {
-                    let statements = if self.statements { statements.inline(EventFilter::all())? } else { statements };
-                    (Arc::new(accounts.inline(EventFilter::all())?), Arc::new(statements))
-                } else {
-                    (Arc::new(accounts), Arc::new(statements))
-                }
-            }
-            ReadModel::Postgres(model) => (
-                Arc::new(PostgresProjector::new(PROJECTOR, PostgresBankProjection, model).await?),
-                Arc::new(PostgresProjector::new(STATEMENTS, PostgresStatements, model).await?),
-            ),
-        };
-        let builder = builder.consumer(PROJECTOR, accounts, SubscriptionOptions::new().strong()).process_manager(
-            TRANSFER_PROCESS,
-            TransferProcess,
-            SubscriptionOptions::new(),
-        );
-        Ok(if self.statements { builder.consumer(STATEMENTS, statements, SubscriptionOptions::new()) } else { builder })
+        // On SQLite in the store's own file, projectors are also written with the
+        // events (a write's answer, which reads the accounts, then waits for nothing
+        // more); their subscriptions catch up whatever the writer could not do.
+        let builder = builder
+            .read_model(backend.read_model.portable())
+            .projector_with(Accounts, SubscriptionOptions::new().strong())
+            .await?
+            .process_manager(TRANSFER_PROCESS, TransferProcess, SubscriptionOptions::new());
+        if self.statements { builder.projector(Statements).await } else { Ok(builder) }
     }
 }
 
@@ -104,7 +80,7 @@ pub struct Bank {
     /// Commands go here.
     pub app: Application,
     /// Reads come from here.
-    pub queries: Arc<dyn Queries>,
+    pub queries: Queries,
     /// The projections and the transfer process.
     pub subscriptions: Subscriptions,
     /// The database, kept open while the bank runs.

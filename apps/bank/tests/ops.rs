@@ -305,7 +305,8 @@ fn assert_same_rows(actual: &[String], expected: &[String], context: &str) {
     assert!(actual == expected, "{context}\nexpected but missing: {missing:#?}\npresent but not expected: {extra:#?}");
 }
 
-/// Every row of the bank's read model tables, as text, in a stable order.
+/// Every row of the bank's read model tables, as text, in a stable order (a table
+/// not made yet has none).
 async fn tables(database: &str) -> Vec<String> {
     let names = ["accounts", "account_transactions", "transfers", "monthly_statements"];
     let backend = Backend::open(&database.parse().expect("db"), OpenMode::Existing).await.expect("open");
@@ -314,6 +315,10 @@ async fn tables(database: &str) -> Vec<String> {
             .read(move |conn| {
                 let mut rows = Vec::new();
                 for table in names {
+                    let exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1";
+                    if !conn.prepare(exists)?.exists([table])? {
+                        continue;
+                    }
                     let mut statement = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))?;
                     let columns = statement.column_count();
                     let mut query = statement.query([])?;
@@ -330,6 +335,10 @@ async fn tables(database: &str) -> Vec<String> {
             let client = model.client().await.expect("client");
             let mut rows = Vec::new();
             for table in names {
+                let exists = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]).await.expect("exists");
+                if !exists.get::<_, bool>(0) {
+                    continue;
+                }
                 for row in client.query(&format!("SELECT t::text FROM {table} t ORDER BY 1"), &[]).await.expect("rows")
                 {
                     rows.push(format!("{table}: {}", row.get::<_, String>(0)));
@@ -724,10 +733,12 @@ fn strict_tables(path: &std::path::Path) -> Vec<(String, bool)> {
 fn make_tables_lax(path: &std::path::Path) {
     let conn = rusqlite::Connection::open(path).expect("open");
     let names = ["accounts", "account_transactions", "transfers", "monthly_statements"];
-    let lax =
-        [include_str!("../src/read_model/sqlite_tables.sql"), include_str!("../src/read_model/statements_sqlite.sql")]
-            .concat()
-            .replace(") STRICT;", ");");
+    let lax = [
+        include_str!("../src/read_model/accounts_sqlite.sql"),
+        include_str!("../src/read_model/statements_sqlite.sql"),
+    ]
+    .concat()
+    .replace(") STRICT;", ");");
     for name in names {
         conn.execute_batch(&format!("ALTER TABLE {name} RENAME TO strict_{name}")).expect("rename");
     }

@@ -22,6 +22,16 @@ pub enum ReadModel {
     Postgres(Box<PostgresReadModel>),
 }
 
+impl ReadModel {
+    /// The read model as every backend's projectors and queries see it.
+    pub fn portable(&self) -> Arc<dyn rewind::ReadModel> {
+        match self {
+            ReadModel::Sqlite(model) => Arc::new(model.clone()),
+            ReadModel::Postgres(model) => Arc::new(model.as_ref().clone()),
+        }
+    }
+}
+
 /// What an operation or a server needs the database to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {

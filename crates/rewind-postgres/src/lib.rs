@@ -33,6 +33,8 @@
 //!
 //! * [`read_model`]: a read model database (a pool working in one schema).
 //! * [`projector`]: [`PostgresProjection`]s run as exactly-once subscription consumers.
+//! * `portable`: [`rewind::Projector`]s and portable queries on PostgreSQL
+//!   ([`PostgresReadModel`] is a [`rewind::ReadModel`]).
 //! * [`subscription_store`]: checkpoints, dead letters, process manager state, and the
 //!   advisory-lock leases that keep a subscription active in one process.
 //!
@@ -54,6 +56,7 @@ mod import;
 mod layer;
 pub mod listener;
 pub mod options;
+mod portable;
 pub mod postgres_store;
 pub mod projector;
 pub mod read_model;

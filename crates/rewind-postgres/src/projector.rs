@@ -51,6 +51,15 @@ use tokio_postgres::{GenericClient, Transaction};
 pub trait PostgresProjection: Send + Sync + 'static {
     /// Creates the read model's tables if they do not exist.
     async fn create(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error>;
+    /// Drops tables an older version of the projection made that [`create`](Self::create)
+    /// cannot bring up to date, and says whether it dropped any. The projector then
+    /// forgets its checkpoint in the same transaction, before `create`, so its
+    /// subscription rebuilds the read model from the origin. Default: nothing is
+    /// ever outdated.
+    async fn drop_outdated(&self, tx: &Transaction<'_>) -> Result<bool, tokio_postgres::Error> {
+        let _ = tx;
+        Ok(false)
+    }
     /// Applies one event inside the batch's transaction.
     async fn project(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), ConsumerError>;
 
@@ -120,6 +129,12 @@ impl<P: PostgresProjection> PostgresProjector<P> {
         tx.execute("SELECT pg_advisory_xact_lock(hashtext('rewind:projector'), hashtext($1))", &[&name])
             .await
             .map_err(backend)?;
+        if projection.drop_outdated(&tx).await.map_err(backend)? {
+            tracing::warn!(projector = %name, "tables of an older version dropped; rebuilding from the origin");
+            tx.execute("UPDATE rewind_projections SET position = 0 WHERE name = $1", &[&name])
+                .await
+                .map_err(backend)?;
+        }
         projection.create(&tx).await.map_err(backend)?;
         tx.execute("INSERT INTO rewind_projections (name, position) VALUES ($1, 0) ON CONFLICT DO NOTHING", &[&name])
             .await

@@ -25,6 +25,8 @@
 //!
 //! * [`read_model`]: a read model database (one shared write connection, pooled readers).
 //! * [`projector`]: [`SqliteProjection`]s run as exactly-once subscription consumers.
+//! * `portable`: [`rewind::Projector`]s and portable queries on SQLite ([`SqliteReadModel`]
+//!   is a [`rewind::ReadModel`]).
 //! * [`subscription_store`]: checkpoints, dead letters and process manager state.
 
 pub mod config;
@@ -38,6 +40,7 @@ mod append;
 mod connection;
 mod error;
 mod inline;
+mod portable;
 mod reader;
 mod row;
 mod schema;

@@ -11,8 +11,9 @@
 use crate::application::Application;
 use crate::dead_letters;
 use crate::event_handler::{EventHandler, HandlerConsumer};
-use crate::event_store::EventStore;
+use crate::event_store::{EventStore, StoreError};
 use crate::process_manager::{ProcessManager, ProcessManagerConsumer};
+use crate::projector::{Projector, ReadModel};
 use crate::stream::GlobalPosition;
 use crate::subscription::{Consumer, ConsumerKind, Runner, SubscriptionOptions, SubscriptionStatus, Tracker};
 use crate::subscription_store::{DeadLetter, SubscriptionStore};
@@ -61,10 +62,43 @@ struct Registered {
 pub struct SubscriptionsBuilder {
     app: Application,
     bookkeeping: Arc<dyn SubscriptionStore>,
+    read_model: Option<Arc<dyn ReadModel>>,
     registered: Vec<Registered>,
 }
 
 impl SubscriptionsBuilder {
+    /// Sets the read model [`projector`](Self::projector)s write to.
+    pub fn read_model(mut self, read_model: Arc<dyn ReadModel>) -> Self {
+        self.read_model = Some(read_model);
+        self
+    }
+
+    /// Adds a projector: creates its tables in the [`read_model`](Self::read_model)
+    /// and its subscription, under the projector's own name and filter. On error
+    /// (no read model set, the tables could not be made) nothing is registered.
+    pub async fn projector(self, projector: impl Projector) -> Result<Self, StoreError> {
+        self.projector_with(projector, SubscriptionOptions::new()).await
+    }
+
+    /// [`projector`](Self::projector) with subscription options (e.g.
+    /// [`strong`](SubscriptionOptions::strong)); their filter is replaced by the
+    /// projector's.
+    pub async fn projector_with(
+        self,
+        projector: impl Projector,
+        options: SubscriptionOptions,
+    ) -> Result<Self, StoreError> {
+        let Some(read_model) = &self.read_model else {
+            return Err(StoreError::Invalid(format!(
+                "projector `{}` needs a read model: set one with SubscriptionsBuilder::read_model",
+                projector.name()
+            )));
+        };
+        let (name, filter) = (projector.name().to_owned(), projector.filter());
+        let consumer = read_model.projector(Arc::new(projector)).await?;
+        Ok(self.consumer(name, consumer, options.filter(filter)))
+    }
+
     /// Adds any consumer (backends provide projector consumers).
     pub fn consumer(
         mut self,
@@ -162,7 +196,7 @@ pub struct Subscriptions {
 impl Subscriptions {
     /// Starts collecting subscriptions for `app`, keeping their bookkeeping in `bookkeeping`.
     pub fn builder(app: &Application, bookkeeping: Arc<dyn SubscriptionStore>) -> SubscriptionsBuilder {
-        SubscriptionsBuilder { app: app.clone(), bookkeeping, registered: Vec::new() }
+        SubscriptionsBuilder { app: app.clone(), bookkeeping, read_model: None, registered: Vec::new() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {

@@ -103,3 +103,32 @@ where
         }
     }
 }
+
+/// An event as a store would record it, for testing projectors and handlers
+/// without a store: version and position `position`, a fresh id, committed now.
+///
+/// ```
+/// #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// enum Ev { Opened { id: u32 } }
+/// impl rewind::Event for Ev {}
+///
+/// let recorded = rewind::testing::recorded("account-1", 3, &Ev::Opened { id: 7 }).unwrap();
+/// assert_eq!((recorded.event_type.as_str(), recorded.position.0), ("Opened", 3));
+/// ```
+pub fn recorded<E: crate::Event>(
+    stream_id: &str,
+    position: u64,
+    event: &E,
+) -> Result<crate::RecordedEvent, crate::EventError> {
+    let encoded = encode_event(event)?;
+    Ok(crate::RecordedEvent {
+        event_id: uuid::Uuid::now_v7(),
+        stream_id: stream_id.to_owned(),
+        stream_version: crate::StreamVersion(position),
+        position: crate::GlobalPosition(position),
+        event_type: encoded.event_type,
+        data: encoded.data,
+        metadata: crate::Metadata::default(),
+        created_at: chrono::Utc::now(),
+    })
+}

@@ -2,27 +2,31 @@
 //! `account_transactions` and `transfers` tables, and the queries the HTTP API
 //! answers from. Queries read only these tables.
 //!
-//! One projector ([`PROJECTOR`]) writes all three in one transaction per batch: a
-//! write can then wait for a single subscription, and each batch costs one commit
-//! instead of three.
+//! One projector ([`Accounts`], named [`PROJECTOR`]) writes all three in one
+//! transaction per batch: a write can then wait for a single subscription, and each
+//! batch costs one commit instead of three.
 //!
-//! The mapping from events to [`Change`]s is pure and shared; `sqlite` and
-//! `postgres` only say how a change is written and how a view is read in each
-//! dialect. [`statements`] is a second, later projection: monthly statements.
+//! Written once for every backend: the mapping from events to [`Change`]s is pure,
+//! [`accounts`] turns changes into portable SQL, [`queries`] reads the views back;
+//! only the tables' DDL is per dialect (`accounts_*.sql`). [`statements`] is a
+//! second, later projection: monthly statements.
 //!
 //! Money: these tables copy amounts and balances from the events, which the
 //! account checked, and add nothing up; [`statements`] sums, each sum checked, and
 //! says so when a month's total is beyond `i64`. On SQLite every table is `STRICT`
-//! (see `sqlite`), so no column silently holds a REAL.
+//! (see [`accounts`]), so no column silently holds a REAL.
 
-pub mod postgres;
-pub mod sqlite;
+pub mod accounts;
+pub mod queries;
 pub mod statements;
 
+pub use accounts::Accounts;
+pub use queries::Queries;
+pub use statements::Statements;
+
 use crate::domain::AccountEvent;
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rewind::{EventError, RecordedEvent, StoreError};
+use rewind::{EventError, RecordedEvent};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -45,7 +49,7 @@ impl Table {
     pub const ALL: [Table; 3] = [Table::Accounts, Table::Transactions, Table::Transfers];
 
     /// The table's SQL name.
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Table::Accounts => "accounts",
             Table::Transactions => "account_transactions",
@@ -321,20 +325,6 @@ pub struct TransferView {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-}
-
-/// The queries the API answers from the read model.
-#[async_trait]
-pub trait Queries: Send + Sync + 'static {
-    /// One account.
-    async fn account(&self, uuid: Uuid) -> Result<Option<AccountView>, StoreError>;
-    /// An account's money movements, oldest first.
-    async fn transactions(&self, account: Uuid) -> Result<Vec<TransactionView>, StoreError>;
-    /// One transfer.
-    async fn transfer(&self, uuid: Uuid) -> Result<Option<TransferView>, StoreError>;
-    /// An account's monthly statements, oldest first (empty until that projection
-    /// has caught up, see [`statements`]).
-    async fn statements(&self, account: Uuid) -> Result<Vec<statements::StatementView>, StoreError>;
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 //! events, it starts from the origin and catches up while the service runs (it is
 //! not strongly consistent, so no request waits for it), then stays live.
 //!
-//! The mapping from an event to a [`StatementLine`] is pure; the SQLite and
-//! PostgreSQL projections below only write it.
+//! The mapping from an event to a [`StatementLine`] is pure; [`Statements`] writes
+//! it as one portable upsert, on every backend.
 //!
 //! Money is exact or says it is not. Balances fit in `i64` (the account refuses a
 //! movement that would overflow one), but a month's money in or out need not: money
@@ -19,12 +19,9 @@
 //! error); the SQLite table is `STRICT`, so no REAL can take an integer's place.
 
 use crate::domain::AccountEvent;
-use async_trait::async_trait;
-use rewind::{ConsumerError, EventError, RecordedEvent};
-use rewind_postgres::PostgresProjection;
-use rewind_sqlite::SqliteProjection;
+use rewind::sql::{Dialect, Sql};
+use rewind::{ConsumerError, EventError, Projector, RecordedEvent};
 use serde::Serialize;
-use std::sync::LazyLock;
 use uuid::Uuid;
 
 /// The statements projector's (and subscription's) name.
@@ -110,42 +107,39 @@ pub fn add_to_total(total: Option<i64>, amount: i64) -> Option<i64> {
     total?.checked_add(amount)
 }
 
-/// `total = total + excluded.total` for a total that is `NULL` once beyond `i64`,
-/// in SQL both dialects read alike (`{table}` is the qualifier PostgreSQL needs,
-/// `{total}` the column): `NULL` instead of an overflow. The added amount is never
-/// negative, so `9223372036854775807 - amount` cannot overflow itself; `NULL` on
-/// either side gives `NULL`.
-fn add_total_sql(table: &str, total: &str) -> String {
-    format!(
-        "{total} = CASE WHEN {table}{total} > 9223372036854775807 - excluded.{total} THEN NULL \
-         ELSE {table}{total} + excluded.{total} END"
-    )
+/// `total = total + excluded.total` for a total that is `NULL` once beyond `i64`:
+/// `NULL` instead of the overflow SQLite would turn into a REAL and PostgreSQL into
+/// an error. The added amount is never negative, so `9223372036854775807 - amount`
+/// cannot overflow itself; `NULL` on either side gives `NULL`.
+macro_rules! add_total {
+    ($total:literal) => {
+        concat!(
+            $total,
+            " = CASE WHEN monthly_statements.",
+            $total,
+            " > 9223372036854775807 - excluded.",
+            $total,
+            " THEN NULL ELSE monthly_statements.",
+            $total,
+            " + excluded.",
+            $total,
+            " END"
+        )
+    };
 }
 
-/// The upsert of one or more folded lines; `{table}` as in [`add_total_sql`].
-fn upsert_sql(insert: &str, table: &str) -> String {
-    format!(
-        "{insert}
-         ON CONFLICT (account_uuid, month) DO UPDATE SET
-            {credits}, {debits},
-            closing_balance = excluded.closing_balance,
-            transactions = {table}transactions + excluded.transactions",
-        credits = add_total_sql(table, "credits"),
-        debits = add_total_sql(table, "debits"),
-    )
-}
-
-/// The upserts, built once (the SQLite one runs in every group of appends).
-static SQLITE_UPSERT: LazyLock<String> =
-    LazyLock::new(|| upsert_sql("INSERT INTO monthly_statements VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)", ""));
-static POSTGRES_UPSERT: LazyLock<String> = LazyLock::new(|| {
-    upsert_sql("INSERT INTO monthly_statements VALUES ($1, $2, $3, $4, $5, $6, 1)", "monthly_statements.")
-});
-static POSTGRES_UPSERT_BATCH: LazyLock<String> = LazyLock::new(|| {
-    let insert = "INSERT INTO monthly_statements
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])";
-    upsert_sql(insert, "monthly_statements.")
-});
+/// Adds `$7` movements of one account's month; the same text on every backend.
+const UPSERT: &str = concat!(
+    "INSERT INTO monthly_statements
+         (account_uuid, month, opening_balance, credits, debits, closing_balance, transactions)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)
+     ON CONFLICT (account_uuid, month) DO UPDATE SET ",
+    add_total!("credits"),
+    ", ",
+    add_total!("debits"),
+    ", closing_balance = excluded.closing_balance,
+     transactions = monthly_statements.transactions + excluded.transactions"
+);
 
 /// One month of one account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -167,7 +161,7 @@ pub struct StatementView {
 }
 
 impl StatementView {
-    fn new(
+    pub(crate) fn new(
         month: String,
         opening_balance: i64,
         (credits, debits): (Option<i64>, Option<i64>),
@@ -179,52 +173,8 @@ impl StatementView {
     }
 }
 
-/// Monthly statements on SQLite.
-pub struct SqliteStatements;
-
-impl SqliteProjection for SqliteStatements {
-    fn create(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-        conn.execute_batch(include_str!("statements_sqlite.sql"))
-    }
-
-    /// A table from before it was `STRICT` may hold REAL totals: rebuilt.
-    fn drop_outdated(&self, conn: &rusqlite::Connection) -> rusqlite::Result<bool> {
-        super::sqlite::drop_if_lax(conn, &["monthly_statements"])
-    }
-
-    fn project(&self, conn: &rusqlite::Connection, event: &RecordedEvent) -> Result<(), ConsumerError> {
-        let Some(line) = statement_line(event)? else { return Ok(()) };
-        conn.prepare_cached(&SQLITE_UPSERT)?.execute(rusqlite::params![
-            line.account_uuid.to_string(),
-            line.month,
-            line.balance_before,
-            line.credit,
-            line.debit,
-            line.balance_after
-        ])?;
-        Ok(())
-    }
-
-    fn reset(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-        conn.execute_batch("DELETE FROM monthly_statements")
-    }
-}
-
-/// Reads an account's statements on SQLite.
-pub fn sqlite_statements(conn: &rusqlite::Connection, account: Uuid) -> rusqlite::Result<Vec<StatementView>> {
-    // `+?1`: with `= ?1` and ORDER BY, SQLite re-prepares the statement on every execution.
-    let mut statement = conn.prepare_cached(
-        "SELECT month, opening_balance, credits, debits, closing_balance, transactions
-         FROM monthly_statements WHERE account_uuid = +?1 ORDER BY month",
-    )?;
-    let rows = statement.query_map([account.to_string()], |row| {
-        Ok(StatementView::new(row.get(0)?, row.get(1)?, (row.get(2)?, row.get(3)?), row.get(4)?, row.get(5)?))
-    })?;
-    rows.collect()
-}
-
-/// Monthly statements on PostgreSQL.
-pub struct PostgresStatements;
+/// Monthly statements, on every backend.
+pub struct Statements;
 
 /// One account's month folded from a batch's lines.
 struct Month {
@@ -237,28 +187,53 @@ struct Month {
     transactions: i64,
 }
 
-#[async_trait]
-impl PostgresProjection for PostgresStatements {
-    async fn create(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), tokio_postgres::Error> {
-        tx.batch_execute(include_str!("statements_postgres.sql")).await
+impl Month {
+    fn write(self, sql: &mut Sql) {
+        let Month { account_uuid, month, opening, credits, debits, closing, transactions } = self;
+        sql.execute(UPSERT, (account_uuid, month, opening, credits, debits, closing, transactions));
+    }
+}
+
+impl Projector for Statements {
+    fn name(&self) -> &str {
+        STATEMENTS
     }
 
-    async fn project(&self, tx: &tokio_postgres::Transaction<'_>, event: &RecordedEvent) -> Result<(), ConsumerError> {
-        let Some(line) = statement_line(event)? else { return Ok(()) };
-        tx.execute(
-            &*POSTGRES_UPSERT,
-            &[&line.account_uuid, &line.month, &line.balance_before, &line.credit, &line.debit, &line.balance_after],
+    fn schema(&self, dialect: Dialect) -> &'static str {
+        match dialect {
+            Dialect::Postgres => include_str!("statements_postgres.sql"),
+            _ => include_str!("statements_sqlite.sql"),
+        }
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["monthly_statements"]
+    }
+
+    /// A table from before it was `STRICT` may hold REAL totals: rebuilt.
+    fn outdated(&self, dialect: Dialect) -> Option<&'static str> {
+        (dialect == Dialect::Sqlite).then_some(
+            "SELECT 1 FROM pragma_table_list WHERE schema = 'main' AND strict = 0 AND name = 'monthly_statements'",
         )
-        .await?;
+    }
+
+    fn project(&self, event: &RecordedEvent, sql: &mut Sql) -> Result<(), ConsumerError> {
+        let Some(line) = statement_line(event)? else { return Ok(()) };
+        let month = Month {
+            account_uuid: line.account_uuid,
+            month: line.month,
+            opening: line.balance_before,
+            credits: Some(line.credit),
+            debits: Some(line.debit),
+            closing: line.balance_after,
+            transactions: 1,
+        };
+        month.write(sql);
         Ok(())
     }
 
-    /// A batch in one statement: lines folded per account and month first.
-    async fn project_batch(
-        &self,
-        tx: &tokio_postgres::Transaction<'_>,
-        events: &[RecordedEvent],
-    ) -> Result<(), ConsumerError> {
+    /// One upsert per account and month: lines folded first.
+    fn project_batch(&self, events: &[RecordedEvent], sql: &mut Sql) -> Result<(), ConsumerError> {
         let mut index = std::collections::HashMap::new();
         let mut rows: Vec<Month> = Vec::new();
         for event in events {
@@ -282,44 +257,9 @@ impl PostgresProjection for PostgresStatements {
             // A count of a batch's events: it cannot come near i64.
             row.transactions += 1;
         }
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let accounts: Vec<Uuid> = rows.iter().map(|r| r.account_uuid).collect();
-        let months: Vec<&str> = rows.iter().map(|r| r.month.as_str()).collect();
-        let openings: Vec<i64> = rows.iter().map(|r| r.opening).collect();
-        let credits: Vec<Option<i64>> = rows.iter().map(|r| r.credits).collect();
-        let debits: Vec<Option<i64>> = rows.iter().map(|r| r.debits).collect();
-        let closings: Vec<i64> = rows.iter().map(|r| r.closing).collect();
-        let counts: Vec<i64> = rows.iter().map(|r| r.transactions).collect();
-        tx.execute(&*POSTGRES_UPSERT_BATCH, &[&accounts, &months, &openings, &credits, &debits, &closings, &counts])
-            .await?;
+        rows.into_iter().for_each(|row| row.write(sql));
         Ok(())
     }
-
-    async fn reset(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), tokio_postgres::Error> {
-        tx.batch_execute("DELETE FROM monthly_statements").await
-    }
-}
-
-/// Reads an account's statements on PostgreSQL.
-pub async fn postgres_statements(
-    client: &tokio_postgres::Client,
-    account: Uuid,
-) -> Result<Vec<StatementView>, tokio_postgres::Error> {
-    let rows = client
-        .query(
-            "SELECT month, opening_balance, credits, debits, closing_balance, transactions
-             FROM monthly_statements WHERE account_uuid = $1 ORDER BY month",
-            &[&account],
-        )
-        .await?;
-    rows.iter()
-        .map(|row| {
-            let totals = (row.try_get(2)?, row.try_get(3)?);
-            Ok(StatementView::new(row.try_get(0)?, row.try_get(1)?, totals, row.try_get(4)?, row.try_get(5)?))
-        })
-        .collect()
 }
 
 #[cfg(test)]

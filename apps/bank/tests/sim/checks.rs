@@ -2,11 +2,10 @@
 
 use crate::sim::workload::Users;
 use bank::domain::AccountEvent;
-use bank::read_model::PROJECTOR;
-use bank::read_model::sqlite::SqliteBankProjection;
-use bank::read_model::statements::{STATEMENTS, SqliteStatements};
-use rewind::{Consumer, EventFilter, EventStore, GlobalPosition, RecordedEvent, SharedStore};
-use rewind_sqlite::{SqliteProjector, SqliteReadModel};
+use bank::read_model::{Accounts, Statements};
+use rewind::ReadModel;
+use rewind::{EventFilter, EventStore, GlobalPosition, RecordedEvent, SharedStore};
+use rewind_sqlite::SqliteReadModel;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -193,10 +192,9 @@ pub async fn fresh(events: &[RecordedEvent]) -> BTreeMap<&'static str, Vec<Strin
         events.iter().filter(|e| !rewind::command_outcome::is_system_stream(&e.stream_id)).cloned().collect();
     let dir = crate::sim::world::scratch();
     let model = SqliteReadModel::open(dir.path().join("fresh.db")).await.expect("fresh model");
-    let accounts = SqliteProjector::new(PROJECTOR, SqliteBankProjection, &model).await.expect("projector");
-    let statements = SqliteProjector::new(STATEMENTS, SqliteStatements, &model).await.expect("projector");
-    let consumers: [&dyn Consumer; 2] = [&accounts, &statements];
-    for consumer in consumers {
+    let accounts = model.projector(Arc::new(Accounts)).await.expect("projector");
+    let statements = model.projector(Arc::new(Statements)).await.expect("projector");
+    for consumer in [accounts, statements] {
         for chunk in events.chunks(500) {
             // An event no projection can read is passed over, as the live one's
             // dead-letter policy does.

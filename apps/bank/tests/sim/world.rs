@@ -11,20 +11,20 @@ use crate::sim::faults::{Faults, FaultyStore, INJECTED};
 use bank::app::router_with;
 use bank::destination_check::DestinationCheck;
 use bank::domain::{Account, TransferProcess};
-use bank::read_model::PROJECTOR;
-use bank::read_model::sqlite::{SqliteBankProjection, SqliteQueries};
-use bank::read_model::statements::{STATEMENTS, SqliteStatements};
+use bank::read_model::statements::STATEMENTS;
+use bank::read_model::{Accounts, PROJECTOR, Queries, Statements};
 use bank::service::TRANSFER_PROCESS;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rewind::command_outcome::is_system_stream;
+use rewind::sql::{Dialect, Sql};
 use rewind::{
     AggregateConfig, Application, BatchFailure, Consumer, ConsumerError, ConsumerKind, DeadLetter, ErrorPolicy,
     EventFilter, EventStore, GlobalPosition, LoggingMiddleware, MemoryStore, MemorySubscriptionStore, RecordedEvent,
     SharedStore, SubscriptionOptions, SubscriptionStore, Subscriptions, ValidationMiddleware,
 };
-use rewind_sqlite::{SqliteProjection, SqliteProjector, SqliteReadModel, SqliteStore};
-use rusqlite::Connection;
+use rewind::{Projector, ReadModel};
+use rewind_sqlite::{SqliteReadModel, SqliteStore};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,18 +47,21 @@ pub struct Flaky<P> {
     pub enabled: Arc<AtomicBool>,
 }
 
-impl<P: SqliteProjection> SqliteProjection for Flaky<P> {
-    fn create(&self, conn: &Connection) -> rusqlite::Result<()> {
-        self.inner.create(conn)
+impl<P: Projector + ?Sized> Projector for Flaky<Box<P>> {
+    fn name(&self) -> &str {
+        self.inner.name()
     }
-    fn project(&self, conn: &Connection, event: &RecordedEvent) -> Result<(), ConsumerError> {
+    fn schema(&self, dialect: Dialect) -> &'static str {
+        self.inner.schema(dialect)
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        self.inner.tables()
+    }
+    fn project(&self, event: &RecordedEvent, sql: &mut Sql) -> Result<(), ConsumerError> {
         if self.enabled.load(Ordering::Relaxed) && self.rng.lock().unwrap().random_bool(self.rate) {
             return Err(format!("projector bug on event {}", event.position).into());
         }
-        self.inner.project(conn, event)
-    }
-    fn reset(&self, conn: &Connection) -> rusqlite::Result<()> {
-        self.inner.reset(conn)
+        self.inner.project(event, sql)
     }
 }
 
@@ -191,7 +194,7 @@ impl World {
             .router(router_with(accounts))
             .middleware(LoggingMiddleware)
             .middleware(ValidationMiddleware)
-            .middleware(DestinationCheck(Arc::new(SqliteQueries(model.clone()))))
+            .middleware(DestinationCheck(Queries(Arc::new(model.clone()))))
             .build();
         let subs = self.consumers(&app, &model, bookkeeping.clone()).await;
         self.live = Some(Live { app, model, bookkeeping, subs, _sqlite: sqlite });
@@ -203,33 +206,17 @@ impl World {
         model: &SqliteReadModel,
         bookkeeping: Arc<dyn SubscriptionStore>,
     ) -> Vec<Sub> {
-        let flaky = |inner| Flaky {
-            inner,
-            rng: self.bug_rng.clone(),
-            rate: self.shape.projector_bug_rate,
-            enabled: self.bugs.clone(),
-        };
-        let accounts = SqliteProjector::new(PROJECTOR, flaky(SqliteBankProjection), model).await.expect("projector");
-        let statements = SqliteProjector::new(
-            STATEMENTS,
-            Flaky {
-                inner: SqliteStatements,
+        let flaky = |inner: Box<dyn Projector>| {
+            Arc::new(Flaky {
+                inner,
                 rng: self.bug_rng.clone(),
                 rate: self.shape.projector_bug_rate,
                 enabled: self.bugs.clone(),
-            },
-            model,
-        )
-        .await
-        .expect("projector");
-        let (accounts, statements): (Arc<dyn Consumer>, Arc<dyn Consumer>) = if model.is_sharing() {
-            (
-                Arc::new(accounts.inline(EventFilter::all()).expect("inline")),
-                Arc::new(statements.inline(EventFilter::all()).expect("inline")),
-            )
-        } else {
-            (Arc::new(accounts), Arc::new(statements))
+            }) as Arc<dyn Projector>
         };
+        // Inline on a model in the store's file, as the bank runs.
+        let accounts = model.projector(flaky(Box::new(Accounts))).await.expect("projector");
+        let statements = model.projector(flaky(Box::new(Statements))).await.expect("projector");
         let builder = Subscriptions::builder(app, bookkeeping).process_manager(
             TRANSFER_PROCESS,
             TransferProcess,

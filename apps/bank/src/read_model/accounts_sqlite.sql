@@ -1,5 +1,5 @@
 -- STRICT: a value of the wrong type is refused, never stored (a money column never
--- holds a REAL). A file made before the tables were STRICT is rebuilt (sqlite.rs).
+-- holds a REAL). A file made before the tables were STRICT is rebuilt (`Accounts::outdated` in accounts.rs).
 CREATE TABLE IF NOT EXISTS accounts (
     uuid            TEXT PRIMARY KEY NOT NULL,
     current_balance INTEGER NOT NULL,
