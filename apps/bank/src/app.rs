@@ -13,15 +13,15 @@ pub fn router() -> Router {
 /// The bank's router with the account aggregate configured as given (benchmarks
 /// compare without snapshots).
 pub fn router_with(accounts: AggregateConfig<Account>) -> Router {
-    Router::new()
-        .aggregate(accounts)
-        .command::<OpenAccount>()
-        .command::<DepositIntoAccount>()
-        .command::<WithdrawFromAccount>()
-        .command::<TransferBetweenAccounts>()
-        .command::<FailTransfer>()
-        .command::<RefundTransfer>()
-        .command::<CloseAccount>()
+    Router::new().aggregate(accounts).commands::<(
+        OpenAccount,
+        DepositIntoAccount,
+        WithdrawFromAccount,
+        TransferBetweenAccounts,
+        FailTransfer,
+        RefundTransfer,
+        CloseAccount,
+    )>()
 }
 
 /// The bank's command side on `store`.

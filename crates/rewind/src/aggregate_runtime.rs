@@ -156,8 +156,9 @@ impl<A: Aggregate> AggregateRuntime<A> {
     }
 
     pub(crate) fn stream_id(&self, identity: &str) -> String {
-        let mut stream = String::with_capacity(self.config.identity_prefix.len() + identity.len());
-        stream.push_str(&self.config.identity_prefix);
+        let prefix = self.config.identity_prefix.as_deref().unwrap_or_default();
+        let mut stream = String::with_capacity(prefix.len() + identity.len());
+        stream.push_str(prefix);
         stream.push_str(identity);
         stream
     }

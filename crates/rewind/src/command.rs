@@ -47,6 +47,17 @@ pub trait Command: fmt::Debug + Send + Sync + Sized + 'static {
     /// The aggregate type that handles this command.
     type Aggregate: Execute<Self>;
 
+    /// The stream prefix this command expects its aggregate to be configured with, or
+    /// `None` (the default) for no opinion.
+    ///
+    /// The [`Router`](crate::Router) uses it when the aggregate's
+    /// [`AggregateConfig`](crate::AggregateConfig) sets no
+    /// [`identity_prefix`](crate::AggregateConfig::identity_prefix), and panics when
+    /// it meets a different prefix for the same aggregate, from its configuration or
+    /// from another command: the prefix is part of every stream id, so a disagreement
+    /// would send one instance's commands to two streams.
+    const STREAM_PREFIX: Option<&'static str> = None;
+
     /// The identity of the targeted instance (without the router's prefix).
     fn aggregate_id(&self) -> String;
 

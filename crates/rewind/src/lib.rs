@@ -22,6 +22,12 @@
 //! * Commands are processed once: [`command_outcome`] keeps each one's first outcome
 //!   in the log.
 //! * Testing: [`testing`] (given / when / then) and [`conformance`] (the store suite).
+//! * With the default `derive` feature, `#[derive(Command)]`, `#[derive(Event)]` and
+//!   `#[rewind::event]` (from `rewind-macros`) write the [`Command`] and [`Event`]
+//!   impls; they share the traits' names, as serde's derives do.
+
+// The derives name `::rewind::...`; this lets them be used inside this crate's tests.
+extern crate self as rewind;
 
 pub mod aggregate;
 mod aggregate_runtime;
@@ -71,7 +77,7 @@ pub use middleware::validation::{ValidationErrors, ValidationMiddleware};
 pub use middleware::{Middleware, Pipeline, Rejection};
 pub use process_manager::{CommandFailure, Interest, OnError, ProcessCommand, ProcessManager};
 pub use projector::{Projector, ReadModel};
-pub use router::{AggregateConfig, Router};
+pub use router::{AggregateConfig, CommandSet, Router};
 pub use shared_store::{BoxFuture, DynEventStore, SharedStore};
 pub use stream::{Direction, ExpectedVersion, GlobalPosition, StreamVersion};
 pub use subscription::{
@@ -83,6 +89,15 @@ pub use subscription_store::{
 };
 pub use subscriptions::{SubscriptionError, Subscriptions, SubscriptionsBuilder};
 pub use transient::TransientSubscription;
+
+#[cfg(feature = "derive")]
+pub use rewind_macros::{Command, Event, event};
+
+/// What the derives' generated code names; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde_json;
+}
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]

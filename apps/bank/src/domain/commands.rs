@@ -1,18 +1,14 @@
 //! The account's commands. Each names its account, so it routes to stream
-//! `account-<uuid>`, and checks its own fields (amounts must be positive).
+//! `account-<uuid>` (the prefix is the router's, `app.rs`), and checks its own fields
+//! (amounts must be positive).
 
 use crate::domain::account::Account;
 use rewind::{Command, ValidationErrors};
 use uuid::Uuid;
 
-fn positive(errors: &mut ValidationErrors, field: &str, amount: i64) {
-    if amount <= 0 {
-        errors.add(field, "must be greater than 0");
-    }
-}
-
 /// Opens an account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Command)]
+#[command(aggregate = Account, id = account_uuid, validate = check_open)]
 pub struct OpenAccount {
     /// The new account's id.
     pub account_uuid: Uuid,
@@ -21,7 +17,8 @@ pub struct OpenAccount {
 }
 
 /// Puts money in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Command)]
+#[command(aggregate = Account, id = account_uuid, validate = check_deposit)]
 pub struct DepositIntoAccount {
     /// The account.
     pub account_uuid: Uuid,
@@ -32,7 +29,8 @@ pub struct DepositIntoAccount {
 }
 
 /// Takes money out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Command)]
+#[command(aggregate = Account, id = account_uuid, validate = check_withdrawal)]
 pub struct WithdrawFromAccount {
     /// The account.
     pub account_uuid: Uuid,
@@ -43,7 +41,8 @@ pub struct WithdrawFromAccount {
 }
 
 /// Asks to move money to another account; the transfer process does the moving.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Command)]
+#[command(aggregate = Account, id = account_uuid, validate = check_transfer)]
 pub struct TransferBetweenAccounts {
     /// The source account.
     pub account_uuid: Uuid,
@@ -56,7 +55,8 @@ pub struct TransferBetweenAccounts {
 }
 
 /// Records that a transfer failed before money left the source (sent by the transfer process).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Command)]
+#[command(aggregate = Account, id = account_uuid)]
 pub struct FailTransfer {
     /// The source account.
     pub account_uuid: Uuid,
@@ -67,7 +67,8 @@ pub struct FailTransfer {
 }
 
 /// Returns a transfer's money to its source (sent by the transfer process).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Command)]
+#[command(aggregate = Account, id = account_uuid, validate = check_refund)]
 pub struct RefundTransfer {
     /// The source account.
     pub account_uuid: Uuid,
@@ -80,46 +81,48 @@ pub struct RefundTransfer {
 }
 
 /// Closes an account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Command)]
+#[command(aggregate = Account, id = account_uuid)]
 pub struct CloseAccount {
     /// The account.
     pub account_uuid: Uuid,
 }
 
-macro_rules! account_command {
-    ($command:ty) => {
-        impl Command for $command {
-            type Aggregate = Account;
-            fn aggregate_id(&self) -> String {
-                self.account_uuid.to_string()
-            }
-        }
-    };
-    ($command:ty, |$this:ident, $errors:ident| $checks:block) => {
-        impl Command for $command {
-            type Aggregate = Account;
-            fn aggregate_id(&self) -> String {
-                self.account_uuid.to_string()
-            }
-            fn validate(&self) -> Result<(), ValidationErrors> {
-                let $this = self;
-                let mut $errors = ValidationErrors::new();
-                $checks
-                $errors.into_result()
-            }
-        }
-    };
+fn positive(errors: &mut ValidationErrors, field: &str, amount: i64) {
+    if amount <= 0 {
+        errors.add(field, "must be greater than 0");
+    }
 }
 
-account_command!(OpenAccount, |c, errors| { positive(&mut errors, "initial_balance", c.initial_balance) });
-account_command!(DepositIntoAccount, |c, errors| { positive(&mut errors, "deposit_amount", c.deposit_amount) });
-account_command!(WithdrawFromAccount, |c, errors| { positive(&mut errors, "withdrawal_amount", c.withdraw_amount) });
-account_command!(TransferBetweenAccounts, |c, errors| {
+fn check_open(c: &OpenAccount) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    positive(&mut errors, "initial_balance", c.initial_balance);
+    errors.into_result()
+}
+
+fn check_deposit(c: &DepositIntoAccount) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    positive(&mut errors, "deposit_amount", c.deposit_amount);
+    errors.into_result()
+}
+
+fn check_withdrawal(c: &WithdrawFromAccount) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    positive(&mut errors, "withdrawal_amount", c.withdraw_amount);
+    errors.into_result()
+}
+
+fn check_transfer(c: &TransferBetweenAccounts) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::new();
     positive(&mut errors, "transfer_amount", c.transfer_amount);
     if c.destination_account_uuid == c.account_uuid {
         errors.add("destination_account", "must be a different account");
     }
-});
-account_command!(FailTransfer);
-account_command!(RefundTransfer, |c, errors| { positive(&mut errors, "amount", c.amount) });
-account_command!(CloseAccount);
+    errors.into_result()
+}
+
+fn check_refund(c: &RefundTransfer) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    positive(&mut errors, "amount", c.amount);
+    errors.into_result()
+}

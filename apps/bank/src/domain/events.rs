@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Everything that can happen to an account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Each is stored under its variant's name (`AccountOpened`), as the BankAPI stored it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rewind::Event)]
 pub enum AccountEvent {
     /// The account exists, with its opening balance.
     AccountOpened {
@@ -78,8 +80,6 @@ pub enum AccountEvent {
     },
 }
 
-impl rewind::Event for AccountEvent {}
-
 impl AccountEvent {
     /// The transfer this event belongs to, if any.
     pub fn transfer_uuid(&self) -> Option<Uuid> {
@@ -91,5 +91,24 @@ impl AccountEvent {
             | AccountEvent::MoneyTransferRefunded { transfer_uuid, .. } => Some(*transfer_uuid),
             AccountEvent::AccountOpened { .. } | AccountEvent::AccountClosed { .. } => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AccountEvent;
+
+    #[test]
+    fn stores_each_event_under_its_bankapi_name() {
+        let names = [
+            "AccountOpened",
+            "DepositedIntoAccount",
+            "WithdrawnFromAccount",
+            "MoneyTransferRequested",
+            "MoneyTransferFailed",
+            "MoneyTransferRefunded",
+            "AccountClosed",
+        ];
+        assert_eq!(rewind::event::type_names::<AccountEvent>(), names);
     }
 }
