@@ -6,7 +6,7 @@ use bank::limits::Limits;
 use bank::server::{ServeConfig, serve};
 use bank::service::BankApp;
 use clap::{Parser, Subcommand};
-use rewind_cli::Database;
+use rewind_backend::Database;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;

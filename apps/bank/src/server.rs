@@ -4,7 +4,7 @@
 use crate::http::{AppState, metrics::CommandMetrics, metrics::Metrics, router};
 use crate::limits::{self, Limits};
 use crate::service::Bank;
-use rewind_cli::Database;
+use rewind_backend::Database;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

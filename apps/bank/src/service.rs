@@ -17,7 +17,8 @@ use rewind::{
     Application, EventStore, LoggingMiddleware, Middleware, StoreError, SubscriptionOptions, Subscriptions,
     SubscriptionsBuilder, ValidationMiddleware,
 };
-use rewind_cli::{Backend, Database, OpenMode, OpsError, ReadModel, RewindApp};
+use rewind_backend::{Backend, Database, OpenError, OpenMode, ReadModel};
+use rewind_cli::RewindApp;
 use std::sync::Arc;
 
 /// The subscription name of the transfer process.
@@ -92,7 +93,7 @@ pub struct Bank {
 pub enum StartError {
     /// The store or read model failed to open.
     #[error(transparent)]
-    Open(#[from] OpsError),
+    Open(#[from] OpenError),
     /// Subscriptions could not start.
     #[error("cannot start subscriptions: {0}")]
     Subscriptions(#[from] rewind::SubscriptionError),
@@ -110,11 +111,7 @@ impl Bank {
         let backend = Backend::open(database, OpenMode::Create).await?;
         let app = bank.application(&backend);
         let builder = Subscriptions::builder(&app, backend.bookkeeping.clone());
-        let subscriptions = bank
-            .subscriptions(builder, &backend)
-            .await
-            .map_err(|source| OpsError::Store { database: database.to_string(), source })?
-            .start()?;
+        let subscriptions = bank.subscriptions(builder, &backend).await.map_err(OpenError::store(database))?.start()?;
         Ok(Bank { app, queries: queries(&backend.read_model), subscriptions, backend })
     }
 

@@ -2,9 +2,9 @@
 //! which subscriptions it runs. The server uses the same description, so a rebuild
 //! or a replay runs exactly the projectors the service runs.
 
-use crate::backend::Backend;
 use async_trait::async_trait;
 use rewind::{Application, StoreError, SubscriptionsBuilder};
+use rewind_backend::Backend;
 
 /// A Rewind application, as the operations see it.
 #[async_trait]

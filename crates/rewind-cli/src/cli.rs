@@ -3,8 +3,6 @@
 //! parsed command out against the application's [`RewindApp`] description.
 
 use crate::app::RewindApp;
-use crate::backend::{Backend, OpenMode};
-use crate::database::Database;
 use crate::error::OpsError;
 use crate::events::{self, Format};
 use crate::export;
@@ -13,6 +11,7 @@ use crate::replay::{self, Until};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use rewind::{EventFilter, GlobalPosition};
+use rewind_backend::{Backend, Database, OpenMode};
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;

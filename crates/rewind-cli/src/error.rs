@@ -80,6 +80,19 @@ pub enum OpsError {
     },
 }
 
+impl From<rewind_backend::OpenError> for OpsError {
+    fn from(error: rewind_backend::OpenError) -> OpsError {
+        use rewind_backend::OpenError;
+        match error {
+            OpenError::Missing(database) => OpsError::Missing(database),
+            OpenError::NotEmpty { database, events } => OpsError::NotEmpty { database, events },
+            OpenError::Store { database, source } => OpsError::Store { database, source },
+            OpenError::Io { what, source } => OpsError::Io { what, source },
+            other => OpsError::Usage(other.to_string()),
+        }
+    }
+}
+
 impl OpsError {
     /// A store error on `database`.
     pub fn store(database: impl std::fmt::Display) -> impl FnOnce(StoreError) -> OpsError {

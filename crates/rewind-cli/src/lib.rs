@@ -6,7 +6,7 @@
 //! subscriptions); the commands in [`cli`] use that description, so a rebuild or a
 //! replay runs exactly the projectors the service runs, and never its side effects.
 //!
-//! * [`database`]: the `--database` URL; [`backend`]: opening it.
+//! * The `--database` URL and opening it: [`rewind_backend`], shared with the server.
 //! * [`events`]: reading streams and the global order; [`export`]: JSON lines out
 //!   and in; [`replay`]: a copy as of a moment.
 //! * [`projections`]: status, rebuild, dead letters; [`progress`]: progress bars.
@@ -47,9 +47,7 @@
 //! ```
 
 pub mod app;
-pub mod backend;
 pub mod cli;
-pub mod database;
 pub mod error;
 pub mod events;
 pub mod export;
@@ -58,7 +56,6 @@ pub mod projections;
 pub mod replay;
 
 pub use app::RewindApp;
-pub use backend::{Backend, OpenMode, ReadModel};
 pub use cli::{OpsCommand, run};
-pub use database::{BadDatabaseUrl, Database};
 pub use error::OpsError;
+pub use rewind_backend::{Backend, BadDatabaseUrl, Database, OpenError, OpenMode, ReadModel};

@@ -17,13 +17,13 @@
 //! the event again.
 
 use crate::app::RewindApp;
-use crate::backend::Backend;
 use crate::error::OpsError;
 use crate::progress::Progress;
 use rewind::{
     Application, ConsumerKind, DeadLetter, EventStore, FailureReport, GlobalPosition, SubscriptionState, Subscriptions,
     SubscriptionsBuilder,
 };
+use rewind_backend::Backend;
 use serde::Serialize;
 use std::io::Write;
 use std::time::Duration;

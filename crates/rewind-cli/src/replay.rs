@@ -13,13 +13,13 @@
 //! moment is done.
 
 use crate::app::RewindApp;
-use crate::backend::Backend;
 use crate::error::OpsError;
 use crate::export::read_pages;
 use crate::progress::Progress;
 use crate::projections::{Running, start_projectors};
 use chrono::{DateTime, Utc};
 use rewind::{EventStore, GlobalPosition, RecordedEvent};
+use rewind_backend::Backend;
 
 /// Where a replay stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

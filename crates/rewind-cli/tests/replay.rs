@@ -142,7 +142,7 @@ async fn replay_runs_projectors_but_never_side_effects() {
 
         // The destination must be empty.
         let refused = Backend::open(&copy_db, OpenMode::Empty).await;
-        assert!(matches!(refused, Err(rewind_cli::OpsError::NotEmpty { events: 21, .. })), "{copy_db}");
+        assert!(matches!(refused, Err(rewind_cli::OpenError::NotEmpty { events: 21, .. })), "{copy_db}");
     }
 }
 
