@@ -46,6 +46,7 @@ pub mod fault;
 pub mod import;
 pub mod memory_store;
 pub mod middleware;
+pub mod prelude;
 pub mod process_manager;
 pub mod projector;
 pub mod router;
