@@ -11,9 +11,10 @@ use crate::measure::Measurement;
 use anyhow::Context;
 use async_trait::async_trait;
 use bank::domain::AccountEvent;
+use rewind::store::BatchFailure;
 use rewind::{
-    Application, BatchFailure, Consumer, ConsumerError, ConsumerKind, EventStore, GlobalPosition,
-    MemorySubscriptionStore, RecordedEvent, SubscriptionOptions, Subscriptions,
+    Application, Consumer, ConsumerError, ConsumerKind, EventStore, GlobalPosition, MemorySubscriptionStore,
+    RecordedEvent, SubscriptionOptions, Subscriptions,
 };
 use rewind_postgres::{PostgresProjection, PostgresProjector, PostgresReadModel, PostgresSubscriptionStore};
 use rewind_sqlite::{SqliteProjection, SqliteProjector, SqliteReadModel, SqliteSubscriptionStore};

@@ -46,6 +46,7 @@ pub enum OpsCommand {
 pub enum EventsCommand {
     /// List streams and their versions.
     Streams {
+        /// The database.
         #[command(flatten)]
         db: DatabaseArg,
         /// Only streams whose id starts with this.
@@ -57,6 +58,7 @@ pub enum EventsCommand {
     },
     /// Print one stream's events.
     Read {
+        /// The database.
         #[command(flatten)]
         db: DatabaseArg,
         /// The stream id.
@@ -76,6 +78,7 @@ pub enum EventsCommand {
     },
     /// Print the global order.
     All {
+        /// The database.
         #[command(flatten)]
         db: DatabaseArg,
         /// The first position to print.
@@ -90,6 +93,7 @@ pub enum EventsCommand {
     },
     /// Follow new commits live until interrupted.
     Tail {
+        /// The database.
         #[command(flatten)]
         db: DatabaseArg,
         /// Start at this position instead of the next commit.
@@ -109,6 +113,7 @@ pub enum EventsCommand {
 pub enum ProjectionsCommand {
     /// Each subscription's position, lag, state, last error and dead letters.
     Status {
+        /// The database.
         #[command(flatten)]
         db: DatabaseArg,
         /// JSON lines instead of a table.
@@ -117,6 +122,7 @@ pub enum ProjectionsCommand {
     },
     /// Reset projectors and rebuild them from the origin (their dead letters with them).
     Rebuild {
+        /// The database.
         #[command(flatten)]
         db: DatabaseArg,
         /// The projectors to rebuild.
@@ -128,6 +134,7 @@ pub enum ProjectionsCommand {
     },
     /// List dead letters, and optionally replay or skip them.
     DeadLetters {
+        /// The database.
         #[command(flatten)]
         db: DatabaseArg,
         /// Only this subscription's.

@@ -46,6 +46,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod cli;
 pub mod error;

@@ -20,6 +20,8 @@
 //! What is and is not modelled is said in `fs.rs`. Layout: `unsynced.rs` keeps what
 //! a cut takes back from one file, `fs.rs` serves FUSE requests, this file mounts.
 
+#![warn(missing_docs)]
+
 mod fs;
 mod unsynced;
 
@@ -34,12 +36,26 @@ use std::sync::atomic::Ordering;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FaultFsError {
+    /// The backing or mount directory could not be made.
     #[error("creating the backing and mount directories: {0}")]
     Directories(#[source] std::io::Error),
+    /// The kernel refused the mount (no /dev/fuse, no permission).
     #[error("mounting the FUSE file system at {path}: {source}")]
-    Mount { path: PathBuf, source: std::io::Error },
+    Mount {
+        /// The mount point.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file system could not be unmounted.
     #[error("unmounting {path} (is a file on it still open?): {source}")]
-    Unmount { path: PathBuf, source: std::io::Error },
+    Unmount {
+        /// The mount point.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Undoing the writes since the last fsync failed.
     #[error("rewinding the backing files to their last fsync: {0}")]
     Rewind(#[source] std::io::Error),
 }

@@ -5,9 +5,10 @@
 //!
 //! `cargo bench -p rewind-postgres --bench projection [-- --quick]`
 
+use rewind::store::StreamAppend;
 use rewind::{
     Application, ConsumerError, EventFilter, EventStore, ExpectedVersion, GlobalPosition, Metadata, NewEvent,
-    RecordedEvent, StreamAppend, SubscriptionOptions, Subscriptions,
+    RecordedEvent, SubscriptionOptions, Subscriptions,
 };
 use rewind_postgres::{
     PostgresProjection, PostgresProjector, PostgresReadModel, PostgresStore, PostgresSubscriptionStore,

@@ -1,7 +1,7 @@
 //! How every connection of the crate is made: the writer's, the pools' (reads,
 //! read models, subscription bookkeeping), the listener's and the leases'. One
-//! function reads the URL ([`Connector::new`]) and one connects ([`Connector::connect`]
-//! and the pool's [`Connect`] impl, which calls it), so TLS, timeouts and keepalive
+//! function reads the URL (`Connector::new`) and one connects (`Connector::connect`
+//! and the pool's `Connect` impl, which calls it), so TLS, timeouts and keepalive
 //! are decided once.
 //!
 //! Promises:

@@ -47,6 +47,8 @@
 //! `rewind_projections`, `rewind_subscriptions`, `rewind_dead_letters` and
 //! `rewind_process_instances` (`src/read_model/tables.sql`).
 
+#![warn(missing_docs)]
+
 mod careful;
 mod codec;
 pub mod connection;

@@ -18,9 +18,10 @@ use crate::sql::Sql;
 use crate::writer::{Counters, Pending, Writer, WriterSetup, WriterStats};
 use deadpool_postgres::{Object, Pool};
 use futures_util::TryStreamExt;
+use rewind::store::StreamAppend;
 use rewind::{
-    AppendResult, Direction, EventFilter, EventStore, GlobalPosition, RecordedEvent, Snapshot, StoreError,
-    StreamAppend, StreamInfo, StreamVersion,
+    AppendResult, Direction, EventFilter, EventStore, GlobalPosition, RecordedEvent, Snapshot, StoreError, StreamInfo,
+    StreamVersion,
 };
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -16,9 +16,8 @@
 use crate::error::classified;
 use crate::read_model::PostgresReadModel;
 use async_trait::async_trait;
-use rewind::{
-    BatchFailure, Consumer, ConsumerError, ConsumerKind, GlobalPosition, RecordedEvent, StoreError, SubscriptionError,
-};
+use rewind::store::BatchFailure;
+use rewind::{Consumer, ConsumerError, ConsumerKind, GlobalPosition, RecordedEvent, StoreError, SubscriptionError};
 use std::sync::Arc;
 use tokio_postgres::{GenericClient, Transaction};
 

@@ -14,9 +14,8 @@
 
 use crate::read_model::PostgresReadModel;
 use async_trait::async_trait;
-use rewind::{
-    DeadLetter, FailureReport, FailureState, GlobalPosition, InstanceChange, Lease, StoreError, SubscriptionStore,
-};
+use rewind::store::{InstanceChange, Lease};
+use rewind::{DeadLetter, FailureReport, FailureState, GlobalPosition, StoreError, SubscriptionStore};
 use tokio::sync::watch;
 use uuid::Uuid;
 

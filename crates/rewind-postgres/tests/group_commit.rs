@@ -110,7 +110,7 @@ async fn optional_columns_stay_with_their_events() {
         let lone = format!("lone-{call}");
         store.append(&lone, ExpectedVersion::NoStream, events.clone()).await.expect("lone append");
         let (first, second) = (format!("first-{call}"), format!("second-{call}"));
-        let batch = |stream: &str| rewind::StreamAppend {
+        let batch = |stream: &str| rewind::store::StreamAppend {
             stream_id: stream.to_owned(),
             expected: ExpectedVersion::NoStream,
             events: events.iter().map(|e| NewEvent { event_id: uuid::Uuid::new_v4(), ..e.clone() }).collect(),

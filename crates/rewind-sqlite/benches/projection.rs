@@ -4,9 +4,10 @@
 //!
 //! `cargo bench -p rewind-sqlite --bench projection [-- --quick]`
 
+use rewind::store::StreamAppend;
 use rewind::{
     Application, ConsumerError, EventFilter, EventStore, ExpectedVersion, GlobalPosition, Metadata, NewEvent,
-    RecordedEvent, StreamAppend, SubscriptionOptions, Subscriptions,
+    RecordedEvent, SubscriptionOptions, Subscriptions,
 };
 use rewind_sqlite::{SqliteProjection, SqliteProjector, SqliteReadModel, SqliteStore, SqliteSubscriptionStore};
 use rusqlite::Connection;

@@ -17,7 +17,8 @@
 
 use crate::error::{is_duplicate_event_id, store_error};
 use crate::row::{get_u64, micros, sql_int};
-use rewind::{AppendOutcome, AppendResult, GlobalPosition, RecordedEvent, StoreError, StreamAppend, StreamVersion};
+use rewind::store::StreamAppend;
+use rewind::{AppendOutcome, AppendResult, GlobalPosition, RecordedEvent, StoreError, StreamVersion};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashSet;
 use uuid::Uuid;

@@ -29,6 +29,8 @@
 //!   is a [`rewind::ReadModel`]).
 //! * [`subscription_store`]: checkpoints, dead letters and process manager state.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod projector;
 pub mod read_model;

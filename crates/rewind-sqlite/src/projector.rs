@@ -19,9 +19,9 @@ use crate::error::classified;
 use crate::inline::InlineProjection;
 use crate::read_model::SqliteReadModel;
 use async_trait::async_trait;
+use rewind::store::BatchFailure;
 use rewind::{
-    BatchFailure, Consumer, ConsumerError, ConsumerKind, EventFilter, GlobalPosition, RecordedEvent, StoreError,
-    SubscriptionError,
+    Consumer, ConsumerError, ConsumerKind, EventFilter, GlobalPosition, RecordedEvent, StoreError, SubscriptionError,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::Arc;

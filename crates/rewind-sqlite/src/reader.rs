@@ -195,7 +195,8 @@ fn collect(statement: &mut Statement<'_>, params: impl Params, limit: usize) -> 
 mod tests {
     use super::*;
     use crate::append::Appender;
-    use rewind::{ExpectedVersion, Metadata, NewEvent, StreamAppend};
+    use rewind::store::StreamAppend;
+    use rewind::{ExpectedVersion, Metadata, NewEvent};
     use rusqlite::StatementStatus;
 
     /// A migrated in-memory store holding `n` events in one stream.

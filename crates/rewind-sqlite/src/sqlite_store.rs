@@ -16,9 +16,10 @@ use crate::inline::{InlineProjection, InlineProjections};
 use crate::reader::{self, ReaderPool};
 use crate::stats::{SqliteStats, StatsCounters};
 use crate::writer::{Work, WriterHandle};
+use rewind::store::StreamAppend;
 use rewind::{
-    AppendResult, Direction, EventFilter, EventStore, GlobalPosition, RecordedEvent, Snapshot, StoreError,
-    StreamAppend, StreamInfo, StreamVersion,
+    AppendResult, Direction, EventFilter, EventStore, GlobalPosition, RecordedEvent, Snapshot, StoreError, StreamInfo,
+    StreamVersion,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

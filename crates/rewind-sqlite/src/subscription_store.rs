@@ -10,9 +10,8 @@
 
 use crate::read_model::SqliteReadModel;
 use async_trait::async_trait;
-use rewind::{
-    DeadLetter, FailureReport, FailureState, GlobalPosition, InstanceChange, Lease, StoreError, SubscriptionStore,
-};
+use rewind::store::{InstanceChange, Lease};
+use rewind::{DeadLetter, FailureReport, FailureState, GlobalPosition, StoreError, SubscriptionStore};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::PathBuf;
 use uuid::Uuid;

@@ -5,7 +5,8 @@ mod common;
 
 use common::{TempStore, events, read_everything};
 use futures_util::future::join_all;
-use rewind::{AppendResult, EventStore, ExpectedVersion, StoreError, StreamAppend, StreamVersion};
+use rewind::store::StreamAppend;
+use rewind::{AppendResult, EventStore, ExpectedVersion, StoreError, StreamVersion};
 use rewind_sqlite::{SqliteConfig, Synchronous};
 use std::pin::pin;
 

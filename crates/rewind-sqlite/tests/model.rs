@@ -13,9 +13,10 @@ use common::TempStore;
 use futures_util::future::join_all;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rewind::store::StreamAppend;
 use rewind::{
     AppendResult, Direction, EventFilter, EventStore, ExpectedVersion, GlobalPosition, MemoryStore, Metadata, NewEvent,
-    Snapshot, StoreError, StreamAppend, StreamVersion,
+    Snapshot, StoreError, StreamVersion,
 };
 use uuid::Uuid;
 

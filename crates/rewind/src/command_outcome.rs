@@ -17,9 +17,9 @@
 //! * Streams whose id starts with `$` are the framework's own ([`is_system_stream`]);
 //!   subscriptions and inline projections never hand their events to consumers.
 //!
-//! A repeat is answered from [`find`]: the original success (the version it reached)
+//! A repeat is answered from `find`: the original success (the version it reached)
 //! or the original typed failure — unless the repeat carries another request's
-//! fingerprint ([`same_request`]): then it is refused, since one id cannot name two
+//! fingerprint (`same_request`): then it is refused, since one id cannot name two
 //! commands.
 
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};

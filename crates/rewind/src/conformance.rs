@@ -79,12 +79,7 @@ macro_rules! event_store_conformance {
 
 /// A small event with a fresh id.
 pub fn event(event_type: &str, data: serde_json::Value) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_type: event_type.to_owned(),
-        data: data.to_string(),
-        metadata: Metadata::default(),
-    }
+    crate::testing::new_event(event_type, data)
 }
 
 fn events(n: usize) -> Vec<NewEvent> {

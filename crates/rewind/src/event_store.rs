@@ -1,7 +1,7 @@
 //! The write model's contract: append-only streams plus one global order.
 //!
 //! Every backend (memory, SQLite, PostgreSQL) implements [`EventStore`] and passes
-//! the same conformance suite ([`crate::conformance`]). The promises:
+//! the same conformance suite (`rewind::conformance`, behind the `conformance` feature). The promises:
 //!
 //! * An append is atomic and checked against its [`ExpectedVersion`]; a mismatch is
 //!   [`StoreError::Conflict`] and writes nothing.

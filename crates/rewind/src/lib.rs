@@ -12,7 +12,7 @@
 //!   `aggregate_runtime` → [`aggregate`].
 //! * The append path: `aggregate_runtime` → [`event_store`] (the contract) →
 //!   [`memory_store`] here; SQLite and PostgreSQL in their own crates.
-//! * What is stored: [`event`] (type names, upcasting), [`envelope`] (ids, metadata),
+//! * What is stored: [`event`](mod@event) (type names, upcasting), [`envelope`] (ids, metadata),
 //!   [`stream`] (versions and positions); [`import`] copies events verbatim between stores.
 //! * The read side: [`subscriptions`] runs each [`subscription`] (catch-up, live,
 //!   healing, error policy, lease) for an [`event_handler`], a [`process_manager`]
@@ -21,10 +21,13 @@
 //!   [`dead_letters`] says what replaying a skipped event means for each kind.
 //! * Commands are processed once: [`command_outcome`] keeps each one's first outcome
 //!   in the log.
-//! * Testing: [`testing`] (given / when / then) and [`conformance`] (the store suite).
+//! * Testing: [`testing`] (given / when / then) and, with the `conformance` feature,
+//!   `conformance` (the store suite).
 //! * With the default `derive` feature, `#[derive(Command)]`, `#[derive(Event)]` and
 //!   `#[rewind::event]` (from `rewind-macros`) write the [`Command`] and [`Event`]
 //!   impls; they share the traits' names, as serde's derives do.
+
+#![warn(missing_docs)]
 
 // The derives name `::rewind::...`; this lets them be used inside this crate's tests.
 extern crate self as rewind;
@@ -34,6 +37,7 @@ mod aggregate_runtime;
 pub mod application;
 pub mod command;
 pub mod command_outcome;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 mod consistency;
 pub mod dead_letters;
@@ -52,9 +56,11 @@ pub mod projector;
 pub mod router;
 pub mod shared_store;
 pub mod sql;
+pub mod store;
 pub mod stream;
 pub mod subscription;
 pub mod subscription_store;
+#[cfg(feature = "conformance")]
 pub mod subscription_store_conformance;
 pub mod subscriptions;
 pub mod testing;
@@ -67,9 +73,7 @@ pub use dispatch::{Consistency, DispatchError, DispatchOptions, Dispatched, Retu
 pub use envelope::{Metadata, NewEvent, RecordedEvent};
 pub use event::{EncodedEvent, Event, EventError, decode_event, encode_event};
 pub use event_handler::EventHandler;
-pub use event_store::{
-    AppendOutcome, AppendResult, EventFilter, EventStore, Snapshot, StoreError, StreamAppend, StreamInfo,
-};
+pub use event_store::{AppendOutcome, AppendResult, EventFilter, EventStore, Snapshot, StoreError, StreamInfo};
 pub use fault::{Fault, Transient, classify};
 pub use import::{ImportCheck, check_import};
 pub use memory_store::MemoryStore;
@@ -79,15 +83,13 @@ pub use middleware::{Middleware, Pipeline, Rejection};
 pub use process_manager::{CommandFailure, Interest, OnError, ProcessCommand, ProcessManager};
 pub use projector::{Projector, ReadModel};
 pub use router::{AggregateConfig, CommandSet, Router};
-pub use shared_store::{BoxFuture, DynEventStore, SharedStore};
+pub use shared_store::SharedStore;
 pub use stream::{Direction, ExpectedVersion, GlobalPosition, StreamVersion};
 pub use subscription::{
-    Backoff, BatchFailure, Consumer, ConsumerError, ConsumerKind, ErrorPolicy, StartFrom, SubscriptionOptions,
-    SubscriptionState, SubscriptionStatus,
+    Backoff, Consumer, ConsumerError, ConsumerKind, ErrorPolicy, StartFrom, SubscriptionOptions, SubscriptionState,
+    SubscriptionStatus,
 };
-pub use subscription_store::{
-    DeadLetter, FailureReport, FailureState, InstanceChange, Lease, MemorySubscriptionStore, SubscriptionStore,
-};
+pub use subscription_store::{DeadLetter, FailureReport, FailureState, MemorySubscriptionStore, SubscriptionStore};
 pub use subscriptions::{SubscriptionError, Subscriptions, SubscriptionsBuilder};
 pub use transient::TransientSubscription;
 

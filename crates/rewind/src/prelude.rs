@@ -8,7 +8,6 @@
 pub use crate::aggregate::{Aggregate, Execute, Never};
 pub use crate::application::Application;
 // The root's names: the traits and, with the `derive` feature, their derives.
-pub use crate::{Command, Event};
 pub use crate::dispatch::{Consistency, DispatchError, DispatchOptions};
 pub use crate::envelope::RecordedEvent;
 pub use crate::event_handler::EventHandler;
@@ -20,3 +19,4 @@ pub use crate::router::{AggregateConfig, Router};
 pub use crate::sql::{Dialect, Row, Sql};
 pub use crate::subscription::{ConsumerError, SubscriptionOptions};
 pub use crate::subscriptions::Subscriptions;
+pub use crate::{Command, Event};

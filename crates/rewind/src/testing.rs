@@ -132,3 +132,19 @@ pub fn recorded<E: crate::Event>(
         created_at: chrono::Utc::now(),
     })
 }
+
+/// A new event of type `event_type` with `data`, a fresh id and no metadata, for
+/// appending in tests.
+///
+/// ```
+/// let event = rewind::testing::new_event("Happened", serde_json::json!({ "n": 1 }));
+/// assert_eq!((event.event_type.as_str(), event.data.as_str()), ("Happened", r#"{"n":1}"#));
+/// ```
+pub fn new_event(event_type: &str, data: serde_json::Value) -> crate::NewEvent {
+    crate::NewEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: event_type.to_owned(),
+        data: data.to_string(),
+        metadata: crate::Metadata::default(),
+    }
+}

@@ -22,7 +22,7 @@ const POLL: Duration = Duration::from_secs(1);
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let store = MemoryStore::new();
 /// let mut events = TransientSubscription::start(&store, StartFrom::Origin, EventFilter::all()).await.unwrap();
-/// let event = rewind::conformance::event("Happened", serde_json::json!({}));
+/// let event = rewind::testing::new_event("Happened", serde_json::json!({}));
 /// store.append("s", ExpectedVersion::Any, vec![event]).await.unwrap();
 /// assert_eq!(events.next(&store).await.unwrap().stream_id, "s");
 /// # });
@@ -73,7 +73,7 @@ impl TransientSubscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::event;
+    use crate::testing::new_event as event;
     use crate::{ExpectedVersion, MemoryStore};
     use std::sync::Arc;
 

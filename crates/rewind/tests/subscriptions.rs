@@ -4,12 +4,13 @@
 mod support;
 
 use async_trait::async_trait;
+use rewind::store::{BatchFailure, InstanceChange, Lease};
 use rewind::{
-    AggregateConfig, Application, BatchFailure, CommandFailure, Consistency, Consumer, ConsumerError, ConsumerKind,
-    DeadLetter, DispatchError, DispatchOptions, ErrorPolicy, EventFilter, EventHandler, EventStore, FailureReport,
-    FailureState, GlobalPosition, InstanceChange, Interest, Lease, MemoryStore, MemorySubscriptionStore, OnError,
-    ProcessCommand, ProcessManager, RecordedEvent, StartFrom, StoreError, SubscriptionError, SubscriptionOptions,
-    SubscriptionState, SubscriptionStatus, SubscriptionStore, Subscriptions, Transient,
+    AggregateConfig, Application, CommandFailure, Consistency, Consumer, ConsumerError, ConsumerKind, DeadLetter,
+    DispatchError, DispatchOptions, ErrorPolicy, EventFilter, EventHandler, EventStore, FailureReport, FailureState,
+    GlobalPosition, Interest, MemoryStore, MemorySubscriptionStore, OnError, ProcessCommand, ProcessManager,
+    RecordedEvent, StartFrom, StoreError, SubscriptionError, SubscriptionOptions, SubscriptionState,
+    SubscriptionStatus, SubscriptionStore, Subscriptions, Transient,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -11,7 +11,7 @@
 //!   with its command into the log ([`rewind::DispatchOptions::fingerprint`]); the same
 //!   key with another request is refused with 422 and changes nothing, whether the
 //!   first answer is still remembered here or only the log knows it.
-//! * **One answer.** The first final answer ([`is_final`]) is kept (in memory, the
+//! * **One answer.** The first final answer (`is_final`) is kept (in memory, the
 //!   most recent 10,000) and replayed verbatim; an answer that says "try again" (a 404
 //!   a lagging read may cause, 408, 409, 429, 5xx) is not kept, so the retry runs.
 //! * **One at a time.** While a request with a key runs, a second with the same key

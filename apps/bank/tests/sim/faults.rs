@@ -6,9 +6,10 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rewind::store::StreamAppend;
 use rewind::{
     AppendResult, Direction, EventFilter, EventStore, ExpectedVersion, GlobalPosition, NewEvent, RecordedEvent,
-    Snapshot, StoreError, StreamAppend, StreamInfo, StreamVersion,
+    Snapshot, StoreError, StreamInfo, StreamVersion,
 };
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;

@@ -18,10 +18,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rewind::command_outcome::is_system_stream;
 use rewind::sql::{Dialect, Sql};
+use rewind::store::BatchFailure;
 use rewind::{
-    AggregateConfig, Application, BatchFailure, Consumer, ConsumerError, ConsumerKind, DeadLetter, ErrorPolicy,
-    EventFilter, EventStore, GlobalPosition, LoggingMiddleware, MemoryStore, MemorySubscriptionStore, RecordedEvent,
-    SharedStore, SubscriptionOptions, SubscriptionStore, Subscriptions, ValidationMiddleware,
+    AggregateConfig, Application, Consumer, ConsumerError, ConsumerKind, DeadLetter, ErrorPolicy, EventFilter,
+    EventStore, GlobalPosition, LoggingMiddleware, MemoryStore, MemorySubscriptionStore, RecordedEvent, SharedStore,
+    SubscriptionOptions, SubscriptionStore, Subscriptions, ValidationMiddleware,
 };
 use rewind::{Projector, ReadModel};
 use rewind_sqlite::{SqliteReadModel, SqliteStore};

@@ -4,9 +4,10 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+use rewind::store::StreamAppend;
 use rewind::{
     AppendResult, Direction, EventFilter, EventStore, ExpectedVersion, GlobalPosition, Metadata, NewEvent,
-    RecordedEvent, Snapshot, StoreError, StreamAppend, StreamVersion,
+    RecordedEvent, Snapshot, StoreError, StreamVersion,
 };
 use rewind_sqlite::{SqliteConfig, SqliteStore};
 use tempfile::TempDir;

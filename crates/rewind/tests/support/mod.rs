@@ -2,9 +2,10 @@
 //! dispatch tests and the dispatch benchmark.
 #![allow(dead_code)]
 
+use rewind::store::StreamAppend;
 use rewind::{
     Aggregate, AppendResult, Command, Direction, EventFilter, EventStore, Execute, ExpectedVersion, GlobalPosition,
-    MemoryStore, NewEvent, RecordedEvent, Snapshot, StoreError, StreamAppend, StreamVersion, ValidationErrors,
+    MemoryStore, NewEvent, RecordedEvent, Snapshot, StoreError, StreamVersion, ValidationErrors,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
