@@ -41,6 +41,10 @@ pub enum Mining {
     Off,
     /// The basket and the miner, which catches up from the origin when new.
     On,
+    /// [`On`](Mining::On), the miner reading at most this many removals per
+    /// transaction: smaller batches leave more of the database to the serving side
+    /// while it catches up.
+    InBatchesOf(usize),
 }
 
 /// Why the shop could not start.
@@ -103,7 +107,7 @@ pub(crate) fn corrupt(error: ValueError) -> StoreError {
 
 impl Shop {
     /// Opens `database` (creating it if missing), registers the basket (strongly
-    /// consistent) and, with [`Mining::On`], the miner, and starts them in the
+    /// consistent) and, unless [`Mining::Off`], the miner, and starts them in the
     /// background: a new miner starts from the origin and catches up while the
     /// shop serves. On error nothing runs; tables already made stay.
     pub async fn start(database: &Database, mining: Mining) -> Result<Shop, StartError> {
@@ -114,8 +118,14 @@ impl Shop {
             .projector_with(BasketProjector, SubscriptionOptions::new().strong())
             .await
             .map_err(OpenError::store(database))?;
-        if mining == Mining::On {
-            builder = builder.projector(RemovedProductsProjector).await.map_err(OpenError::store(database))?;
+        let miner = match mining {
+            Mining::Off => None,
+            Mining::On => Some(SubscriptionOptions::new()),
+            Mining::InBatchesOf(size) => Some(SubscriptionOptions::new().batch_size(size)),
+        };
+        if let Some(options) = miner {
+            builder =
+                builder.projector_with(RemovedProductsProjector, options).await.map_err(OpenError::store(database))?;
         }
         let subscriptions = builder.start().map_err(|e| StartError::Subscriptions(Box::new(e)))?;
         Ok(Shop { app, subscriptions, read_model: backend.read_model.portable(), backend })
