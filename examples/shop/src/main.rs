@@ -20,7 +20,8 @@ struct Cli {
     /// sqlite://PATH, postgres://USER@HOST/DB[?schema=NAME] or memory://.
     #[arg(long, env = "SHOP_DATABASE", default_value = "sqlite://shop.db")]
     database: Database,
-    /// Register the removed-products miner and wait until it has caught up first.
+    /// Register the removed-products miner and wait until it has caught up first
+    /// (`removed` always does).
     #[arg(long)]
     mine: bool,
     #[command(subcommand)]
@@ -39,8 +40,8 @@ enum Action {
         item_id: Uuid,
         #[arg(long)]
         name: String,
-        /// Unit price in cents.
-        #[arg(long)]
+        /// Unit price in cents (a negative one is let through, for the order to refuse).
+        #[arg(long, allow_hyphen_values = true)]
         price: i64,
     },
     /// Take one unit of a product out.
@@ -64,7 +65,7 @@ enum Action {
         #[arg(long)]
         order: Uuid,
     },
-    /// Show the products a user removed (mined; use with --mine).
+    /// Show the products a user removed, mining the history first.
     Removed {
         #[arg(long)]
         user: Uuid,
@@ -72,17 +73,38 @@ enum Action {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let mining = if cli.mine { Mining::On } else { Mining::Off };
-    let shop = Shop::start(&cli.database, mining).await?;
-    if cli.mine {
+    let mine = cli.mine || matches!(cli.command, Action::Removed { .. });
+    match start(&cli.database, mine).await {
+        Ok(shop) => {
+            let result = run(&shop, cli.command).await;
+            shop.shutdown().await;
+            exit(result)
+        }
+        Err(error) => exit(Err(error)),
+    }
+}
+
+/// The error's message, not its debug form, and a failing exit code.
+fn exit(result: Result<(), Box<dyn std::error::Error>>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("shop: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Opens the shop; with `mine`, registers the miner and waits for it, printing progress.
+async fn start(database: &Database, mine: bool) -> Result<Shop, Box<dyn std::error::Error>> {
+    let shop = Shop::start(database, if mine { Mining::On } else { Mining::Off }).await?;
+    if mine {
         let done = shop.catch_up_miner(|p| eprint!("\rmining: {}/{}", p.position, p.target)).await?;
         eprintln!("\rmining: caught up at position {}", done.target);
     }
-    let result = run(&shop, cli.command).await;
-    shop.shutdown().await;
-    result
+    Ok(shop)
 }
 
 async fn run(shop: &Shop, action: Action) -> Result<(), Box<dyn std::error::Error>> {
