@@ -633,6 +633,9 @@ impl Runner {
                     continue;
                 }
             }
+            // Known committed before the read: if the read finds nothing the filter
+            // passes, every event up to here is done (none was for this consumer).
+            let horizon = *head.borrow();
             let read = self.store.read_all(position.next(), self.options.batch_size, &self.options.filter).await;
             let read: Vec<RecordedEvent> = match read {
                 Ok(read) => read,
@@ -646,6 +649,10 @@ impl Runner {
                 }
             };
             let Some(last_read) = read.last().map(|e| e.position) else {
+                if horizon > position {
+                    position = horizon;
+                    self.tracker.advance(position);
+                }
                 self.healthy(&mut streak).await;
                 if let Some(ended) = self.idle(&mut head, lease).await {
                     return ended;

@@ -222,6 +222,31 @@ async fn start_positions_and_filters() {
 }
 
 #[tokio::test]
+async fn a_filtered_subscription_reaches_a_head_its_filter_passes_over() {
+    let app = app();
+    open(&app, "b", 1).await;
+    deposit(&app, "b", 1).await;
+    let only_b = Recorder::default();
+    let b_deposits = EventFilter { stream_prefix: Some("b".into()), event_types: vec!["Deposited".into()] };
+    let subs = Subscriptions::builder(&app, bookkeeping())
+        .handler("b", only_b.clone(), SubscriptionOptions::new().filter(b_deposits))
+        .start()
+        .expect("start");
+    // The newest events are not for it, at catch-up and then live.
+    open(&app, "a", 1).await;
+    for round in 0..2 {
+        if round > 0 {
+            deposit(&app, "a", 1).await;
+        }
+        let reached = tokio::time::timeout(Duration::from_secs(5), subs.wait_for("b", head(&app).await)).await;
+        assert!(reached.is_ok(), "stuck before the head: {:?}", subs.status_of("b"));
+    }
+    assert_eq!(subs.status_of("b").expect("status").lag, 0);
+    assert_eq!(only_b.seen(), vec![2]);
+    subs.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_failing_event_is_retried_with_backoff_until_it_succeeds() {
     let app = app();
     open(&app, "a", 1).await;
