@@ -70,6 +70,47 @@ pub trait Aggregate: Default + Clone + Send + Sync + 'static {
 
 /// How an aggregate decides one command type: the events to record, none, or a
 /// domain error. Pure: no I/O, clock or randomness.
+///
+/// One impl per command type the aggregate accepts; each decides against the
+/// current state:
+///
+/// ```
+/// use rewind::{Aggregate, Execute};
+/// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, rewind::Event)]
+/// # enum DoorEvent { Opened, Closed }
+/// #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+/// enum DoorError { #[error("the door is already open")] AlreadyOpen }
+///
+/// #[derive(Debug, Default, Clone)]
+/// struct Door { open: bool }
+/// impl Aggregate for Door {
+///     const NAME: &'static str = "door";
+///     type Event = DoorEvent;
+///     type Error = DoorError;
+///     fn apply(&mut self, event: &DoorEvent) { self.open = *event == DoorEvent::Opened }
+/// }
+///
+/// struct Open;
+/// struct Close;
+///
+/// impl Execute<Open> for Door {
+///     fn execute(&self, _: &Open) -> Result<Vec<DoorEvent>, DoorError> {
+///         if self.open { Err(DoorError::AlreadyOpen) } else { Ok(vec![DoorEvent::Opened]) }
+///     }
+/// }
+/// impl Execute<Close> for Door {
+///     fn execute(&self, _: &Close) -> Result<Vec<DoorEvent>, DoorError> {
+///         // Closing a closed door records nothing: not every command is a change.
+///         Ok(if self.open { vec![DoorEvent::Closed] } else { vec![] })
+///     }
+/// }
+///
+/// let mut door = Door::default();
+/// assert_eq!(door.execute(&Close), Ok(vec![]));
+/// door.apply(&door.execute(&Open).unwrap()[0]);
+/// assert_eq!(door.execute(&Open), Err(DoorError::AlreadyOpen));
+/// assert_eq!(door.execute(&Close), Ok(vec![DoorEvent::Closed]));
+/// ```
 pub trait Execute<C>: Aggregate {
     /// Decides the command against the current state.
     fn execute(&self, command: &C) -> Result<Vec<Self::Event>, Self::Error>;

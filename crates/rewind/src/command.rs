@@ -69,6 +69,60 @@ pub trait Command: fmt::Debug + Send + Sync + Sized + 'static {
 }
 
 /// A command seen by middleware, whatever its type.
+///
+/// Every [`Command`] is one. Middleware reads the common parts (name, identity) and
+/// downcasts to look inside one command type:
+///
+/// ```
+/// use rewind::{Aggregate, AnyCommand, Application, DispatchError, Execute, MemoryStore, Middleware};
+/// use rewind::{Never, Pipeline, Rejection, Router};
+/// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, rewind::Event)]
+/// # enum AccountEvent { Withdrawn { amount: u64 } }
+/// # #[derive(Debug, Default, Clone)] struct Account;
+/// # impl Aggregate for Account {
+/// #     const NAME: &'static str = "account"; type Event = AccountEvent; type Error = Never;
+/// #     fn apply(&mut self, _: &AccountEvent) {}
+/// # }
+/// # impl Execute<Withdraw> for Account {
+/// #     fn execute(&self, w: &Withdraw) -> Result<Vec<AccountEvent>, Never> {
+/// #         Ok(vec![AccountEvent::Withdrawn { amount: w.amount }])
+/// #     }
+/// # }
+///
+/// #[derive(Debug, rewind::Command)]
+/// #[command(aggregate = Account, id = account)]
+/// struct Withdraw { account: String, amount: u64 }
+///
+/// /// Refuses withdrawals over a limit; lets every other command through.
+/// struct Limit(u64);
+///
+/// #[async_trait::async_trait]
+/// impl Middleware for Limit {
+///     async fn before_dispatch(&self, pipeline: &mut Pipeline<'_>) -> Result<(), Rejection> {
+///         let command: &dyn AnyCommand = pipeline.command;
+///         match command.as_any().downcast_ref::<Withdraw>() {
+///             Some(withdraw) if withdraw.amount > self.0 => Err(Rejection::Unauthorized(format!(
+///                 "{} of {} from {}",
+///                 command.command_name(),
+///                 withdraw.amount,
+///                 command.aggregate_id()
+///             ))),
+///             _ => Ok(()),
+///         }
+///     }
+/// }
+///
+/// let app = Application::builder(MemoryStore::new())
+///     .router(Router::new().command::<Withdraw>())
+///     .middleware(Limit(100))
+///     .build();
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// app.dispatch(Withdraw { account: "ZC7".into(), amount: 50 }).await.unwrap();
+/// let refused = app.dispatch(Withdraw { account: "ZC7".into(), amount: 500 }).await.unwrap_err();
+/// let DispatchError::Rejected(Rejection::Unauthorized(why)) = &refused else { panic!("{refused}") };
+/// assert_eq!(why, "Withdraw of 500 from ZC7");
+/// # });
+/// ```
 pub trait AnyCommand: fmt::Debug + Send + Sync {
     /// The command's Rust type name without its module path (`OpenAccount`).
     fn command_name(&self) -> &'static str;

@@ -157,6 +157,32 @@ pub struct Snapshot {
 ///
 /// Methods return `impl Future + Send` so the store can be shared across tasks;
 /// implementations write them as `async fn`.
+///
+/// Appending to a stream and reading it back, on the in-memory store:
+///
+/// ```
+/// use rewind::testing::new_event;
+/// use rewind::{Direction, EventFilter, EventStore, ExpectedVersion, MemoryStore, StoreError, StreamVersion};
+/// use serde_json::json;
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = MemoryStore::new();
+/// let opened = new_event("AccountOpened", json!({ "owner": "ada" }));
+/// let deposited = new_event("MoneyDeposited", json!({ "amount": 5 }));
+/// let result = store.append("account-1", ExpectedVersion::NoStream, vec![opened, deposited]).await.unwrap();
+/// assert_eq!(result.stream_version, StreamVersion(2));
+///
+/// let events = store.read_stream("account-1", StreamVersion(1), Direction::Forward, 10).await.unwrap();
+/// let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+/// assert_eq!(types, ["AccountOpened", "MoneyDeposited"]);
+/// assert_eq!(events[1].position, result.last_position);
+///
+/// // The stream is no longer new: the same expectation now conflicts, writing nothing.
+/// let again = store.append("account-1", ExpectedVersion::NoStream, vec![new_event("AccountOpened", json!({}))]).await;
+/// assert!(matches!(again, Err(StoreError::Conflict { .. })));
+/// assert_eq!(store.read_all(rewind::GlobalPosition::START, 10, &EventFilter::all()).await.unwrap().len(), 2);
+/// # });
+/// ```
 pub trait EventStore: Send + Sync + 'static {
     /// Appends events to one stream if it is at `expected`.
     ///

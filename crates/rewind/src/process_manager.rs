@@ -136,6 +136,81 @@ impl CommandFailure {
 /// are passed over (narrow the subscription with a filter to skip reading them); an
 /// event of one of its types that does not decode is a failure, handled by the
 /// subscription's error policy, never passed over.
+///
+/// A manager that credits every newly opened account with a welcome bonus, run by
+/// [`Subscriptions`](crate::Subscriptions) and sending its command through the
+/// application:
+///
+/// ```
+/// use rewind::{Application, Interest, MemoryStore, MemorySubscriptionStore, ProcessCommand, ProcessManager};
+/// use rewind::{RecordedEvent, Router, SubscriptionOptions, Subscriptions};
+/// use std::sync::Arc;
+/// # use rewind::{Aggregate, Execute, Never};
+/// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, rewind::Event)]
+/// # enum AccountEvent { Opened { account: String }, Credited { amount: u64 } }
+/// # #[derive(Debug, Default, Clone)] struct Account { balance: u64 }
+/// # impl Aggregate for Account {
+/// #     const NAME: &'static str = "account"; type Event = AccountEvent; type Error = Never;
+/// #     fn apply(&mut self, event: &AccountEvent) {
+/// #         if let AccountEvent::Credited { amount } = event { self.balance += amount }
+/// #     }
+/// # }
+/// # #[derive(Debug, rewind::Command)] #[command(aggregate = Account, id = account)]
+/// # struct OpenAccount { account: String }
+/// # #[derive(Debug, rewind::Command)] #[command(aggregate = Account, id = account)]
+/// # struct Credit { account: String, amount: u64 }
+/// # impl Execute<OpenAccount> for Account {
+/// #     fn execute(&self, c: &OpenAccount) -> Result<Vec<AccountEvent>, Never> {
+/// #         Ok(vec![AccountEvent::Opened { account: c.account.clone() }])
+/// #     }
+/// # }
+/// # impl Execute<Credit> for Account {
+/// #     fn execute(&self, c: &Credit) -> Result<Vec<AccountEvent>, Never> {
+/// #         Ok(vec![AccountEvent::Credited { amount: c.amount }])
+/// #     }
+/// # }
+///
+/// struct WelcomeBonus;
+///
+/// impl ProcessManager for WelcomeBonus {
+///     type Event = AccountEvent;
+///     /// Whether the bonus was paid.
+///     type State = bool;
+///
+///     fn interested(&self, event: &AccountEvent, _: &RecordedEvent) -> Interest {
+///         match event {
+///             AccountEvent::Opened { account } => Interest::Start(account.clone()),
+///             AccountEvent::Credited { .. } => Interest::Ignore,
+///         }
+///     }
+///     fn handle(&self, paid: &bool, event: &AccountEvent, _: &RecordedEvent) -> Vec<ProcessCommand> {
+///         match event {
+///             AccountEvent::Opened { account } if !paid => {
+///                 vec![ProcessCommand::new(Credit { account: account.clone(), amount: 10 })]
+///             }
+///             _ => vec![],
+///         }
+///     }
+///     fn apply(&self, paid: &mut bool, _: &AccountEvent) {
+///         *paid = true;
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let router = Router::new().commands::<(OpenAccount, Credit)>();
+/// let app = Application::builder(MemoryStore::new()).router(router).build();
+/// let subscriptions = Subscriptions::builder(&app, Arc::new(MemorySubscriptionStore::new()))
+///     .process_manager("welcome_bonus", WelcomeBonus, SubscriptionOptions::new())
+///     .start()
+///     .unwrap();
+///
+/// let opened = app.dispatch(OpenAccount { account: "ada".into() }).await.unwrap();
+/// subscriptions.wait_for("welcome_bonus", opened.position.unwrap()).await.unwrap();
+/// // The manager's command was acknowledged before its checkpoint moved.
+/// assert_eq!(app.aggregate_state::<Account>("ada").await.unwrap().0.balance, 10);
+/// subscriptions.shutdown().await;
+/// # });
+/// ```
 pub trait ProcessManager: Send + Sync + 'static {
     /// The events it understands.
     type Event: Event;

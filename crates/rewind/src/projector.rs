@@ -105,6 +105,44 @@ pub trait Projector: Send + Sync + 'static {
 
 /// A database projectors write to and queries read from: SQLite's or PostgreSQL's
 /// read model.
+///
+/// A query written once against `&dyn ReadModel` runs on either backend. Here it
+/// runs against a stand-in defined for the example (a real one is opened by
+/// `rewind-sqlite` or `rewind-postgres`) that answers every query with one fixed row:
+///
+/// ```
+/// use rewind::sql::{Dialect, Row, Value};
+/// use rewind::{Consumer, Projector, ReadModel, StoreError};
+/// use std::sync::Arc;
+///
+/// /// The application's query: how many events of a type were counted.
+/// async fn count_of(read_model: &dyn ReadModel, event_type: &str) -> Result<i64, StoreError> {
+///     let sql = "SELECT n FROM event_counts WHERE event_type = $1";
+///     let Some(row) = read_model.query_opt(sql, (event_type,)).await? else { return Ok(0) };
+///     row.get(0).map_err(StoreError::backend)
+/// }
+///
+/// /// Answers every query with the row `(3)`; runs no projectors.
+/// struct FixedRow;
+///
+/// #[async_trait::async_trait]
+/// impl ReadModel for FixedRow {
+///     fn dialect(&self) -> Dialect {
+///         Dialect::Sqlite
+///     }
+///     async fn projector(&self, _: Arc<dyn Projector>) -> Result<Arc<dyn Consumer>, StoreError> {
+///         Err(StoreError::Invalid("this stand-in runs no projectors".into()))
+///     }
+///     async fn query_values(&self, _sql: &str, params: Vec<Value>) -> Result<Vec<Row>, StoreError> {
+///         assert_eq!(params, [Value::Text("AccountOpened".into())]);
+///         Ok(vec![Row::new(vec![Value::Int(3)])])
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// assert_eq!(count_of(&FixedRow, "AccountOpened").await.unwrap(), 3);
+/// # });
+/// ```
 #[async_trait]
 pub trait ReadModel: Send + Sync + 'static {
     /// The dialect its statements and queries are in.

@@ -317,6 +317,56 @@ impl Router {
 ///
 /// An application may implement it for a type of its own to name a group of
 /// commands once (`router.commands::<AccountCommands>()`).
+///
+/// A tuple is a set, and a named group is a set that registers a tuple. A command
+/// left out of the set has no route:
+///
+/// ```
+/// use rewind::{Aggregate, Application, CommandSet, DispatchError, Execute, MemoryStore, Never, Router};
+/// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, rewind::Event)]
+/// # enum TabEvent { Opened, Closed }
+///
+/// #[derive(Debug, Default, Clone)]
+/// struct Tab { open: bool }
+/// impl Aggregate for Tab {
+///     const NAME: &'static str = "tab";
+///     type Event = TabEvent;
+///     type Error = Never;
+///     fn apply(&mut self, event: &TabEvent) { self.open = matches!(event, TabEvent::Opened) }
+/// }
+///
+/// #[derive(Debug, rewind::Command)]
+/// #[command(aggregate = Tab, id = tab)]
+/// struct OpenTab { tab: u32 }
+/// #[derive(Debug, rewind::Command)]
+/// #[command(aggregate = Tab, id = tab)]
+/// struct CloseTab { tab: u32 }
+/// #[derive(Debug, rewind::Command)]
+/// #[command(aggregate = Tab, id = tab)]
+/// struct PinTab { tab: u32 }
+///
+/// impl<C> Execute<C> for Tab {
+///     fn execute(&self, _: &C) -> Result<Vec<TabEvent>, Never> {
+///         Ok(vec![if self.open { TabEvent::Closed } else { TabEvent::Opened }])
+///     }
+/// }
+///
+/// struct TabCommands;
+/// impl CommandSet for TabCommands {
+///     fn register(router: Router) -> Router {
+///         router.commands::<(OpenTab, CloseTab)>()
+///     }
+/// }
+///
+/// let app = Application::builder(MemoryStore::new()).router(Router::new().commands::<TabCommands>()).build();
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// app.dispatch(OpenTab { tab: 1 }).await.unwrap();
+/// assert!(app.aggregate_state::<Tab>("1").await.unwrap().0.open);
+/// app.dispatch(CloseTab { tab: 1 }).await.unwrap();
+/// assert!(!app.aggregate_state::<Tab>("1").await.unwrap().0.open);
+/// assert!(matches!(app.dispatch(PinTab { tab: 1 }).await, Err(DispatchError::NoRoute { command: "PinTab" })));
+/// # });
+/// ```
 pub trait CommandSet {
     /// Adds every command type of the set to `router`.
     fn register(router: Router) -> Router;

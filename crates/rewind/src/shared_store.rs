@@ -18,6 +18,33 @@ use uuid::Uuid;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The object-safe mirror of [`EventStore`]; implemented for every store.
+///
+/// Its methods are not called directly: a [`SharedStore`] holds the store as an
+/// `Arc<dyn DynEventStore>` and is an [`EventStore`] again, so code written against
+/// [`EventStore`] runs on a backend chosen at run time:
+///
+/// ```
+/// use rewind::store::DynEventStore;
+/// use rewind::testing::new_event;
+/// use rewind::{EventStore, ExpectedVersion, MemoryStore, SharedStore, StreamVersion};
+///
+/// // Every store is one, whatever its type.
+/// let _object: &dyn DynEventStore = &MemoryStore::new();
+///
+/// fn open(url: &str) -> SharedStore {
+///     match url {
+///         "memory://" => SharedStore::new(MemoryStore::new()),
+///         other => panic!("no backend for {other}"),
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = open("memory://");
+/// let handle = store.clone(); // the same store behind the same trait object
+/// store.append("order-1", ExpectedVersion::Any, vec![new_event("OrderPlaced", serde_json::json!({}))]).await.unwrap();
+/// assert_eq!(handle.stream_version("order-1").await.unwrap(), StreamVersion(1));
+/// # });
+/// ```
 pub trait DynEventStore: Send + Sync + 'static {
     #[doc(hidden)]
     fn dyn_append<'a>(

@@ -79,6 +79,15 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 
 /// The parameters of one statement: a tuple of values (`(a, b, c)`), an array or
 /// a `Vec` of [`Value`]s, or `()` for none.
+///
+/// ```
+/// use rewind::sql::{Params, Value};
+///
+/// let values = ("ZC7", 250_i64, None::<String>).into_values();
+/// assert_eq!(values, [Value::Text("ZC7".into()), Value::Int(250), Value::Null]);
+/// assert_eq!([Value::Bool(true)].into_values(), [Value::Bool(true)]);
+/// assert!(().into_values().is_empty());
+/// ```
 pub trait Params {
     /// The values, in parameter order (`$1` first).
     fn into_values(self) -> Vec<Value>;
@@ -189,6 +198,27 @@ pub struct ValueError {
 }
 
 /// A Rust value a [`Row`]'s column can be read as.
+///
+/// Implemented for the types a [`Value`] holds, and for `Option`s of them (`NULL` is
+/// `None`). A newtype of the application's reads through the type it wraps:
+///
+/// ```
+/// use rewind::sql::{FromValue, Row, Value, ValueError};
+///
+/// #[derive(Debug, PartialEq)]
+/// struct Cents(i64);
+///
+/// impl FromValue for Cents {
+///     fn from_value(value: &Value, column: usize) -> Result<Cents, ValueError> {
+///         i64::from_value(value, column).map(Cents)
+///     }
+/// }
+///
+/// let row = Row::new(vec![Value::Int(1250), Value::Null, Value::Text("x".into())]);
+/// assert_eq!(row.get::<Cents>(0), Ok(Cents(1250)));
+/// assert_eq!(row.get::<Option<Cents>>(1), Ok(None));
+/// assert_eq!(row.get::<Cents>(2).unwrap_err().column, 2);
+/// ```
 pub trait FromValue: Sized {
     /// Reads `value` (column `column`), or says why it cannot.
     fn from_value(value: &Value, column: usize) -> Result<Self, ValueError>;

@@ -231,6 +231,56 @@ pub struct BatchFailure {
 
 /// The contract between a subscription and what it feeds. Event handlers, projectors
 /// and process managers implement it through adapters; backends add their own.
+///
+/// A consumer that counts events and keeps its checkpoint beside the count, run by
+/// [`Subscriptions`](crate::Subscriptions):
+///
+/// ```
+/// use rewind::subscription::BatchFailure;
+/// use rewind::testing::new_event;
+/// use rewind::{Application, Consumer, ConsumerError, ConsumerKind, EventStore, ExpectedVersion, GlobalPosition};
+/// use rewind::{MemoryStore, MemorySubscriptionStore, RecordedEvent, SubscriptionOptions, Subscriptions};
+/// use std::sync::{Arc, Mutex};
+///
+/// /// How many events were seen, and the position of the last.
+/// #[derive(Default)]
+/// struct Count(Mutex<(u64, Option<GlobalPosition>)>);
+///
+/// #[async_trait::async_trait]
+/// impl Consumer for Count {
+///     fn kind(&self) -> ConsumerKind {
+///         ConsumerKind::EventHandler
+///     }
+///     async fn checkpoint(&self) -> Result<Option<GlobalPosition>, ConsumerError> {
+///         Ok(self.0.lock().unwrap().1)
+///     }
+///     async fn process(&self, events: Arc<[RecordedEvent]>) -> Result<(), BatchFailure> {
+///         let mut done = self.0.lock().unwrap();
+///         done.0 += events.len() as u64;
+///         done.1 = events.last().map(|event| event.position).or(done.1);
+///         Ok(())
+///     }
+///     async fn skip(&self, event: &RecordedEvent) -> Result<(), ConsumerError> {
+///         self.0.lock().unwrap().1 = Some(event.position);
+///         Ok(())
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let app = Application::builder(MemoryStore::new()).build();
+/// let count = Arc::new(Count::default());
+/// let subscriptions = Subscriptions::builder(&app, Arc::new(MemorySubscriptionStore::new()))
+///     .consumer("count", count.clone(), SubscriptionOptions::new())
+///     .start()
+///     .unwrap();
+///
+/// let events = vec![new_event("TabOpened", serde_json::json!({})), new_event("TabClosed", serde_json::json!({}))];
+/// let appended = app.store().append("tab-1", ExpectedVersion::NoStream, events).await.unwrap();
+/// subscriptions.wait_for("count", appended.last_position).await.unwrap();
+/// assert_eq!(*count.0.lock().unwrap(), (2, Some(appended.last_position)));
+/// subscriptions.shutdown().await;
+/// # });
+/// ```
 #[async_trait]
 pub trait Consumer: Send + Sync + 'static {
     /// The kind, for status and rebuilds.

@@ -115,6 +115,33 @@ impl Lease {
 }
 
 /// The read side's bookkeeping. See the module docs.
+///
+/// A consumer's progress and a process manager's instance state, on the in-memory
+/// implementation:
+///
+/// ```
+/// use rewind::subscription_store::InstanceChange;
+/// use rewind::{GlobalPosition, MemorySubscriptionStore, SubscriptionStore};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = MemorySubscriptionStore::new();
+/// assert_eq!(store.load_checkpoint("mailer").await.unwrap(), None);
+///
+/// store.save_checkpoint("mailer", GlobalPosition(7)).await.unwrap();
+/// // A checkpoint never moves backwards.
+/// store.save_checkpoint("mailer", GlobalPosition(3)).await.unwrap();
+/// assert_eq!(store.load_checkpoint("mailer").await.unwrap(), Some(GlobalPosition(7)));
+///
+/// // An instance's state and the manager's checkpoint, committed together.
+/// let changes = vec![InstanceChange::Save("order-1".into(), r#"{"paid":true}"#.into())];
+/// store.commit_instances("shipping", changes, GlobalPosition(9)).await.unwrap();
+/// assert_eq!(
+///     store.load_instance("shipping", "order-1").await.unwrap().as_deref(),
+///     Some(r#"{"paid":true}"#)
+/// );
+/// assert_eq!(store.load_checkpoint("shipping").await.unwrap(), Some(GlobalPosition(9)));
+/// # });
+/// ```
 #[async_trait]
 pub trait SubscriptionStore: Send + Sync + 'static {
     /// The last position a subscription finished, if it ever ran.
