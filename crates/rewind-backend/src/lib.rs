@@ -19,3 +19,8 @@ pub mod error;
 pub use backend::{Backend, OpenMode, ReadModel};
 pub use database::{BadDatabaseUrl, DEFAULT_SCHEMA, Database};
 pub use error::OpenError;
+
+/// The README's example, compiled and run as a doctest (here, where both backends are).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -117,6 +117,25 @@ impl EventFilter {
         EventFilter::default()
     }
 
+    /// Only streams whose id starts with `prefix` (an aggregate's, e.g. `order-`).
+    ///
+    /// ```
+    /// let removals = rewind::EventFilter::all().prefix("order-").types(["product_removed_from_order"]);
+    /// assert!(removals.matches("order-7", "product_removed_from_order"));
+    /// assert!(!removals.matches("order-7", "product_added_to_order"));
+    /// assert!(!removals.matches("user-7", "product_removed_from_order"));
+    /// ```
+    pub fn prefix(mut self, prefix: impl Into<String>) -> EventFilter {
+        self.stream_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Only these event types (their stored names).
+    pub fn types<T: Into<String>>(mut self, types: impl IntoIterator<Item = T>) -> EventFilter {
+        self.event_types = types.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Whether the filter lets everything through.
     pub fn is_all(&self) -> bool {
         self.stream_prefix.is_none() && self.event_types.is_empty()

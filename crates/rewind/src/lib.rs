@@ -101,8 +101,3 @@ pub use rewind_macros::{Command, Event, event};
 pub mod __private {
     pub use serde_json;
 }
-
-/// The README's example, compiled and run as a doctest.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeDoctests;

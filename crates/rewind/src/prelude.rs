@@ -8,7 +8,7 @@
 pub use crate::aggregate::{Aggregate, Execute, Never};
 pub use crate::application::Application;
 // The root's names: the traits and, with the `derive` feature, their derives.
-pub use crate::dispatch::{Consistency, DispatchError, DispatchOptions};
+pub use crate::dispatch::{Consistency, DispatchError, DispatchOptions, Dispatched};
 pub use crate::envelope::RecordedEvent;
 pub use crate::event_handler::EventHandler;
 pub use crate::event_store::{EventFilter, EventStore, StoreError};
@@ -17,6 +17,7 @@ pub use crate::process_manager::ProcessManager;
 pub use crate::projector::{Projector, ReadModel};
 pub use crate::router::{AggregateConfig, Router};
 pub use crate::sql::{Dialect, Row, Sql};
+pub use crate::stream::GlobalPosition;
 pub use crate::subscription::{ConsumerError, SubscriptionOptions};
-pub use crate::subscriptions::Subscriptions;
+pub use crate::subscriptions::{SubscriptionError, Subscriptions};
 pub use crate::{Command, Event};

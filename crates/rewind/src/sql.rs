@@ -197,6 +197,14 @@ pub struct ValueError {
     pub found: Value,
 }
 
+/// A column that does not hold what its query says: the read model is not what
+/// its projector wrote.
+impl From<ValueError> for crate::event_store::StoreError {
+    fn from(error: ValueError) -> Self {
+        crate::event_store::StoreError::Corrupt(format!("read model: {error}"))
+    }
+}
+
 /// A Rust value a [`Row`]'s column can be read as.
 ///
 /// Implemented for the types a [`Value`] holds, and for `Option`s of them (`NULL` is

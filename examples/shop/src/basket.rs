@@ -11,8 +11,8 @@
 //! The read model runs each event exactly once (in the batch's transaction with the
 //! checkpoint), so the quantity may be counted up and down rather than recomputed.
 
+use crate::ORDER_STREAM_PREFIX;
 use crate::order::OrderEvent;
-use crate::{ORDER_STREAM_PREFIX, corrupt};
 use rewind::prelude::*;
 use rewind::sql::{Row, ValueError};
 use uuid::Uuid;
@@ -35,7 +35,7 @@ impl Projector for BasketProjector {
     }
 
     fn filter(&self) -> EventFilter {
-        EventFilter { stream_prefix: Some(ORDER_STREAM_PREFIX.into()), event_types: Vec::new() }
+        EventFilter::all().prefix(ORDER_STREAM_PREFIX)
     }
 
     fn schema(&self, dialect: Dialect) -> &'static str {
@@ -114,13 +114,8 @@ pub async fn basket(read_model: &dyn ReadModel, order_id: Uuid) -> Result<Option
     let Some(order) = read_model.query_opt(sql, (order_id,)).await? else { return Ok(None) };
     let sql = "SELECT item_id, name, price_in_cents, quantity FROM basket_lines WHERE order_id = $1 ORDER BY item_id";
     let rows = read_model.query(sql, (order_id,)).await?;
-    let lines = rows.iter().map(line).collect::<Result<_, _>>().map_err(corrupt)?;
-    Ok(Some(Basket {
-        order_id,
-        user_id: order.get(0).map_err(corrupt)?,
-        checked_out: order.get(1).map_err(corrupt)?,
-        lines,
-    }))
+    let lines = rows.iter().map(line).collect::<Result<_, _>>()?;
+    Ok(Some(Basket { order_id, user_id: order.get(0)?, checked_out: order.get(1)?, lines }))
 }
 
 #[cfg(test)]

@@ -25,7 +25,6 @@ use basket::{Basket, BasketProjector};
 use order::{Order, OrderError};
 use removed_products::{RemovedProduct, RemovedProductsProjector};
 use rewind::prelude::*;
-use rewind::sql::ValueError;
 use rewind_backend::{Backend, Database, OpenError, OpenMode};
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,11 +97,6 @@ pub struct Shop {
 /// The shop's router: every order command to the order aggregate.
 pub fn router() -> Router {
     Router::new().commands::<(order::AddProduct, order::RemoveProduct, order::CheckOut)>()
-}
-
-/// A column that does not hold what its table says.
-pub(crate) fn corrupt(error: ValueError) -> StoreError {
-    StoreError::Corrupt(format!("read model: {error}"))
 }
 
 impl Shop {

@@ -15,8 +15,8 @@
 //! types (`uuid`/`timestamptz` on PostgreSQL, `TEXT` on SQLite). The read model
 //! applies each event exactly once, so `times_removed` can be counted up.
 
+use crate::ORDER_STREAM_PREFIX;
 use crate::order::OrderEvent;
-use crate::{ORDER_STREAM_PREFIX, corrupt};
 use chrono::{DateTime, Utc};
 use rewind::prelude::*;
 use rewind::sql::{Row, ValueError};
@@ -41,7 +41,7 @@ impl Projector for RemovedProductsProjector {
     }
 
     fn filter(&self) -> EventFilter {
-        EventFilter { stream_prefix: Some(ORDER_STREAM_PREFIX.into()), event_types: vec![REMOVED.into()] }
+        EventFilter::all().prefix(ORDER_STREAM_PREFIX).types([REMOVED])
     }
 
     fn schema(&self, dialect: Dialect) -> &'static str {
@@ -101,7 +101,7 @@ async fn select(
     params: Vec<rewind::sql::Value>,
 ) -> Result<Vec<RemovedProduct>, StoreError> {
     let rows = read_model.query(&sql, params).await?;
-    rows.iter().map(removed).collect::<Result<_, _>>().map_err(corrupt)
+    Ok(rows.iter().map(removed).collect::<Result<_, _>>()?)
 }
 
 /// The products `user_id` removed, by product id (empty until the miner has caught

@@ -11,11 +11,6 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct Queries(pub Arc<dyn ReadModel>);
 
-/// A column that does not hold what the table says it does.
-fn corrupt(error: ValueError) -> StoreError {
-    StoreError::Corrupt(format!("read model: {error}"))
-}
-
 fn account(row: &Row) -> Result<AccountView, ValueError> {
     Ok(AccountView { uuid: row.get(0)?, current_balance: row.get(1)?, status: row.get(2)?, version: row.get(3)? })
 }
@@ -51,7 +46,7 @@ impl Queries {
     pub async fn account(&self, id: Uuid) -> Result<Option<AccountView>, StoreError> {
         let sql = "SELECT uuid, current_balance, status, version FROM accounts WHERE uuid = $1";
         let row = self.0.query_opt(sql, (id,)).await?;
-        row.as_ref().map(account).transpose().map_err(corrupt)
+        Ok(row.as_ref().map(account).transpose()?)
     }
 
     /// An account's money movements, oldest first.
@@ -59,7 +54,7 @@ impl Queries {
         let sql = "SELECT kind, amount, balance_after, transfer_uuid, occurred_at FROM account_transactions
                    WHERE account_uuid = $1 ORDER BY position";
         let rows = self.0.query(sql, (account,)).await?;
-        rows.iter().map(transaction).collect::<Result<_, _>>().map_err(corrupt)
+        Ok(rows.iter().map(transaction).collect::<Result<_, _>>()?)
     }
 
     /// One transfer.
@@ -67,7 +62,7 @@ impl Queries {
         let sql = "SELECT uuid, source_account_uuid, destination_account_uuid, amount, status, reason
                    FROM transfers WHERE uuid = $1";
         let row = self.0.query_opt(sql, (id,)).await?;
-        row.as_ref().map(transfer).transpose().map_err(corrupt)
+        Ok(row.as_ref().map(transfer).transpose()?)
     }
 
     /// An account's monthly statements, oldest first (empty until that projection
@@ -76,6 +71,6 @@ impl Queries {
         let sql = "SELECT month, opening_balance, credits, debits, closing_balance, transactions
                    FROM monthly_statements WHERE account_uuid = $1 ORDER BY month";
         let rows = self.0.query(sql, (account,)).await?;
-        rows.iter().map(statement).collect::<Result<_, _>>().map_err(corrupt)
+        Ok(rows.iter().map(statement).collect::<Result<_, _>>()?)
     }
 }
