@@ -52,6 +52,8 @@ impl OpenError {
         move |source| OpenError::Store { database, source }
     }
 
+    // Only the SQLite backend makes directories and temporary files.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> OpenError {
         let what = what.into();
         move |source| OpenError::Io { what, source }
