@@ -33,6 +33,8 @@
 //!
 //! * [`read_model`]: a read model database (a pool working in one schema).
 //! * [`projector`]: [`PostgresProjection`]s run as exactly-once subscription consumers.
+//! * `checkpoint_feed`: projector checkpoints announced to every process (NOTIFY), so
+//!   strong consistency waits on no timer where the projector runs elsewhere.
 //! * `portable`: [`rewind::Projector`]s and portable queries on PostgreSQL
 //!   ([`PostgresReadModel`] is a [`rewind::ReadModel`]).
 //! * [`subscription_store`]: checkpoints, dead letters, process manager state, and the
@@ -50,6 +52,7 @@
 #![warn(missing_docs)]
 
 mod careful;
+mod checkpoint_feed;
 mod codec;
 pub mod connection;
 mod error;

@@ -5,9 +5,11 @@
 //! The schema and the read side's bookkeeping tables are created on connect, under a
 //! transaction-scoped advisory lock so concurrent processes do not race.
 
+use crate::checkpoint_feed::CheckpointFeed;
 use crate::connection::Connector;
 use deadpool_postgres::{Object, Pool};
 use rewind::StoreError;
+use std::sync::Arc;
 
 /// A PostgreSQL read model database. Cheap to clone.
 ///
@@ -24,6 +26,7 @@ pub struct PostgresReadModel {
     pool: Pool,
     schema: String,
     connector: Connector,
+    checkpoints: Arc<CheckpointFeed>,
 }
 
 fn valid_schema(schema: &str) -> Result<(), StoreError> {
@@ -45,7 +48,8 @@ impl PostgresReadModel {
         valid_schema(schema)?;
         let connector = Connector::new(url, &format!("rewind:{schema}"), &[format!("-c search_path={schema}")])?;
         let pool = connector.pool(8)?;
-        let model = PostgresReadModel { pool, schema: schema.to_owned(), connector };
+        let checkpoints = Arc::new(CheckpointFeed::new(connector.clone(), schema));
+        let model = PostgresReadModel { pool, schema: schema.to_owned(), connector, checkpoints };
         model.migrate().await?;
         Ok(model)
     }
@@ -71,6 +75,17 @@ impl PostgresReadModel {
     /// The schema.
     pub fn schema(&self) -> &str {
         &self.schema
+    }
+
+    /// How this model's connections are made.
+    #[cfg(test)]
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    /// The projectors' announced checkpoints ([`crate::checkpoint_feed`]).
+    pub(crate) fn checkpoints(&self) -> &CheckpointFeed {
+        &self.checkpoints
     }
 
     /// A connection outside the pool (leases hold one for as long as they live).

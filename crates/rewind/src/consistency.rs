@@ -3,8 +3,10 @@
 //!
 //! Each running subscription registers its progress here. A waiting dispatch watches
 //! the in-process progress; while the subscription stands by here (another process
-//! holds its lease), it polls the persisted checkpoint instead, so it also completes
-//! when the subscription runs in another process on the same database.
+//! holds its lease), it follows the persisted checkpoint instead, so it also completes
+//! when the subscription runs in another process on the same database: woken by the
+//! consumer's announcements where the storage makes them
+//! ([`Consumer::announced_checkpoint`]), otherwise by polling.
 //! Subscriptions whose filter matches none of the appended events are not waited for.
 
 use crate::dispatch::Consistency;
@@ -16,8 +18,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How often a waiting dispatch re-reads persisted checkpoints.
+/// How often a waiting dispatch re-reads persisted checkpoints that are not announced.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(20);
+/// How often it re-reads announced ones: only in case an announcement was lost.
+const ANNOUNCED_POLL: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
 struct Entry {
@@ -102,21 +106,32 @@ impl ConsistencyRegistry {
 impl Wait {
     /// Resolves once the subscription has done `target`.
     pub(crate) async fn done(mut self) {
+        let mut announced = self.consumer.announced_checkpoint();
+        let poll = if announced.is_some() { ANNOUNCED_POLL } else { CHECKPOINT_POLL };
+        let mut here = true; // whether this process's subscription still reports progress
         loop {
             let done = *self.position.borrow_and_update();
-            if done >= self.target || self.consumer.covered().is_some_and(|covered| covered >= self.target) {
+            let told = announced.as_mut().map(|a| *a.borrow_and_update());
+            if done >= self.target
+                || told.is_some_and(|told| told >= self.target)
+                || self.consumer.covered().is_some_and(|covered| covered >= self.target)
+            {
                 return;
             }
             tokio::select! {
-                changed = self.position.changed() => {
-                    if changed.is_ok() {
-                        continue;
-                    }
-                    // The subscription stopped here: only its checkpoint can tell now.
-                    tokio::time::sleep(CHECKPOINT_POLL).await;
+                changed = self.position.changed(), if here => {
+                    // Once it stopped here, only its checkpoint can tell.
+                    here = changed.is_ok();
+                    continue;
                 }
-                _ = tokio::time::sleep(CHECKPOINT_POLL) => {
-                    if self.tracker.is_active() {
+                changed = changed(&mut announced) => {
+                    if !changed {
+                        announced = None;
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep(poll) => {
+                    if here && self.tracker.is_active() {
                         continue;
                     }
                 }
@@ -127,5 +142,60 @@ impl Wait {
                 return;
             }
         }
+    }
+}
+
+/// Whether the announcements changed (false once they ended); never, without any.
+async fn changed(announced: &mut Option<watch::Receiver<GlobalPosition>>) -> bool {
+    match announced {
+        Some(receiver) => receiver.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::RecordedEvent;
+    use crate::subscription::{BatchFailure, ConsumerError, ConsumerKind};
+
+    /// A projector elsewhere: its stored checkpoint never reaches the target when read,
+    /// so only its announcements can end a wait.
+    struct Elsewhere(watch::Sender<GlobalPosition>);
+
+    #[async_trait::async_trait]
+    impl Consumer for Elsewhere {
+        fn kind(&self) -> ConsumerKind {
+            ConsumerKind::Projector
+        }
+        async fn checkpoint(&self) -> Result<Option<GlobalPosition>, ConsumerError> {
+            Ok(None)
+        }
+        fn announced_checkpoint(&self) -> Option<watch::Receiver<GlobalPosition>> {
+            Some(self.0.subscribe())
+        }
+        async fn process(&self, _: Arc<[RecordedEvent]>) -> Result<(), BatchFailure> {
+            unreachable!("it runs elsewhere")
+        }
+        async fn skip(&self, _: &RecordedEvent) -> Result<(), ConsumerError> {
+            unreachable!("it runs elsewhere")
+        }
+    }
+
+    fn wait_for(target: u64, consumer: Arc<Elsewhere>) -> Wait {
+        let tracker = Arc::new(Tracker::new("counts".into(), ConsumerKind::Projector));
+        Wait { target: GlobalPosition(target), position: tracker.position.subscribe(), tracker, consumer }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_on_a_standby_subscription_ends_on_an_announcement_that_reaches_its_target() {
+        let consumer = Arc::new(Elsewhere(watch::channel(GlobalPosition(3)).0));
+        let mut waiting = tokio::spawn(wait_for(5, consumer.clone()).done());
+        // Minutes of polling a checkpoint that reads short, and an announcement short of
+        // the target: still waiting.
+        consumer.0.send_replace(GlobalPosition(4));
+        assert!(tokio::time::timeout(Duration::from_secs(600), &mut waiting).await.is_err());
+        consumer.0.send_replace(GlobalPosition(6));
+        tokio::time::timeout(Duration::from_secs(1), waiting).await.expect("ended by the announcement").unwrap();
     }
 }

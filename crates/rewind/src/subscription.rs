@@ -298,6 +298,16 @@ pub trait Consumer: Send + Sync + 'static {
         None
     }
 
+    /// The persisted checkpoint as the storage announces it, when it can tell every
+    /// process of a commit (`rewind_postgres`'s projectors NOTIFY theirs). A strongly
+    /// consistent dispatch in a process where the subscription stands by (another
+    /// process holds its lease) then wakes on each announcement instead of polling
+    /// [`checkpoint`](Self::checkpoint); it still polls, rarely, in case announcements
+    /// are lost. The value may lag the stored checkpoint, never lead it. Default: `None`.
+    fn announced_checkpoint(&self) -> Option<watch::Receiver<GlobalPosition>> {
+        None
+    }
+
     /// Processes events in order and persists the checkpoint. On `Err`, the events
     /// before `failed_at` are done and checkpointed; the rest are not. (Shared, so a
     /// consumer can hand the batch to a blocking thread without copying it.)
