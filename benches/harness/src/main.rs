@@ -8,6 +8,10 @@
 //!     [--workloads W1,...,W6] [--database-url URL] [--peer-manifest PATH] [--out FILE]
 //! ```
 //!
+//! W6 drives the real `bank serve` over HTTP with `wrk` (or `oha`) and then, on the
+//! same server with the same tool, `GET /health`: that is W6's baseline ("raw"), the
+//! HTTP stack's ceiling on this machine.
+//!
 //! Layout: [`workloads`] (sizes, W1–W4 on Rewind), [`projection`] (W5 on Rewind),
 //! [`raw`] (the raw baselines), [`peer`] (cqrs-es), [`http`] (W6), [`report`] (the
 //! table and the goals), [`measure`] (timing), [`backend`] (fresh stores).
@@ -42,7 +46,8 @@ struct Cli {
     /// Which backends, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "memory,sqlite,postgres")]
     backends: Vec<Backend>,
-    /// Which workloads, comma-separated.
+    /// Which workloads, comma-separated: W1–W5 dispatch, W6 HTTP (and GET /health as its
+    /// baseline).
     #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6")]
     workloads: Vec<Workload>,
     /// PostgreSQL server for the postgres rows (each run uses a fresh schema and drops it).
@@ -115,6 +120,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let peer = if dispatching && !cli.no_peer { build_peer(&cli, &paths, &mut run).await } else { None };
     let http = if wants(Workload::W6) { prepare_http(&paths, &mut run).await } else { None };
+    if http.is_some() {
+        run.notice(format!(
+            "W6 raw = {HEALTH}: right after the deposits, on the same server, with the same connections and \
+             duration; the HTTP stack's ceiling here (memory and SQLite answer it in process, PostgreSQL \
+             with one query per request)"
+        ));
+    }
 
     for &backend in &cli.backends {
         let url = cli.database_url.as_deref();
@@ -358,6 +370,9 @@ async fn prepare_http(paths: &Paths, run: &mut Run) -> Option<(PathBuf, http::Lo
     }
 }
 
+/// What the HTTP baselines' column says for W6.
+const HEALTH: &str = "GET /health, same tool";
+
 async fn w6(
     bank: &Path,
     tool: &http::LoadTool,
@@ -366,12 +381,24 @@ async fn w6(
     sizes: &Sizes,
     run: &mut Run,
 ) -> Row {
+    let mut raw = Other::Missing;
     let rewind = match http::run(bank, tool, backend, url, sizes).await {
-        Ok(http::Outcome::Measured(m, notes)) => {
-            for note in notes.iter().skip(1) {
-                run.notice(format!("W6 {backend}: {note}"));
+        Ok(http::Outcome::Measured { deposits, health }) => {
+            if let Some(failed) = &deposits.failed {
+                run.notice(format!("W6 {backend}: {failed}"));
             }
-            progress(backend, Workload::W6, Ok(m))
+            match health {
+                Ok(health) => {
+                    if let Some(failed) = &health.failed {
+                        run.notice(format!("W6 {backend} GET /health: {failed}"));
+                    }
+                    let m = &health.measurement;
+                    eprintln!("  W6 {backend} GET /health ({}): {:.0}/s", health.command, m.ops_per_sec());
+                    raw = Other::Rate(m.ops_per_sec(), HEALTH.into());
+                }
+                Err(error) => run.notice(format!("W6 {backend}: GET /health not measured: {error}")),
+            }
+            progress(backend, Workload::W6, Ok(deposits.measurement))
         }
         Ok(http::Outcome::Skipped(why)) => {
             run.notice(format!("W6 {backend} skipped: {why}"));
@@ -385,7 +412,7 @@ async fn w6(
         backend,
         rewind,
         peer: Other::Missing,
-        raw: Other::Missing,
+        raw,
     }
 }
 

@@ -2,9 +2,9 @@
 //!
 //! One row per workload and backend: Rewind's rate and latency, cqrs-es's rate,
 //! the raw baseline that matches the workload (1 client for W1/W4, 32 clients for
-//! W2/W3, the direct upserts for W5) and the two ratios. Raw baselines that match no
-//! workload (100-row transactions, COPY) get rows of their own. A cell with no
-//! figure shows –.
+//! W2/W3, the direct upserts for W5, `GET /health` on the same server for W6) and
+//! the two ratios. Raw baselines that match no workload (100-row transactions, COPY)
+//! get rows of their own. A cell with no figure shows –.
 
 use crate::backend::Backend;
 use crate::measure::Measurement;
