@@ -11,7 +11,8 @@
 //! answers `{"status":"ok","head":N}`; memory and SQLite read the head in process,
 //! PostgreSQL with one `SELECT max(position)`, so there the ceiling includes a
 //! database round trip. Only 2xx answers count as operations. The load tool and the
-//! server share the machine.
+//! server share the machine. The server, the account opening and the load runs are
+//! also what W7 (`cluster`) runs several of.
 
 use crate::backend::{Backend, drop_schema, fresh_schema_name};
 use crate::measure::Measurement;
@@ -60,7 +61,7 @@ impl Pressure {
     }
 }
 
-/// wrk threads in W6 (the load tool's share of the machine).
+/// wrk threads in W6 (the load tool's share of the machine; W7 keeps to it where it can).
 pub const W6_THREADS: usize = 2;
 
 /// One run of the load tool against one server.
@@ -70,6 +71,8 @@ pub struct Loaded {
     pub measurement: Measurement,
     /// The command, short (`wrk -t2 -c64 -d5s`).
     pub command: String,
+    /// The tool's threads (wrk); `None` where the tool picks its own (oha).
+    pub threads: Option<usize>,
     /// The requests that failed, in words, if any did.
     pub failed: Option<String>,
 }
@@ -349,7 +352,7 @@ async fn run_wrk(
         p50_us: Some(field("p50_us")),
         p99_us: Some(field("p99_us")),
     };
-    Ok(Loaded { measurement, command, failed })
+    Ok(Loaded { measurement, command, threads: Some(threads), failed })
 }
 
 async fn run_oha(
@@ -390,7 +393,7 @@ async fn run_oha(
     let percentile = |p: &str| report["latencyPercentiles"][p].as_f64().map(|s| s * 1e6);
     let measurement = Measurement { ops: count(true), seconds, p50_us: percentile("p50"), p99_us: percentile("p99") };
     let command = format!("oha -c{} -z{}s", pressure.connections, pressure.seconds);
-    Ok(Loaded { measurement, command, failed })
+    Ok(Loaded { measurement, command, threads: None, failed })
 }
 
 #[cfg(test)]
