@@ -5,14 +5,23 @@
 //!
 //! ```text
 //! cargo run --release -p rewind-bench -- [--quick] [--backends memory,sqlite,postgres]
-//!     [--workloads W1,...,W6] [--database-url URL] [--peer-manifest PATH] [--out FILE]
+//!     [--workloads W1,...,W7] [--database-url URL] [--peer-manifest PATH] [--out FILE]
 //! ```
 //!
+//! W6 drives the real `bank serve` over HTTP with `wrk` (or `oha`) and then, on the
+//! same server with the same tool, `GET /health`: that is W6's baseline ("raw"), the
+//! HTTP stack's ceiling on this machine. W7 (PostgreSQL only) runs W6's load over 1,
+//! 2 and 4 `bank serve` processes on one schema, a fresh schema per step; its rows'
+//! baseline is the 1-process step. A plain run measures everything;
+//! `--workloads W6` alone starts no W7.
+//!
 //! Layout: [`workloads`] (sizes, W1–W4 on Rewind), [`projection`] (W5 on Rewind),
-//! [`raw`] (the raw baselines), [`peer`] (cqrs-es), [`http`] (W6), [`report`] (the
-//! table and the goals), [`measure`] (timing), [`backend`] (fresh stores).
+//! [`raw`] (the raw baselines), [`peer`] (cqrs-es), [`http`] (W6), [`cluster`]
+//! (W7), [`report`] (the table and the goals), [`measure`] (timing), [`backend`]
+//! (fresh stores).
 
 mod backend;
+mod cluster;
 mod http;
 mod measure;
 mod peer;
@@ -36,14 +45,15 @@ use workloads::{Sizes, Workload};
 #[derive(Parser)]
 #[command(name = "rewind-bench", about = "Rewind beside the raw backends and cqrs-es: one run, one table")]
 struct Cli {
-    /// A tenth of the counts (as the peer's --quick) and 5 s of HTTP load.
+    /// A tenth of the counts (as the peer's --quick) and 5 s of HTTP load (W6, and each W7 step).
     #[arg(long)]
     quick: bool,
     /// Which backends, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "memory,sqlite,postgres")]
     backends: Vec<Backend>,
-    /// Which workloads, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6")]
+    /// Which workloads, comma-separated: W1–W5 dispatch, W6 HTTP (and GET /health as its
+    /// baseline), W7 HTTP over 1, 2 and 4 bank processes on one schema (PostgreSQL only).
+    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6,W7")]
     workloads: Vec<Workload>,
     /// PostgreSQL server for the postgres rows (each run uses a fresh schema and drops it).
     #[arg(long, env = "TEST_DATABASE_URL", hide_env_values = true)]
@@ -114,7 +124,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let dispatching = Workload::ALL[..5].iter().any(|w| wants(*w));
 
     let peer = if dispatching && !cli.no_peer { build_peer(&cli, &paths, &mut run).await } else { None };
-    let http = if wants(Workload::W6) { prepare_http(&paths, &mut run).await } else { None };
+    let http_wanted: Vec<Workload> = [Workload::W6, Workload::W7].into_iter().filter(|w| wants(*w)).collect();
+    let http = if http_wanted.is_empty() { None } else { prepare_http(&paths, &http_wanted, &mut run).await };
+    if http.is_some() && wants(Workload::W6) {
+        run.notice(format!(
+            "W6 raw = {HEALTH}: right after the deposits, on the same server, with the same connections and \
+             duration; the HTTP stack's ceiling here (memory and SQLite answer it in process, PostgreSQL \
+             with one query per request)"
+        ));
+    }
+    if http.is_some() && wants(Workload::W7) {
+        cluster_notices(&cli, &mut run);
+    }
 
     for &backend in &cli.backends {
         let url = cli.database_url.as_deref();
@@ -131,8 +152,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rewind_and_raw(backend, url, &cli.workloads, &sizes, &peer_results, &mut run).await;
         }
         if let Some((bank, tool)) = &http {
-            let row = w6(bank, tool, backend, url, &sizes, &mut run).await;
-            run.rows.push(row);
+            if wants(Workload::W6) {
+                let row = w6(bank, tool, backend, url, &sizes, &mut run).await;
+                run.rows.push(row);
+            }
+            if let (Backend::Postgres, Some(url), true) = (backend, url, wants(Workload::W7)) {
+                w7(bank, tool, url, &sizes, &mut run).await;
+            }
         }
     }
 
@@ -235,6 +261,7 @@ async fn rewind_and_raw(
             label: workload.describe(sizes),
             workload: Some(workload),
             backend,
+            processes: None,
             rewind: result,
             peer: peer_cell(peer, workload),
             raw: raw_cell(&raws, matching, backend),
@@ -246,6 +273,7 @@ async fn rewind_and_raw(
                 label: format!("raw only: {} rows", workloads::thousands(m.ops as f64)),
                 workload: None,
                 backend,
+                processes: None,
                 rewind: Err(String::new()),
                 peer: Other::Missing,
                 raw: Other::Rate(m.ops_per_sec(), extra.label(backend).into()),
@@ -339,10 +367,14 @@ fn peer_cell(results: &[PeerResult], workload: Workload) -> Other {
     }
 }
 
-/// Finds the load tool and builds the bank; `None` (with a notice) skips W6.
-async fn prepare_http(paths: &Paths, run: &mut Run) -> Option<(PathBuf, http::LoadTool)> {
+/// Finds the load tool and builds the bank; `None` (with a notice) skips the HTTP
+/// workloads (`wanted`: W6, W7 or both).
+async fn prepare_http(paths: &Paths, wanted: &[Workload], run: &mut Run) -> Option<(PathBuf, http::LoadTool)> {
+    let names = wanted.iter().map(Workload::to_string).collect::<Vec<_>>().join(" and ");
     let Some(tool) = http::find_load_tool() else {
-        run.notice("W6 skipped: no load tool (install wrk, e.g. apt-get install wrk, or cargo install oha)".into());
+        run.notice(format!(
+            "{names} skipped: no load tool (install wrk, e.g. apt-get install wrk, or cargo install oha)"
+        ));
         return None;
     };
     eprintln!("building the bank…");
@@ -352,11 +384,14 @@ async fn prepare_http(paths: &Paths, run: &mut Run) -> Option<(PathBuf, http::Lo
     match built {
         Ok(bank) => Some((bank, tool)),
         Err(error) => {
-            run.notice(format!("W6 skipped: {error:#}"));
+            run.notice(format!("{names} skipped: {error:#}"));
             None
         }
     }
 }
+
+/// What the HTTP baselines' column says for W6.
+const HEALTH: &str = "GET /health, same tool";
 
 async fn w6(
     bank: &Path,
@@ -366,12 +401,24 @@ async fn w6(
     sizes: &Sizes,
     run: &mut Run,
 ) -> Row {
+    let mut raw = Other::Missing;
     let rewind = match http::run(bank, tool, backend, url, sizes).await {
-        Ok(http::Outcome::Measured(m, notes)) => {
-            for note in notes.iter().skip(1) {
-                run.notice(format!("W6 {backend}: {note}"));
+        Ok(http::Outcome::Measured { deposits, health }) => {
+            if let Some(failed) = &deposits.failed {
+                run.notice(format!("W6 {backend}: {failed}"));
             }
-            progress(backend, Workload::W6, Ok(m))
+            match health {
+                Ok(health) => {
+                    if let Some(failed) = &health.failed {
+                        run.notice(format!("W6 {backend} GET /health: {failed}"));
+                    }
+                    let m = &health.measurement;
+                    eprintln!("  W6 {backend} GET /health ({}): {:.0}/s", health.command, m.ops_per_sec());
+                    raw = Other::Rate(m.ops_per_sec(), HEALTH.into());
+                }
+                Err(error) => run.notice(format!("W6 {backend}: GET /health not measured: {error}")),
+            }
+            progress(backend, Workload::W6, Ok(deposits.measurement))
         }
         Ok(http::Outcome::Skipped(why)) => {
             run.notice(format!("W6 {backend} skipped: {why}"));
@@ -383,10 +430,89 @@ async fn w6(
         label: Workload::W6.describe(sizes),
         workload: Some(Workload::W6),
         backend,
+        processes: None,
         rewind,
         peer: Other::Missing,
-        raw: Other::Missing,
+        raw,
     }
+}
+
+/// Says where W7 will not run: it needs PostgreSQL among the backends, with a URL.
+fn cluster_notices(cli: &Cli, run: &mut Run) {
+    let others: Vec<String> =
+        cli.backends.iter().filter(|b| **b != Backend::Postgres).map(Backend::to_string).collect();
+    let postgres = cli.backends.contains(&Backend::Postgres);
+    if !postgres || cli.database_url.is_none() {
+        let why = if postgres { "set TEST_DATABASE_URL or pass --database-url" } else { "add postgres to --backends" };
+        run.notice(format!("W7 skipped: it runs on PostgreSQL only ({why})"));
+    } else if !others.is_empty() {
+        run.notice(format!("W7 runs on PostgreSQL only, not on {}", others.join(" or ")));
+    }
+}
+
+/// W7: a row per process count, each with the 1-process total as its baseline.
+async fn w7(bank: &Path, tool: &http::LoadTool, url: &str, sizes: &Sizes, run: &mut Run) {
+    let mut base = None;
+    for processes in cluster::PROCESSES {
+        eprintln!("  W7 {processes} process(es)…");
+        let rewind = match cluster::run(bank, tool, url, sizes, processes).await {
+            Ok(step) => {
+                run.notice(format!("W7 {processes}: {}", cluster_note(&step)));
+                for (i, each) in step.each.iter().enumerate() {
+                    if let Some(failed) = &each.failed {
+                        run.notice(format!("W7 {processes}, process {}: {failed}", i + 1));
+                    }
+                }
+                progress(Backend::Postgres, Workload::W7, Ok(step.total))
+            }
+            Err(error) => progress(Backend::Postgres, Workload::W7, Err(error)),
+        };
+        let rate = rewind.as_ref().ok().map(Measurement::ops_per_sec);
+        let raw = match base {
+            Some(one) if processes > 1 => Other::Rate(one, "W7, 1 process".into()),
+            _ => Other::Missing,
+        };
+        if processes == 1 {
+            base = rate;
+        }
+        run.rows.push(Row {
+            label: cluster::label(processes),
+            workload: Some(Workload::W7),
+            backend: Backend::Postgres,
+            processes: Some(processes),
+            rewind,
+            peer: Other::Missing,
+            raw,
+        });
+    }
+}
+
+/// One W7 step in words: the tool per process, each process's rate and p99, the CPU.
+fn cluster_note(step: &cluster::Step) -> String {
+    let mut commands: Vec<&str> = step.each.iter().map(|e| e.command.as_str()).collect();
+    commands.dedup();
+    let load = match commands.as_slice() {
+        [one] => format!("{} × {one}", step.each.len()),
+        several => several.join(", "),
+    };
+    let threads = match step.each.iter().map(|e| e.threads).sum::<Option<usize>>() {
+        Some(threads) => format!("{threads} load-tool threads in all (W6: {})", http::W6_THREADS),
+        None => "the load tool picks its own threads".to_owned(),
+    };
+    let each: Vec<String> = step
+        .each
+        .iter()
+        .map(|e| {
+            let m = &e.measurement;
+            format!("{}/s (p99 {})", workloads::thousands(m.ops_per_sec()), report::micros(m.p99_us))
+        })
+        .collect();
+    let mut note =
+        format!("{load} at once, {threads}; per process {}; p50 and p99 are the worst process's", each.join(", "));
+    if let Some(busy) = step.cpu_busy {
+        note.push_str(&format!("; the machine's CPU {:.0} % busy during the load", busy * 100.0));
+    }
+    note
 }
 
 fn render(cli: &Cli, run: &Run, elapsed: Duration) -> String {

@@ -1,4 +1,4 @@
-//! The six workloads, their sizes, and Rewind's side of W1–W4: the bank's real
+//! The seven workloads, their sizes, and Rewind's side of W1–W4: the bank's real
 //! account aggregate (`bank::domain`), opened and deposited into through
 //! `Application::dispatch`, with the latency of every dispatch.
 //!
@@ -30,11 +30,14 @@ pub enum Workload {
     W5,
     /// HTTP deposits against `bank serve`.
     W6,
+    /// W6's load over 1, 2 and 4 `bank serve` processes on one PostgreSQL schema.
+    W7,
 }
 
 impl Workload {
     /// All of them, in order.
-    pub const ALL: [Workload; 6] = [Workload::W1, Workload::W2, Workload::W3, Workload::W4, Workload::W5, Workload::W6];
+    pub const ALL: [Workload; 7] =
+        [Workload::W1, Workload::W2, Workload::W3, Workload::W4, Workload::W5, Workload::W6, Workload::W7];
 
     /// What it does, in a few words, for the table.
     pub fn describe(self, sizes: &Sizes) -> String {
@@ -53,6 +56,10 @@ impl Workload {
             Workload::W6 => {
                 format!("W6 HTTP deposits, {} connections, {} s", sizes.http_connections, sizes.http_seconds)
             }
+            Workload::W7 => format!(
+                "W7 HTTP deposits, {} connections over 1, 2 and 4 processes on one PostgreSQL schema, {} s",
+                sizes.http_connections, sizes.http_seconds
+            ),
         }
     }
 }
@@ -69,7 +76,7 @@ impl FromStr for Workload {
         Workload::ALL
             .into_iter()
             .find(|w| w.to_string().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown workload `{s}` (W1 … W6)"))
+            .ok_or_else(|| format!("unknown workload `{s}` (W1 … W7)"))
     }
 }
 
@@ -88,11 +95,11 @@ pub struct Sizes {
     pub hot_deposits: usize,
     /// Raw baselines: rows in the 100-row-transaction and COPY runs.
     pub bulk_rows: usize,
-    /// W6: accounts opened over HTTP.
+    /// W6 and W7: accounts opened over HTTP.
     pub http_accounts: usize,
-    /// W6: load tool connections.
+    /// W6: load tool connections (W7 splits them over its processes).
     pub http_connections: usize,
-    /// W6: seconds of load.
+    /// W6 and W7: seconds of load.
     pub http_seconds: u64,
 }
 
@@ -134,7 +141,7 @@ pub async fn run(target: &Target, workload: Workload, sizes: &Sizes) -> anyhow::
         Workload::W2 => open_accounts(target.bank(), sizes.opens, sizes.callers).await,
         Workload::W3 => spread_deposits(target.bank(), sizes).await,
         Workload::W4 => hot_deposits(without_snapshots(target), sizes.hot_deposits).await,
-        Workload::W5 | Workload::W6 => anyhow::bail!("{workload} is not a dispatch workload"),
+        Workload::W5 | Workload::W6 | Workload::W7 => anyhow::bail!("{workload} is not a dispatch workload"),
     }
 }
 
@@ -217,7 +224,8 @@ mod tests {
     #[test]
     fn names_parse_and_print() {
         assert_eq!("w3".parse::<Workload>(), Ok(Workload::W3));
-        assert!("W7".parse::<Workload>().is_err());
+        assert_eq!("W7".parse::<Workload>(), Ok(Workload::W7));
+        assert!("W8".parse::<Workload>().is_err());
         assert_eq!(thousands(1234567.4), "1,234,567");
         assert_eq!(thousands(999.0), "999");
     }
