@@ -5,7 +5,7 @@
 //! rest and moves the checkpoint. So after a crash, and even if two processes ran the
 //! same projector at once, every event takes effect exactly once.
 //!
-//! Each saved checkpoint is announced to every process ([`crate::checkpoint_feed`]),
+//! Each saved checkpoint is announced to every process (`checkpoint_feed.rs`),
 //! so a strongly consistent dispatch wakes as the projection commits wherever it runs.
 //!
 //! A failing event is isolated: PostgreSQL aborts the transaction, so the batch is
