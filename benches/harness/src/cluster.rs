@@ -8,7 +8,7 @@
 //! deposit may meet a stream another process moved (the aggregate then reloads and
 //! retries), and appends from every process serialize on the schema's advisory lock;
 //! only the `accounts` projector's lease holder projects, and the others' deposits
-//! wait for its persisted checkpoint. What W7 shows is what all of that costs or
+//! wait for the checkpoint it announces (NOTIFY). What W7 shows is what all of that costs or
 //! gains against one process. The step's rate is the sum of the processes' rates,
 //! its latency the worst process's; the schema is dropped after every step.
 

@@ -6,6 +6,10 @@
 //! ([`CheckpointFeed::channel`]) in the statement that saves it. PostgreSQL delivers a
 //! notification only once its transaction has committed, so an announced checkpoint
 //! is always durable and visible: a watcher may trust it without reading the table.
+//! The price: PostgreSQL commits notifying transactions one at a time (they share the
+//! notification queue's lock), so projector batches of the whole database serialize
+//! their commits with each other. One batch per projector at a time holds the lease
+//! anyway; W5 measured no difference (BENCHMARKS.md, issue 16's section).
 //!
 //! One task per read model (started by the first [`CheckpointFeed::watch`]) LISTENs on
 //! a dedicated connection and moves a watch per projector name. Announcements only
@@ -28,6 +32,9 @@ use tokio_postgres::AsyncMessage;
 
 /// How often the task reads every checkpoint even when announcements arrive.
 pub(crate) const REREAD: Duration = Duration::from_secs(2);
+
+/// Every projector's checkpoint.
+const READ_ALL: &str = "SELECT name, position FROM rewind_projections";
 
 type Watches = Arc<Mutex<HashMap<String, watch::Sender<GlobalPosition>>>>;
 
@@ -64,7 +71,11 @@ impl CheckpointFeed {
                 listen_forever(self.connector.clone(), self.channel.clone(), self.reread, self.watches.clone());
             Task(tokio::spawn(listening))
         });
+        // Called on every strongly consistent dispatch: no allocation once the name is known.
         let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = watches.get(name) {
+            return sender.subscribe();
+        }
         watches.entry(name.to_owned()).or_insert_with(|| watch::channel(GlobalPosition::START).0).subscribe()
     }
 }
@@ -133,7 +144,7 @@ async fn listen(connector: &Connector, channel: &str, reread: Duration, watches:
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                let read = connector.bounded(client.query("SELECT name, position FROM rewind_projections", &[])).await;
+                let read = connector.bounded(client.query(READ_ALL, &[])).await;
                 match flatten(read) {
                     Ok(rows) => {
                         for row in rows {
@@ -221,7 +232,23 @@ mod tests {
         projector.process(Arc::from(vec![event(2), event(3)])).await.expect("process");
         tokio::time::timeout(Duration::from_secs(30), reaches(&mut seen, 3)).await.expect("announced checkpoint");
         assert_eq!(seen.borrow().0, 3);
+
+        // The listening connection dies (a restart, a proxy): the feed reconnects, reads
+        // every checkpoint again and listens anew, so what committed meanwhile arrives.
         let client = here.client().await.expect("client");
+        let killed = client
+            .query_one(
+                // The listener's last statement is its LISTEN or its read of every checkpoint.
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE application_name = $3 AND pid <> pg_backend_pid() AND (query = $1 OR query = $2)",
+                &[&format!("LISTEN \"{}\"", feed.channel()), &READ_ALL, &format!("rewind:{schema}")],
+            )
+            .await
+            .expect("terminate the listener")
+            .get::<_, i64>(0);
+        assert_eq!(killed, 1, "one connection listens");
+        projector.process(Arc::from(vec![event(4)])).await.expect("process");
+        tokio::time::timeout(Duration::from_secs(30), reaches(&mut seen, 4)).await.expect("seen after reconnecting");
         client.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await.expect("drop schema");
     }
 

@@ -7,8 +7,7 @@
 
 mod common;
 
-use rewind::conformance::event;
-use rewind::{EventFilter, EventStore, ExpectedVersion, GlobalPosition, StoreError, StreamVersion};
+use rewind::conformance::{follow, write_randomly};
 use rewind_postgres::PostgresStore;
 use rewind_postgres::options::SlowCommits;
 use std::collections::HashSet;
@@ -41,68 +40,15 @@ fn appending_child() {
         let options = common::options(url, schema).pool_size(2).slow_commits(slow);
         let store = Arc::new(PostgresStore::connect_with(options).await.expect("open store"));
         let writers: Vec<_> = (0..WRITERS)
-            .map(|w| {
-                let store = store.clone();
-                tokio::spawn(async move { write(&store, index as usize * WRITERS + w).await })
-            })
+            .map(|w| tokio::spawn(write_randomly(store.clone(), index as usize * WRITERS + w, APPENDS)))
             .collect();
         for writer in writers {
-            for (acknowledged, ids) in writer.await.expect("writer") {
-                let word = if acknowledged { "ACK" } else { "FAIL" };
-                for id in ids {
-                    println!("{word} {id}");
-                }
-            }
+            let (acknowledged, failed) = writer.await.expect("writer");
+            acknowledged.iter().for_each(|id| println!("ACK {id}"));
+            failed.iter().for_each(|id| println!("FAIL {id}"));
         }
         println!("DONE");
     });
-}
-
-/// One writer's appends: (acknowledged, their ids). Every fifth expects a stale version.
-async fn write(store: &PostgresStore, writer: usize) -> Vec<(bool, Vec<Uuid>)> {
-    let mut outcomes = Vec::new();
-    for i in 0..APPENDS {
-        let stream = format!("gap-{}", (writer * 7 + i * 13) % 24);
-        let version = store.stream_version(&stream).await.expect("version");
-        let expected = match version.0 {
-            v if i % 5 == 4 && v > 0 => ExpectedVersion::Exact(StreamVersion(v - 1)),
-            _ => ExpectedVersion::Exact(version),
-        };
-        let batch: Vec<_> =
-            (0..1 + i % 3).map(|n| event("Wrote", serde_json::json!({ "writer": writer, "n": n }))).collect();
-        let ids = batch.iter().map(|e| e.event_id).collect();
-        match store.append(&stream, expected, batch).await {
-            Ok(_) => outcomes.push((true, ids)),
-            Err(StoreError::Conflict { .. }) => outcomes.push((false, ids)),
-            Err(other) => panic!("append failed: {other}"),
-        }
-    }
-    outcomes
-}
-
-/// Tails the global order until told to stop, then drains what is left.
-async fn follow(store: Arc<PostgresStore>, done: Arc<Notify>) -> Vec<(GlobalPosition, Uuid)> {
-    let mut seen = Vec::new();
-    let mut head = store.watch_head();
-    let mut from = GlobalPosition::START.next();
-    let mut finished = false;
-    loop {
-        let batch = store.read_all(from, 200, &EventFilter::all()).await.expect("read_all");
-        if let Some(last) = batch.last() {
-            from = last.position.next();
-            seen.extend(batch.iter().map(|e| (e.position, e.event_id)));
-            continue;
-        }
-        if finished {
-            return seen;
-        }
-        tokio::select! {
-            _ = head.changed() => {}
-            _ = done.notified() => finished = true,
-            // The head watch hears other processes' commits within a poll interval.
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

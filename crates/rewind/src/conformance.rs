@@ -638,8 +638,10 @@ pub async fn follow_across<F: EventStore, W: EventStore>(
     FollowReport { seen, acknowledged: acknowledged.len(), failed: failed.len() }
 }
 
-/// Tails `$all` until told to stop, then drains what is left.
-async fn follow<S: EventStore>(store: Arc<S>, done: Arc<tokio::sync::Notify>) -> Vec<(GlobalPosition, Uuid)> {
+/// Tails `$all` until `done` is notified, then drains what is left; returns every
+/// (position, event id) seen, in order. The follower of [`follow_across`], for tests
+/// whose writers run elsewhere (other processes).
+pub async fn follow<S: EventStore>(store: Arc<S>, done: Arc<tokio::sync::Notify>) -> Vec<(GlobalPosition, Uuid)> {
     let mut seen = Vec::new();
     let mut watch = store.watch_head();
     let mut from = GlobalPosition::START.next();
@@ -662,8 +664,11 @@ async fn follow<S: EventStore>(store: Arc<S>, done: Arc<tokio::sync::Notify>) ->
     }
 }
 
-/// One writer: (acknowledged ids, failed ids).
-async fn write_randomly<S: EventStore>(store: Arc<S>, writer: usize, appends: usize) -> (Vec<Uuid>, Vec<Uuid>) {
+/// One writer of [`follow_across`]: `appends` appends to random streams (writer
+/// `writer`'s share of them), every fifth with a stale expected version, some as
+/// two-stream batches. Returns (acknowledged ids, failed ids); panics on any error but
+/// a conflict.
+pub async fn write_randomly<S: EventStore>(store: Arc<S>, writer: usize, appends: usize) -> (Vec<Uuid>, Vec<Uuid>) {
     let mut acknowledged = Vec::new();
     let mut failed = Vec::new();
     for i in 0..appends {
