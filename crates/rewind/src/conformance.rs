@@ -58,6 +58,7 @@ macro_rules! event_store_conformance {
             follower_never_skips_or_reorders,
             list_streams_pages_by_prefix,
             import_keeps_every_envelope_field,
+            import_keeps_holes_in_positions,
             import_must_continue_the_store,
             read_event_finds_an_event_by_id,
             empty_append_in_a_batch_guards_the_others,
@@ -758,6 +759,33 @@ pub async fn import_keeps_every_envelope_field<S: EventStore>(store: Arc<S>) {
     assert_eq!((next.first_position, next.stream_version), (GlobalPosition(7), StreamVersion(4)));
     let again = store.append("s-2", ExpectedVersion::Any, vec![]).await.expect("check");
     assert_eq!(again.stream_version, StreamVersion(3));
+}
+
+/// Positions may have holes (PostgreSQL leaves one where a transaction rolled back
+/// after taking positions); a copy keeps them, reads step over them and appends
+/// continue after the last position.
+pub async fn import_keeps_holes_in_positions<S: EventStore>(store: Arc<S>) {
+    let source = crate::memory_store::MemoryStore::new();
+    source.append("a", ExpectedVersion::NoStream, events(2)).await.expect("append");
+    source.append("b", ExpectedVersion::NoStream, events(1)).await.expect("append");
+    let mut original = read_everything(&source).await;
+    original[1].position = GlobalPosition(4);
+    original[2].position = GlobalPosition(9);
+    assert_eq!(store.import(original.clone()).await.expect("import with holes"), GlobalPosition(9));
+    assert_eq!(store.head_position().await.expect("head"), GlobalPosition(9));
+    let positions = |events: Vec<RecordedEvent>| events.iter().map(|e| e.position.0).collect::<Vec<_>>();
+    assert_eq!(positions(read_everything(&*store).await), [1, 4, 9]);
+    let from_hole = store.read_all(GlobalPosition(2), 10, &EventFilter::all()).await.expect("read");
+    assert_eq!(positions(from_hole), [4, 9], "a read from a hole starts at the next event");
+    let next = store.append("a", ExpectedVersion::Exact(StreamVersion(2)), events(1)).await.expect("append after");
+    assert_eq!((next.first_position, next.stream_version), (GlobalPosition(10), StreamVersion(3)));
+    let mut behind = original[2].clone();
+    behind.event_id = Uuid::new_v4();
+    behind.stream_id = "c".into();
+    behind.stream_version = StreamVersion(1);
+    behind.position = GlobalPosition(10);
+    let refused = store.import(vec![behind]).await;
+    assert!(matches!(refused, Err(StoreError::Invalid(_))), "position 10 is taken: {refused:?}");
 }
 
 /// An import that does not continue the store writes nothing.

@@ -8,8 +8,8 @@
 //! * An append returns only once its events are durable (for the durable backends).
 //! * Re-appending events whose ids are already stored, in the same stream and order,
 //!   is reported as [`AppendOutcome::AlreadyAppended`] and writes nothing.
-//! * Global positions grow with commit order, and a reader that follows them never
-//!   skips a committed event, however writers interleave.
+//! * Global positions increase along the global order, and a reader that follows
+//!   them never skips a committed event, however writers interleave.
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::stream::{Direction, ExpectedVersion, GlobalPosition, StreamVersion};

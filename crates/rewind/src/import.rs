@@ -3,10 +3,11 @@
 //!
 //! An import keeps every envelope field (event id, stream and version, global
 //! position, type, data, metadata, timestamp), so a copy is indistinguishable from
-//! its source. It may only *continue* a store: positions run on densely from the
-//! store's head and each stream's versions from the stream's current version, so
-//! every promise of [`crate::EventStore`] (dense positions, dense versions, unique
-//! ids) still holds afterwards. [`ImportCheck`] is the one place that rule is
+//! its source. It may only *continue* a store: positions increase from the store's
+//! head (holes are kept: a PostgreSQL store leaves one where a transaction rolled
+//! back after taking positions) and each stream's versions run on densely from the
+//! stream's current version, so every promise of [`crate::EventStore`] (increasing
+//! positions, dense versions, unique ids) still holds afterwards. [`ImportCheck`] is the one place that rule is
 //! decided; each store applies it ([`check_import`]) inside its own write transaction.
 
 use crate::envelope::RecordedEvent;
@@ -15,13 +16,14 @@ use crate::stream::{GlobalPosition, StreamVersion};
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
-/// The import rule, applied one event at a time: positions run on densely from the
-/// head, each stream's versions from its current version, ids do not repeat, stream
+/// The import rule, applied one event at a time: positions increase from the head
+/// (holes allowed), each stream's versions from its current version, ids do not repeat, stream
 /// ids are not empty and data is JSON. Stores use it through [`check_import`]; a tool
 /// checking a whole export file line by line uses it directly.
 #[derive(Debug)]
 pub struct ImportCheck {
-    next: GlobalPosition,
+    /// The position the next event must be above.
+    last: GlobalPosition,
     versions: HashMap<String, StreamVersion>,
     ids: HashSet<Uuid>,
 }
@@ -29,7 +31,7 @@ pub struct ImportCheck {
 impl ImportCheck {
     /// A check for events continuing a store whose head is `head`.
     pub fn new(head: GlobalPosition) -> ImportCheck {
-        ImportCheck { next: head.next(), versions: HashMap::new(), ids: HashSet::new() }
+        ImportCheck { last: head, versions: HashMap::new(), ids: HashSet::new() }
     }
 
     /// Checks the next event, asking `version_of` for its stream's current version
@@ -40,8 +42,8 @@ impl ImportCheck {
         version_of: impl FnOnce(&str) -> Result<StreamVersion, StoreError>,
     ) -> Result<(), StoreError> {
         let invalid = |why: String| StoreError::Invalid(format!("cannot import event {}: {why}", event.event_id));
-        if event.position != self.next {
-            return Err(invalid(format!("position {} where {} was expected", event.position, self.next)));
+        if event.position <= self.last {
+            return Err(invalid(format!("position {} is not after {}", event.position, self.last)));
         }
         if event.stream_id.is_empty() {
             return Err(invalid("its stream id is empty".into()));
@@ -62,7 +64,7 @@ impl ImportCheck {
                 event.stream_version, event.stream_id
             )));
         }
-        self.next = self.next.next();
+        self.last = event.position;
         self.ids.insert(event.event_id);
         self.versions.insert(event.stream_id.clone(), event.stream_version);
         Ok(())
@@ -121,9 +123,16 @@ mod tests {
     }
 
     #[test]
-    fn refuses_gaps_version_jumps_and_repeated_ids() {
+    fn keeps_holes_in_positions_but_never_goes_back() {
         let none = |_: &str| Ok(StreamVersion::NONE);
-        assert!(check_import(&[event(2, "a", 1)], GlobalPosition::START, none).is_err(), "position gap");
+        assert!(check_import(&[event(2, "a", 1), event(5, "b", 1)], GlobalPosition::START, none).is_ok(), "holes");
+        assert!(check_import(&[event(3, "a", 1)], GlobalPosition(3), none).is_err(), "at the head");
+        assert!(check_import(&[event(5, "a", 1), event(4, "b", 1)], GlobalPosition::START, none).is_err(), "back");
+    }
+
+    #[test]
+    fn refuses_version_jumps_and_repeated_ids() {
+        let none = |_: &str| Ok(StreamVersion::NONE);
         assert!(check_import(&[event(1, "a", 2)], GlobalPosition::START, none).is_err(), "version gap");
         let mut twice = [event(1, "a", 1), event(2, "a", 2)];
         twice[1].event_id = twice[0].event_id;

@@ -41,7 +41,8 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    /// The global order; `all[i]` has position `i + 1`.
+    /// The global order, in increasing position. Appends number densely from the
+    /// head; an import may leave holes (a copy of a PostgreSQL store keeps its holes).
     all: Vec<RecordedEvent>,
     /// Indexes into `all`, per stream, in version order.
     streams: HashMap<String, Vec<usize>>,
@@ -144,7 +145,8 @@ impl Inner {
 
     fn write(&mut self, append: StreamAppend, now: chrono::DateTime<Utc>) -> AppendResult {
         let mut version = self.version(&append.stream_id);
-        let first_position = GlobalPosition(self.all.len() as u64 + 1);
+        let mut position = self.head();
+        let first_position = position.next();
         let mut result = AppendResult {
             outcome: AppendOutcome::Appended,
             stream_version: version,
@@ -157,6 +159,7 @@ impl Inner {
         let indexes = self.streams.entry(append.stream_id.clone()).or_default();
         for event in append.events {
             version = version.next();
+            position = position.next();
             let index = self.all.len();
             indexes.push(index);
             self.ids.insert(event.event_id, index);
@@ -164,7 +167,7 @@ impl Inner {
                 event_id: event.event_id,
                 stream_id: append.stream_id.clone(),
                 stream_version: version,
-                position: GlobalPosition(index as u64 + 1),
+                position,
                 event_type: event.event_type,
                 data: event.data,
                 metadata: event.metadata,
@@ -173,8 +176,13 @@ impl Inner {
         }
         result.stream_version = version;
         result.first_position = first_position;
-        result.last_position = GlobalPosition(self.all.len() as u64);
+        result.last_position = position;
         result
+    }
+
+    /// The last position (`START` while empty).
+    fn head(&self) -> GlobalPosition {
+        self.all.last().map_or(GlobalPosition::START, |e| e.position)
     }
 }
 
@@ -215,7 +223,7 @@ impl EventStore for MemoryStore {
             .zip(plan)
             .map(|(append, done)| done.unwrap_or_else(|| inner.write(append, now)))
             .collect();
-        let head = GlobalPosition(inner.all.len() as u64);
+        let head = inner.head();
         drop(inner);
         self.publish(head);
         Ok(results)
@@ -250,7 +258,7 @@ impl EventStore for MemoryStore {
         filter: &EventFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let inner = self.lock();
-        let start = (from.0.max(1) - 1).min(inner.all.len() as u64) as usize;
+        let start = inner.all.partition_point(|e| e.position < from);
         Ok(inner.all[start..]
             .iter()
             .filter(|e| filter.matches(&e.stream_id, &e.event_type))
@@ -269,7 +277,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
-        Ok(GlobalPosition(self.lock().all.len() as u64))
+        Ok(self.lock().head())
     }
 
     fn watch_head(&self) -> watch::Receiver<GlobalPosition> {
@@ -304,7 +312,7 @@ impl EventStore for MemoryStore {
 
     async fn import(&self, events: Vec<RecordedEvent>) -> Result<GlobalPosition, StoreError> {
         let mut inner = self.lock();
-        let head = GlobalPosition(inner.all.len() as u64);
+        let head = inner.head();
         crate::import::check_import(&events, head, |stream| Ok(inner.version(stream)))?;
         if let Some(event) = events.iter().find(|e| inner.ids.contains_key(&e.event_id)) {
             return Err(StoreError::DuplicateEvent { stream: event.stream_id.clone(), event_id: event.event_id });
@@ -315,7 +323,7 @@ impl EventStore for MemoryStore {
             inner.ids.insert(event.event_id, index);
             inner.all.push(event);
         }
-        let head = GlobalPosition(inner.all.len() as u64);
+        let head = inner.head();
         drop(inner);
         self.publish(head);
         Ok(head)
