@@ -1,7 +1,8 @@
 //! The writer's careful path: one group transaction decided in Rust.
 //!
-//! `BEGIN` and the append lock, then (one round trip) the head, the current versions
-//! of the streams named and which of the group's event ids are stored; [`Group`]
+//! `BEGIN` and the group's positions (`take_positions`), then, in the same round
+//! trip, the current versions of the streams named and which of the group's event
+//! ids are stored; [`Group`]
 //! decides every request with the exact rules of `rewind::MemoryStore` (retries,
 //! duplicates, several requests to one stream); then (a second round trip) one
 //! multi-row insert of what is written and `COMMIT`. Slower than the fast path
@@ -11,12 +12,12 @@
 use crate::codec::to_i64;
 use crate::group::{Group, Stored};
 use crate::sql::Sql;
-use crate::writer::{Connection, Done, Params, Pending, Reply, slow_down};
+use crate::writer::{Connection, Done, Params, Pending, Reply, settled_head, slow_down};
 use std::collections::HashSet;
 use uuid::Uuid;
 
-/// The careful path: reads the state under the lock, decides in Rust ([`Group`]), then
-/// writes. Two round trips; handles every case (retries, duplicates, one stream
+/// The careful path: takes positions, reads the state, decides in Rust ([`Group`]),
+/// then writes. Two round trips; handles every case (retries, duplicates, one stream
 /// named by several requests of the group).
 pub(crate) async fn run_careful(
     connection: &Connection,
@@ -32,15 +33,25 @@ pub(crate) async fn run_careful(
         ids.extend(append.events.iter().map(|e| e.event_id));
     }
     let streams: Vec<&str> = streams.into_iter().collect();
-    let (stream_params, id_params): (Params<1>, Params<1>) = ([&streams], [&ids]);
-    // Pipelined: sent together, executed in order, so the reads run under the lock.
-    let (_, head, versions, stored) = tokio::try_join!(
+    // Positions for every event of the group, taken before anything is written;
+    // those the decisions leave unused are holes.
+    let group_events = to_i64(ids.len() as u64);
+    let (stream_params, id_params, take_params): (Params<1>, Params<1>, Params<1>) =
+        ([&streams], [&ids], [&group_events]);
+    let take = async {
+        match group_events {
+            0 => Ok(1),
+            _ => client.query_one(&st.take_positions, &take_params).await?.try_get::<_, i64>(0),
+        }
+    };
+    // Pipelined: sent together, executed in order.
+    let (_, first, versions, stored) = tokio::try_join!(
         client.batch_execute(&sql.begin_append),
-        client.query_one(&st.head, &[]),
+        take,
         client.query(&st.versions, &stream_params),
         client.query(&st.stored_ids, &id_params),
     )?;
-    let head: i64 = head.try_get(0)?;
+    let head = first - 1;
     let versions = versions.iter().map(|r| Ok((r.try_get(0)?, r.try_get::<_, i64>(1)? as u64)));
     let versions = versions.collect::<Result<Vec<(&str, u64)>, tokio_postgres::Error>>()?;
     let stored = stored.iter().map(|r| {
@@ -56,11 +67,11 @@ pub(crate) async fn run_careful(
     let replies: Vec<Option<Reply>> =
         group.iter().enumerate().map(|(i, p)| Some(decisions.apply(i, &p.appends))).collect();
     let rows = Rows::collect(group, &decisions);
-    let head = decisions.head();
     let events = rows.position.len() as u64;
+    let last = if events == 0 { 0 } else { decisions.head() };
     if events == 0 {
-        client.batch_execute("COMMIT").await?;
-        return Ok(Done { replies, head, events });
+        let (_, settled) = tokio::try_join!(client.batch_execute("COMMIT"), settled_head(connection))?;
+        return Ok(Done { replies, last, settled, events });
     }
     let insert_params: Params<11> = [
         &rows.position,
@@ -75,12 +86,13 @@ pub(crate) async fn run_careful(
         &rows.causation_id,
         &rows.correlation_id,
     ];
-    tokio::try_join!(
+    let (_, _, _, settled) = tokio::try_join!(
         client.execute(&st.insert, &insert_params),
         slow_down(connection, sleep),
         client.batch_execute("COMMIT"),
+        settled_head(connection),
     )?;
-    Ok(Done { replies, head, events })
+    Ok(Done { replies, last, settled, events })
 }
 
 /// The `insert_events.sql` parameters: one array per column.

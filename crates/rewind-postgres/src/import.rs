@@ -1,9 +1,10 @@
 //! Imports: events copied verbatim from another store (see [`rewind::import`]),
 //! written with binary `COPY` in one transaction.
 //!
-//! The transaction takes the schema's append lock first, like every append (see
-//! [`crate::writer`]), so the import's positions are decided against a head no writer
-//! can move, and a follower of the global order sees the import commit as one step.
+//! The events are checked against the last position taken so far; then the
+//! transaction takes their positions, like every append (see [`crate::writer`]),
+//! before it writes: `take_import_positions` takes them only if no append took them
+//! meanwhile. A follower sees the import commit as one step.
 
 use crate::codec::{Json, to_i64, to_u64};
 use crate::error::{from_pg, from_pool};
@@ -18,8 +19,8 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 /// The statements an import runs, rendered for one schema.
 #[derive(Debug, Clone)]
 pub(crate) struct ImportSql {
-    pub lock: String,
-    pub head: String,
+    pub taken: String,
+    pub take_positions: String,
     pub versions: String,
     pub copy: String,
 }
@@ -68,8 +69,13 @@ pub(crate) async fn import(
         .collect::<Result<Vec<_>, StoreError>>()?;
     let mut client = pool.get().await.map_err(from_pool)?;
     let tx = client.transaction().await.map_err(from_pg)?;
-    tx.batch_execute(&sql.lock).await.map_err(from_pg)?;
-    let head = to_u64(tx.query_one(&sql.head, &[]).await.map_err(from_pg)?.try_get(0).map_err(from_pg)?, "head")?;
+    let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        return Err(StoreError::Invalid("an import needs at least one event".into()));
+    };
+    let (first, last) = (to_i64(first.position.0), to_i64(last.position.0));
+    // Checked against the last position taken so far, then taken (only if still
+    // free): a refused import takes nothing.
+    let head = to_u64(tx.query_one(&sql.taken, &[]).await.map_err(from_pg)?.try_get(0).map_err(from_pg)?, "head")?;
     let streams: Vec<&str> = {
         let mut names: Vec<&str> = events.iter().map(|e| e.stream_id.as_str()).collect();
         names.sort_unstable();
@@ -84,6 +90,13 @@ pub(crate) async fn import(
     rewind::check_import(events, GlobalPosition(head), |stream| {
         Ok(stored.get(stream).copied().unwrap_or(StreamVersion::NONE))
     })?;
+    let row = tx.query_one(&sql.take_positions, &[&first, &last]).await.map_err(from_pg)?;
+    let taken = to_u64(row.try_get(0).map_err(from_pg)?, "head")?;
+    if taken >= first as u64 {
+        return Err(StoreError::Invalid(format!(
+            "cannot import from position {first}: an append took positions up to {taken} meanwhile"
+        )));
+    }
     let types = [
         Type::INT8,
         Type::UUID,
@@ -124,5 +137,5 @@ pub(crate) async fn import(
     }
     writer.finish().await.map_err(from_pg)?;
     tx.commit().await.map_err(from_pg)?;
-    Ok(events.last().map_or(GlobalPosition(head), |e| e.position))
+    Ok(GlobalPosition(to_u64(last, "position")?))
 }

@@ -15,7 +15,7 @@
 //! `append_one`, which skips the many-request machinery.
 
 use crate::codec::{to_i64, to_u64};
-use crate::writer::{Connection, Done, Pending, Reply, Statements, slow_down};
+use crate::writer::{Connection, Done, Pending, Reply, Statements, settled_head, slow_down};
 use rewind::{AppendOutcome, AppendResult, ExpectedVersion, GlobalPosition, StoreError, StreamVersion};
 use std::collections::HashSet;
 use std::ops::Range;
@@ -87,25 +87,36 @@ pub(crate) async fn run_fast(
 ) -> Result<Done, tokio_postgres::Error> {
     let (client, st) = (&connection.client, &connection.statements);
     let layers = layers(group);
-    let rows = match layers.as_slice() {
-        [layer] if sleep.is_none() => vec![layer.call(client, st).await?],
+    // Layers after the first share its reservation (`layer_positions`); a lone
+    // layer takes exactly what it writes.
+    let group_events: i64 = match layers.len() {
+        1 => 0,
+        _ => group.iter().map(|p| p.event_count() as i64).sum(),
+    };
+    // The settled head is read after the commit, in the same round trip.
+    let (rows, settled) = match layers.as_slice() {
+        [layer] if sleep.is_none() => {
+            let (rows, settled) = tokio::try_join!(layer.call(client, st, group_events), settled_head(connection))?;
+            (vec![rows], settled)
+        }
         _ => {
-            let calls = layers.iter().map(|layer| layer.call(client, st));
-            let (_, rows, _, _) = tokio::try_join!(
+            let calls = layers.iter().map(|layer| layer.call(client, st, group_events));
+            let (_, rows, _, _, settled) = tokio::try_join!(
                 // READ COMMITTED: see `crate::writer` (one snapshot per statement).
                 client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
                 futures_util::future::try_join_all(calls),
                 slow_down(connection, sleep),
                 client.batch_execute("COMMIT"),
+                settled_head(connection),
             )?;
-            rows
+            (rows, settled)
         }
     };
-    let mut done = Done { replies: Vec::with_capacity(group.len()), head: 0, events: 0 };
+    let mut done = Done { replies: Vec::with_capacity(group.len()), last: 0, settled, events: 0 };
     for (layer, rows) in layers.iter().zip(&rows) {
-        let (replies, head, events) = layer.replies(group, rows);
+        let (replies, last, events) = layer.replies(group, rows);
         done.replies.extend(replies);
-        done.head = head;
+        done.last = done.last.max(last);
         done.events += events;
     }
     Ok(done)
@@ -164,7 +175,12 @@ impl<'a> Layer<'a> {
 
     /// The layer's call: `append_one` for a lone append, else `append_layer`. Its
     /// first poll sends the call (so calls polled in order reach the server in order).
-    async fn call(&self, client: &Client, statements: &Statements) -> Result<Vec<Row>, tokio_postgres::Error> {
+    async fn call(
+        &self,
+        client: &Client,
+        statements: &Statements,
+        group_events: i64,
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
         let (statement, mut params): (_, Vec<&(dyn ToSql + Sync)>) = match self.stream_id.as_slice() {
             [stream_id] => (&statements.append_one, vec![stream_id, &self.kind[0], &self.expected[0]]),
             _ => (
@@ -181,6 +197,7 @@ impl<'a> Layer<'a> {
             ),
         };
         params.extend(self.event_columns());
+        params.push(&group_events);
         client.query(statement, &params).await
     }
 
@@ -199,8 +216,8 @@ impl<'a> Layer<'a> {
     }
 
     /// Turns the statement's rows (one per append, in order) into each request's
-    /// reply (`None`: to be decided on the careful path); also returns the head after
-    /// the layer and the events it wrote.
+    /// reply (`None`: to be decided on the careful path); also returns the last
+    /// position the layer wrote (0 if none) and the number of events it wrote.
     ///
     /// Runs after `COMMIT`, so it cannot fail the transaction: a row it cannot read
     /// becomes a [`StoreError::Corrupt`] reply for its request (whose events may be
@@ -240,7 +257,7 @@ impl<'a> Layer<'a> {
             }
             replies.push(if stored { None } else { Some(failure.map_or(Ok(results), Err)) });
         }
-        (replies, head + inserted, inserted)
+        (replies, if inserted > 0 { head + inserted } else { 0 }, inserted)
     }
 }
 

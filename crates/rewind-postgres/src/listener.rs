@@ -1,10 +1,17 @@
 //! Keeps a store's head watch ([`rewind::EventStore::watch_head`]) current with commits
 //! made by any process, and announces this store's commits to the others.
 //!
+//! The head is the settled head (`sql/head.sql`): the last position below which no
+//! running transaction can still write, so a reader may follow up to it. The writer
+//! reads it right after each commit; when its own events are not settled yet (a
+//! transaction that took lower positions, in any process, is still running), this
+//! task reads it again, at first every half millisecond and then less often, until
+//! they are, or until another process announces a head past them.
+//!
 //! One task owns a dedicated connection that `LISTEN`s on the schema's channel. After
-//! the writer commits, this task `pg_notify`s the new head there, off the append
-//! path: notifying inside the append transaction would cost about as much as the
-//! rest of a small append, while the append lock is held. Announcements are
+//! the writer commits and its events are settled, this task `pg_notify`s the settled
+//! head there, off the append path: notifying inside the append transaction would
+//! cost about as much as the rest of a small append. Announcements are
 //! coalesced: while one is sent, and for 2 ms after, further commits only move the
 //! head, and the next announcement carries the newest head, so other processes hear
 //! of a commit within a few milliseconds. An announcement is only a wake-up (readers
@@ -23,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_postgres::AsyncMessage;
+use tokio_postgres::{AsyncMessage, Statement};
 
 /// Moves the head forward to `position` (never back), waking watchers if it moved.
 pub(crate) fn advance(head: &watch::Sender<GlobalPosition>, position: GlobalPosition) {
@@ -42,13 +49,19 @@ pub(crate) struct Listener {
     pub channel: String,
     pub head_sql: String,
     pub head: Arc<watch::Sender<GlobalPosition>>,
-    /// The head after this store's last commit, to announce (see the module docs).
+    /// The last position this store's writer committed, to settle and announce (see
+    /// the module docs).
     pub committed: watch::Receiver<GlobalPosition>,
     pub poll_interval: Duration,
 }
 
 /// The least time between two announcements of one store.
 const MIN_NOTIFY_INTERVAL: Duration = Duration::from_millis(2);
+
+/// The first and the longest pause between two reads of the settled head while this
+/// store's events are not settled: most waits are for another group's commit, well
+/// under a millisecond; a long one is for a long transaction elsewhere.
+const SETTLE_PAUSES: (Duration, Duration) = (Duration::from_micros(500), Duration::from_millis(20));
 
 impl Listener {
     /// Starts the listener task; abort the handle to stop it.
@@ -105,14 +118,17 @@ impl Listener {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    let read = bound.bounded(client.query_one(&head_statement, &[])).await;
-                    match flat(read).and_then(|row| row.try_get::<_, i64>(0).map_err(ListenError::Query)) {
-                        Ok(position) => advance(&self.head, GlobalPosition(position.max(0) as u64)),
-                        Err(error) => return error,
+                    if let Err(error) = self.read_head(&client, &head_statement).await {
+                        return error;
                     }
                 }
                 Ok(()) = self.committed.changed() => {
-                    let head = self.committed.borrow_and_update().0.to_string();
+                    let mine = *self.committed.borrow_and_update();
+                    if let Err(error) = self.settle(&client, &head_statement, mine).await {
+                        self.committed.mark_changed();
+                        return error;
+                    }
+                    let head = self.head.borrow().0.to_string();
                     let sent = bound.bounded(client.execute(&notify_statement, &[&self.channel, &head])).await;
                     if let Err(error) = flat(sent) {
                         self.committed.mark_changed();
@@ -123,6 +139,40 @@ impl Listener {
                 }
             }
         }
+    }
+}
+
+impl Listener {
+    /// Reads the settled head and moves the head watch to it.
+    async fn read_head(&self, client: &tokio_postgres::Client, statement: &Statement) -> Result<(), ListenError> {
+        let read = self.connector.bounded(client.query_one(statement, &[])).await;
+        let position = flat(read).and_then(|row| row.try_get::<_, i64>(0).map_err(ListenError::Query))?;
+        advance(&self.head, GlobalPosition(position.max(0) as u64));
+        Ok(())
+    }
+
+    /// Returns once the head has reached `mine` (read here, or announced by another
+    /// process meanwhile).
+    async fn settle(
+        &self,
+        client: &tokio_postgres::Client,
+        statement: &Statement,
+        mine: GlobalPosition,
+    ) -> Result<(), ListenError> {
+        let mut heads = self.head.subscribe();
+        let mut pause = SETTLE_PAUSES.0;
+        while *heads.borrow_and_update() < mine {
+            self.read_head(client, statement).await?;
+            if *heads.borrow_and_update() >= mine {
+                break;
+            }
+            tokio::select! {
+                _ = heads.changed() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(SETTLE_PAUSES.1);
+        }
+        Ok(())
     }
 }
 

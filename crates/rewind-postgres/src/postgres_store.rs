@@ -345,8 +345,9 @@ impl EventStore for PostgresStore {
             return self.head_position().await;
         }
         let head = crate::import::import(&self.pool, &self.sql.import, &events).await?;
-        // This process's followers wake now; others learn it from the next poll.
-        crate::listener::advance(&self.head, head);
+        // This process's followers wake once it is settled (at once, unless an append
+        // that took lower positions is still running); others learn it from a poll.
+        crate::listener::advance(&self.head, self.head_position().await?);
         Ok(head)
     }
 }

@@ -10,7 +10,8 @@
 pub(crate) const SCHEMA_VERSION: &str = include_str!("sql/schema_version.sql");
 
 /// The migrations, in order; migration `i` brings the schema to version `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[include_str!("sql/schema_v1.sql"), include_str!("sql/schema_v2.sql")];
+pub(crate) const MIGRATIONS: &[&str] =
+    &[include_str!("sql/schema_v1.sql"), include_str!("sql/schema_v2.sql"), include_str!("sql/schema_v3.sql")];
 
 /// Renders a statement for one schema.
 pub(crate) fn render(template: &str, schema: &str) -> String {
@@ -36,6 +37,7 @@ fn call(function: &str, arguments: usize) -> String {
 pub(crate) struct Sql {
     pub append_layer: String,
     pub append_one: String,
+    pub take_positions: String,
     pub begin_append: String,
     pub insert_events: String,
     pub stream_versions: String,
@@ -57,8 +59,9 @@ impl Sql {
     pub(crate) fn new(schema: &str) -> Sql {
         let r = |template| render(template, schema);
         Sql {
-            append_layer: r(&call("append_layer", 15)),
-            append_one: r(&call("append_one", 11)),
+            append_layer: r(&call("append_layer", 16)),
+            append_one: r(&call("append_one", 12)),
+            take_positions: r(&call("take_positions", 1)),
             begin_append: r(include_str!("sql/begin_append.sql")),
             insert_events: r(include_str!("sql/insert_events.sql")),
             stream_versions: r(include_str!("sql/stream_versions.sql")),
@@ -74,8 +77,8 @@ impl Sql {
             load_snapshot: r(include_str!("sql/load_snapshot.sql")),
             list_streams: r(include_str!("sql/list_streams.sql")),
             import: crate::import::ImportSql {
-                lock: r("SELECT pg_advisory_xact_lock({lock_key})"),
-                head: r(include_str!("sql/head.sql")),
+                taken: r("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {schema}.positions"),
+                take_positions: r(&call("take_import_positions", 2)),
                 versions: r(include_str!("sql/import_versions.sql")),
                 copy: r(include_str!("sql/import_copy.sql")),
             },

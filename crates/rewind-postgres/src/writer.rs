@@ -82,7 +82,7 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    fn event_count(&self) -> usize {
+    pub(crate) fn event_count(&self) -> usize {
         self.appends.iter().map(|a| a.events.len()).sum()
     }
 }
@@ -119,6 +119,7 @@ impl Counters {
 pub(crate) struct Statements {
     pub append_layer: Statement,
     pub append_one: Statement,
+    pub take_positions: Statement,
     pub head: Statement,
     pub versions: Statement,
     pub stored_ids: Statement,
@@ -328,7 +329,7 @@ impl Writer {
         replies: &mut [Option<Reply>],
     ) -> Result<(), Failure> {
         let pending: Vec<&Pending> = careful.iter().map(|&i| &group[i]).collect();
-        match self.attempt_careful(&pending).await {
+        match self.attempt_careful_until_settled(&pending).await {
             Ok(outcomes) => {
                 for (&i, outcome) in careful.iter().zip(outcomes) {
                     replies[i] = outcome;
@@ -338,7 +339,7 @@ impl Writer {
             Err(GroupError::Sql(error)) if careful.len() == 1 => replies[careful[0]] = Some(Err(from_pg_ref(&error))),
             Err(GroupError::Sql(_)) => {
                 for &i in careful {
-                    replies[i] = match self.attempt_careful(&[&group[i]]).await {
+                    replies[i] = match self.attempt_careful_until_settled(&[&group[i]]).await {
                         Ok(mut outcomes) => outcomes.pop().flatten(),
                         Err(GroupError::Sql(error)) => Some(Err(from_pg_ref(&error))),
                         Err(GroupError::Lost(error)) => return Err(error),
@@ -374,17 +375,37 @@ impl Writer {
         self.slow.filter(|s| self.groups.is_multiple_of(s.every.max(1))).map(|s| s.delay.as_secs_f64())
     }
 
-    /// Moves the head and the counters after a commit; returns the replies.
+    /// Moves the head and the counters after a commit; returns the replies. The
+    /// head moves to the settled head; the listener announces it, and if this
+    /// group's events are not settled yet, watches until they are.
     fn record(&mut self, done: Done) -> Vec<Option<Reply>> {
-        advance(&self.head, GlobalPosition(done.head));
+        advance(&self.head, GlobalPosition(done.settled));
         if done.events > 0 {
-            advance(&self.committed, GlobalPosition(done.head));
+            advance(&self.committed, GlobalPosition(done.last));
         }
         self.counters.transactions.fetch_add(1, Ordering::Relaxed);
         self.counters.events.fetch_add(done.events, Ordering::Relaxed);
         let ok = done.replies.iter().filter(|r| matches!(r, Some(Ok(_)))).count() as u64;
         self.counters.appends.fetch_add(ok, Ordering::Relaxed);
         done.replies
+    }
+
+    /// [`Writer::attempt_careful`], again while it loses a race: a unique violation
+    /// means another transaction wrote the same stream version or event id since
+    /// this one read, and deciding again against the new state settles it.
+    async fn attempt_careful_until_settled(&mut self, group: &[&Pending]) -> Result<Vec<Option<Reply>>, GroupError> {
+        let mut attempts = 1;
+        loop {
+            match self.attempt_careful(group).await {
+                Err(GroupError::Sql(error))
+                    if attempts < MAX_CAREFUL_ATTEMPTS
+                        && error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+                {
+                    attempts += 1;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// One careful transaction; on `Err` it is rolled back or the connection is gone.
@@ -421,6 +442,10 @@ impl Writer {
 /// and about 20,000/s with 1 (benches/append.rs). Worth measuring again on more cores.
 const MAX_FLIGHTS: usize = 1;
 
+/// Careful transactions tried for one set of requests while each loses a race to
+/// another process (each lost race means that process's transaction committed).
+const MAX_CAREFUL_ATTEMPTS: u32 = 8;
+
 /// A fast-path transaction in flight; it hands its group back when it lands.
 type Flight = Pin<Box<dyn Future<Output = Landed> + Send>>;
 
@@ -452,11 +477,19 @@ fn answer(group: Vec<Pending>, replies: Vec<Reply>) {
     }
 }
 
-/// A committed group: the replies, the head after it, the events it wrote.
+/// A committed group: the replies, the last position it wrote (0 if none), the
+/// settled head read after its commit, the events it wrote.
 pub(crate) struct Done {
     pub replies: Vec<Option<Reply>>,
-    pub head: u64,
+    pub last: u64,
+    pub settled: u64,
     pub events: u64,
+}
+
+/// The settled head ([`crate::listener`]); pipelined after a group's `COMMIT`.
+pub(crate) async fn settled_head(connection: &Connection) -> Result<u64, tokio_postgres::Error> {
+    let row = connection.client.query_one(&connection.statements.head, &[]).await?;
+    Ok(row.try_get::<_, i64>(0)?.max(0) as u64)
 }
 
 async fn prepare(client: &Client, sql: &Sql) -> Result<Statements, tokio_postgres::Error> {
@@ -475,6 +508,7 @@ async fn prepare(client: &Client, sql: &Sql) -> Result<Statements, tokio_postgre
     Ok(Statements {
         append_layer: client.prepare(&sql.append_layer).await?,
         append_one: client.prepare(&sql.append_one).await?,
+        take_positions: client.prepare(&sql.take_positions).await?,
         head: client.prepare(&sql.head).await?,
         versions: client.prepare(&sql.stream_versions).await?,
         stored_ids: client.prepare(&sql.stored_ids).await?,

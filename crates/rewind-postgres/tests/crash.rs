@@ -1,6 +1,6 @@
 //! Crash safety: a child process appends in a loop and reports each acknowledged
 //! append on stdout; it is killed with SIGKILL at a random moment; a new store on the
-//! schema holds every acknowledged event, with dense versions and positions, and
+//! schema holds every acknowledged event, with dense versions and increasing positions, and
 //! still accepts appends.
 //!
 //! The child is this test binary itself, running the ignored test `crash_child`.
@@ -75,7 +75,7 @@ async fn acknowledged_appends_survive_sigkill() {
         all.extend(batch);
     }
     let positions: Vec<u64> = all.iter().map(|e| e.position.0).collect();
-    assert_eq!(positions, (1..=all.len() as u64).collect::<Vec<_>>(), "dense, increasing positions");
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "increasing positions");
     let mut versions: HashMap<&str, u64> = HashMap::new();
     for e in &all {
         let version = versions.entry(&e.stream_id).or_insert(0);

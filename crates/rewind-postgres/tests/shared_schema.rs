@@ -13,8 +13,9 @@ use std::time::Duration;
 
 /// 16 instances × 2 writer tasks × 160 appends, some transactions held open on purpose
 /// after their positions are assigned, some appends failing their version check; a
-/// follower on a 17th instance sees every acknowledged event once, in dense position
-/// order, and nothing of a failed append.
+/// follower on a 17th instance sees every acknowledged event once, in increasing
+/// position order, and nothing of a failed append. (Positions may have holes: an
+/// append that lost a race to another instance rolls back after taking positions.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn follower_on_another_instance_never_skips_or_reorders() {
     let Some(url) = common::database_url("follower_on_another_instance_never_skips_or_reorders") else { return };
@@ -30,11 +31,12 @@ async fn follower_on_another_instance_never_skips_or_reorders() {
     let report = rewind::conformance::follow_across(follower_store.clone(), writers, 160).await;
     let seen = report.seen;
     let positions: Vec<u64> = seen.iter().map(|(p, _)| p.0).collect();
-    assert_eq!(positions, (1..=seen.len() as u64).collect::<Vec<_>>(), "dense, increasing positions");
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "increasing positions");
+    let last = positions.last().copied().expect("events were seen");
     assert!(report.failed > 100, "the load included failing appends ({})", report.failed);
     assert!(report.acknowledged > 2_000, "thousands of events ({})", report.acknowledged);
     let head = follower_store.watch_head();
-    tokio::time::timeout(Duration::from_secs(5), head.clone().wait_for(|h| h.0 == seen.len() as u64))
+    tokio::time::timeout(Duration::from_secs(5), head.clone().wait_for(|h| h.0 == last))
         .await
         .expect("the follower's watch reached the head written by other instances")
         .expect("watch open");
@@ -131,10 +133,13 @@ async fn version_1_schema_is_migrated() {
     let first =
         store.append("a", ExpectedVersion::NoStream, vec![event("One", serde_json::json!(1))]).await.expect("append");
     drop(store);
-    // What version 1 left: no functions, one version row.
+    // What version 1 left: no functions, no sequence, no `tx`, one version row.
     let raw = common::raw_client(&url).await;
     raw.batch_execute(&format!(
         "DROP FUNCTION \"{schema}\".append_layer; DROP FUNCTION \"{schema}\".append_one; \
+         DROP FUNCTION \"{schema}\".layer_positions; DROP FUNCTION \"{schema}\".take_positions; \
+         DROP FUNCTION \"{schema}\".take_import_positions; DROP SEQUENCE \"{schema}\".positions; \
+         ALTER TABLE \"{schema}\".events DROP COLUMN tx; \
          DELETE FROM \"{schema}\".schema_version WHERE version > 1"
     ))
     .await

@@ -230,7 +230,8 @@ async fn a_stalled_path_is_noticed_and_nothing_acknowledged_is_lost() {
         .expect("read the log");
     let logged: Vec<uuid::Uuid> = rows.iter().map(|r| r.get(0)).collect();
     let positions: Vec<i64> = rows.iter().map(|r| r.get(1)).collect();
-    assert_eq!(positions, (1..=positions.len() as i64).collect::<Vec<_>>(), "dense positions");
+    // Holes where a transaction was cut off after taking its positions.
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "increasing positions");
     for id in &all.acknowledged {
         assert_eq!(logged.iter().filter(|l| *l == id).count(), 1, "acknowledged {id} is in the log once");
     }

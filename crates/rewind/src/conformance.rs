@@ -91,6 +91,15 @@ fn versions(events: &[RecordedEvent]) -> Vec<u64> {
     events.iter().map(|e| e.stream_version.0).collect()
 }
 
+/// Waits until the store's head reaches `position`. An appended event is readable
+/// in the global order once the head passes it: at once on the memory and SQLite
+/// stores, on PostgreSQL once every transaction older than its append has ended.
+pub async fn settled<S: EventStore>(store: &S, position: GlobalPosition) {
+    let mut head = store.watch_head();
+    let reached = tokio::time::timeout(Duration::from_secs(120), head.wait_for(|head| *head >= position)).await;
+    assert!(matches!(reached, Ok(Ok(_))), "the head never reached {position}");
+}
+
 async fn read_everything<S: EventStore>(store: &S) -> Vec<RecordedEvent> {
     let mut all = Vec::new();
     let mut from = GlobalPosition::START.next();
@@ -159,7 +168,8 @@ pub async fn expected_version_exact<S: EventStore>(store: Arc<S>) {
         store.append("s", ExpectedVersion::Exact(StreamVersion(3)), events(1)).await,
         "ahead of the stream",
     );
-    store.append("s", ExpectedVersion::Exact(StreamVersion(2)), events(1)).await.expect("right version");
+    let last = store.append("s", ExpectedVersion::Exact(StreamVersion(2)), events(1)).await.expect("right version");
+    settled(&*store, last.last_position).await;
     assert_eq!(read_everything(store.as_ref()).await.len(), 3, "conflicts wrote nothing");
 }
 
@@ -227,6 +237,7 @@ pub async fn reappending_the_same_events_is_idempotent<S: EventStore>(store: Arc
         assert_eq!((again.first_position, again.last_position), (first.first_position, first.last_position));
     }
     assert_eq!(store.stream_version("s").await.expect("version"), StreamVersion(4));
+    settled(&*store, first.last_position).await;
     assert_eq!(read_everything(store.as_ref()).await.len(), 4);
 }
 
@@ -309,9 +320,12 @@ pub async fn read_missing_stream_is_empty<S: EventStore>(store: Arc<S>) {
 
 /// `$all` interleaves streams in commit order; `from` is inclusive.
 pub async fn read_all_in_global_order_with_limits<S: EventStore>(store: Arc<S>) {
+    let mut last = GlobalPosition::START;
     for i in 0..10 {
-        store.append(&format!("s-{}", i % 3), ExpectedVersion::Any, events(2)).await.expect("append");
+        last =
+            store.append(&format!("s-{}", i % 3), ExpectedVersion::Any, events(2)).await.expect("append").last_position;
     }
+    settled(&*store, last).await;
     let all = read_everything(store.as_ref()).await;
     assert_eq!(all.len(), 20);
     assert!(all.windows(2).all(|w| w[0].position < w[1].position), "positions strictly increase");
@@ -345,10 +359,11 @@ pub async fn read_all_filters_by_prefix_and_type<S: EventStore>(store: Arc<S>) {
         .append("transfer-1", ExpectedVersion::Any, vec![event("Requested", serde_json::json!({}))])
         .await
         .expect("append");
-    store
+    let last = store
         .append("account-2", ExpectedVersion::Any, vec![event("Opened", serde_json::json!({}))])
         .await
         .expect("append");
+    settled(&*store, last.last_position).await;
     let by_prefix = EventFilter { stream_prefix: Some("account-".into()), event_types: vec![] };
     let read = store.read_all(GlobalPosition::START, 100, &by_prefix).await.expect("read");
     assert_eq!(read.iter().map(|e| e.stream_id.as_str()).collect::<Vec<_>>(), ["account-1", "account-1", "account-2"]);
@@ -400,6 +415,7 @@ pub async fn envelope_round_trips<S: EventStore>(store: Arc<S>) {
     assert_eq!(read[1].metadata, Metadata::default());
     assert_eq!(serde_json::from_str::<serde_json::Value>(&read[1].data).expect("json"), serde_json::Value::Null);
     assert_eq!(read[1].created_at, e.created_at, "one append, one commit time");
+    settled(&*store, result.last_position).await;
     let from_all = store.read_all(result.first_position, 1, &EventFilter::all()).await.expect("read_all");
     assert_eq!(&from_all[0], e, "read_all and read_stream agree");
 }
@@ -408,7 +424,9 @@ pub async fn envelope_round_trips<S: EventStore>(store: Arc<S>) {
 pub async fn unicode_stream_ids_and_data<S: EventStore>(store: Arc<S>) {
     let stream = "konto-ÄÖÜ-口座-🦀";
     let data = serde_json::json!({"name": "Zoë 🦀 \u{0}\"quoted\"", "emoji": "👩‍👩‍👧"});
-    store.append(stream, ExpectedVersion::NoStream, vec![event("Ünïcode", data.clone())]).await.expect("append");
+    let written =
+        store.append(stream, ExpectedVersion::NoStream, vec![event("Ünïcode", data.clone())]).await.expect("append");
+    settled(&*store, written.last_position).await;
     let read = store.read_stream(stream, StreamVersion(1), Direction::Forward, 1).await.expect("read");
     assert_eq!(read[0].stream_id, stream);
     assert_eq!(read[0].event_type, "Ünïcode");
@@ -433,6 +451,7 @@ pub async fn large_events<S: EventStore>(store: Arc<S>) {
 pub async fn many_streams<S: EventStore>(store: Arc<S>) {
     const STREAMS: usize = 100_000;
     const PER_BATCH: usize = 1_000;
+    let mut last = GlobalPosition::START;
     for batch in 0..STREAMS / PER_BATCH {
         let appends = (0..PER_BATCH)
             .map(|i| StreamAppend {
@@ -441,8 +460,10 @@ pub async fn many_streams<S: EventStore>(store: Arc<S>) {
                 events: events(1),
             })
             .collect();
-        store.append_batch(appends).await.expect("batch");
+        let results = store.append_batch(appends).await.expect("batch");
+        last = results.iter().map(|r| r.last_position).max().unwrap_or(last);
     }
+    settled(&*store, last).await;
     for probe in [0, 1, 54_321, STREAMS - 1] {
         assert_eq!(store.stream_version(&format!("stream-{probe}")).await.expect("version"), StreamVersion(1));
     }
@@ -458,9 +479,9 @@ pub async fn head_position_and_watch_follow_appends<S: EventStore>(store: Arc<S>
         tokio::spawn(async move { store.append("s", ExpectedVersion::Any, events(2)).await })
     };
     let appended = writer.await.expect("task").expect("append");
-    tokio::time::timeout(Duration::from_secs(10), watch.wait_for(|head| *head >= appended.last_position))
+    tokio::time::timeout(Duration::from_secs(60), watch.wait_for(|head| *head >= appended.last_position))
         .await
-        .expect("watch woke within 10 s")
+        .expect("watch woke within 60 s")
         .expect("watch open");
     assert_eq!(store.head_position().await.expect("head"), appended.last_position);
 }
@@ -505,6 +526,7 @@ pub async fn batch_append_is_atomic<S: EventStore>(store: Arc<S>) {
         StreamAppend { stream_id: "c".into(), expected: ExpectedVersion::Any, events: events(1) },
     ];
     assert!(matches!(store.append_batch(twice).await, Err(StoreError::Invalid(_))));
+    settled(&*store, results[1].last_position).await;
     assert_eq!(read_everything(store.as_ref()).await.len(), 4);
 }
 
@@ -542,6 +564,7 @@ pub async fn empty_append_in_a_batch_guards_the_others<S: EventStore>(store: Arc
     assert_eq!(results[0].stream_version, StreamVersion(2), "the guarded stream is unchanged");
     assert_eq!(results[1].stream_version, StreamVersion(1));
     assert_eq!(store.stream_version("guarded").await.expect("version"), StreamVersion(2));
+    settled(&*store, results[1].last_position).await;
     assert_eq!(read_everything(store.as_ref()).await.len(), 3);
 }
 
@@ -551,23 +574,27 @@ pub async fn concurrent_writers_to_distinct_streams_lose_nothing<S: EventStore>(
         .map(|w| {
             let store = store.clone();
             tokio::spawn(async move {
-                let mut ids = Vec::new();
+                let (mut ids, mut last) = (Vec::new(), GlobalPosition::START);
                 for i in 0..50u64 {
                     let batch = events(1 + (i as usize % 2));
                     ids.extend(batch.iter().map(|e| e.event_id));
-                    store
+                    let written = store
                         .append(&format!("w-{w}"), ExpectedVersion::Exact(StreamVersion(i + i / 2)), batch)
                         .await
                         .expect("append");
+                    last = last.max(written.last_position);
                 }
-                ids
+                (ids, last)
             })
         })
         .collect();
-    let mut written = HashSet::new();
+    let (mut written, mut last) = (HashSet::new(), GlobalPosition::START);
     for writer in writers {
-        written.extend(writer.await.expect("writer"));
+        let (ids, writer_last) = writer.await.expect("writer");
+        written.extend(ids);
+        last = last.max(writer_last);
     }
+    settled(&*store, last).await;
     let all = read_everything(store.as_ref()).await;
     let read: HashSet<Uuid> = all.iter().map(|e| e.event_id).collect();
     assert_eq!(all.len(), read.len(), "no event twice");
@@ -743,8 +770,9 @@ pub async fn import_keeps_every_envelope_field<S: EventStore>(store: Arc<S>) {
     original[0].created_at = past;
     let head = store.import(original[..2].to_vec()).await.expect("import the first part");
     assert_eq!(head, GlobalPosition(2));
-    assert_eq!(*store.watch_head().borrow(), GlobalPosition(2), "the head watch follows an import");
+    settled(&*store, head).await; // the head watch follows an import
     assert_eq!(store.import(original[2..].to_vec()).await.expect("import the rest"), GlobalPosition(6));
+    settled(&*store, GlobalPosition(6)).await;
     let copied = read_everything(&*store).await;
     assert_eq!(copied.len(), original.len());
     for (copy, source) in copied.iter().zip(&original) {
@@ -772,6 +800,7 @@ pub async fn import_keeps_holes_in_positions<S: EventStore>(store: Arc<S>) {
     original[1].position = GlobalPosition(4);
     original[2].position = GlobalPosition(9);
     assert_eq!(store.import(original.clone()).await.expect("import with holes"), GlobalPosition(9));
+    settled(&*store, GlobalPosition(9)).await;
     assert_eq!(store.head_position().await.expect("head"), GlobalPosition(9));
     let positions = |events: Vec<RecordedEvent>| events.iter().map(|e| e.position.0).collect::<Vec<_>>();
     assert_eq!(positions(read_everything(&*store).await), [1, 4, 9]);
@@ -790,7 +819,8 @@ pub async fn import_keeps_holes_in_positions<S: EventStore>(store: Arc<S>) {
 
 /// An import that does not continue the store writes nothing.
 pub async fn import_must_continue_the_store<S: EventStore>(store: Arc<S>) {
-    store.append("s", ExpectedVersion::NoStream, events(2)).await.expect("append");
+    let written = store.append("s", ExpectedVersion::NoStream, events(2)).await.expect("append");
+    settled(&*store, written.last_position).await;
     let source = crate::memory_store::MemoryStore::new();
     source.append("t", ExpectedVersion::NoStream, events(1)).await.expect("append");
     source.append("s", ExpectedVersion::NoStream, events(1)).await.expect("append");
