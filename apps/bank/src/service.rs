@@ -124,4 +124,11 @@ impl Bank {
     pub async fn head(&self) -> Result<rewind::GlobalPosition, StoreError> {
         self.app.store().head_position().await
     }
+
+    /// The head once every append acknowledged so far is readable
+    /// ([`rewind::EventStore::settled_head`]): what to wait for before reading
+    /// "everything so far".
+    pub async fn settled_head(&self) -> Result<rewind::GlobalPosition, StoreError> {
+        self.app.store().settled_head().await
+    }
 }

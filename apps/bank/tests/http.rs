@@ -88,15 +88,15 @@ impl Api {
     }
 
     async fn head(&self) -> u64 {
-        self.state.bank.head().await.expect("head").0
+        self.state.bank.settled_head().await.expect("head").0
     }
 
     async fn settle(&self) {
         loop {
-            let head = self.state.bank.head().await.expect("head");
+            let head = self.state.bank.settled_head().await.expect("head");
             self.state.bank.subscriptions.wait_for(bank::service::TRANSFER_PROCESS, head).await.expect("wait");
             self.state.bank.subscriptions.wait_for(bank::read_model::PROJECTOR, head).await.expect("wait");
-            if self.state.bank.head().await.expect("head") == head {
+            if self.state.bank.settled_head().await.expect("head") == head {
                 return;
             }
         }
@@ -498,7 +498,7 @@ impl Api {
     async fn statements_settled(&self) -> Result<(), String> {
         let statements = bank::read_model::statements::STATEMENTS;
         let subscriptions = &self.state.bank.subscriptions;
-        let done = subscriptions.wait_for(statements, self.state.bank.head().await.expect("head"));
+        let done = subscriptions.wait_for(statements, self.state.bank.settled_head().await.expect("head"));
         tokio::pin!(done);
         loop {
             tokio::select! {

@@ -55,7 +55,7 @@ async fn deposit(app: &Application, account_uuid: Uuid, amount: i64) {
 
 /// Waits until every subscription of `bank` has done the head.
 async fn settle(bank: &Bank) {
-    let head = bank.head().await.expect("head");
+    let head = bank.settled_head().await.expect("head");
     for status in bank.subscriptions.status() {
         bank.subscriptions.wait_for(&status.name, head).await.expect("wait");
     }
@@ -265,15 +265,17 @@ async fn a_corrupted_import_names_its_line_and_imports_nothing() {
     let good = ok(&["export", "--database", &source, "--out", "-"]);
     let lines: Vec<&str> = good.lines().collect();
     let truncated = [&lines[..2], &[&lines[2][..lines[2].len() / 2]], &lines[3..]].concat();
-    let gap = [&lines[..1], &lines[2..]].concat();
+    // Positions may have holes (a PostgreSQL store leaves them), so a missing line
+    // shows where its stream's versions jump: here the first account's opening.
+    let gap = lines[1..].to_vec();
     let mut twice = lines.clone();
     twice.insert(4, lines[3]);
     for database in databases(dir.path()) {
         let destination = sibling(&database, dir.path(), "bad");
         for (bad, line, why) in [
             (&truncated, "line 3", "not an exported event"),
-            (&gap, "line 2", "position 3 where 2"),
-            (&twice, "line 5", "position 4 where 5"),
+            (&gap, "line 1", "which is at version 0"),
+            (&twice, "line 5", "position 4 is not after 4"),
         ] {
             let file = dir.path().join("bad.jsonl");
             std::fs::write(&file, bad.join("\n") + "\n").expect("write");
@@ -653,7 +655,7 @@ async fn a_new_projection_catches_up_on_old_events_while_the_bank_serves() {
         let late = open(&bank.app, 5).await;
         let served = bank.queries.account(late).await.expect("query");
         assert_eq!(served.map(|a| a.current_balance), Some(5), "the service answers at once");
-        let head = bank.head().await.expect("head");
+        let head = bank.settled_head().await.expect("head");
         bank.subscriptions.wait_for(STATEMENTS, head).await.expect("caught up");
         for (i, account) in accounts.iter().enumerate() {
             let statements = bank.queries.statements(*account).await.expect("statements");
@@ -702,7 +704,7 @@ async fn a_replayed_copy_finishes_nothing_that_was_finished() {
         ok(&["replay", "--database", &database, "--position", "1000000", "--into", &copy]);
         let copy_db: Database = copy.parse().expect("copy");
         let served = Bank::start(&copy_db, Vec::new()).await.expect("serve the copy");
-        let copied = served.head().await.expect("head");
+        let copied = served.settled_head().await.expect("head");
         settle(&served).await;
         settle(&served).await;
         let balance = |id: Uuid| {
@@ -710,7 +712,7 @@ async fn a_replayed_copy_finishes_nothing_that_was_finished() {
             async move { app.aggregate_state::<Account>(&id.to_string()).await.expect("state").0.balance }
         };
         assert_eq!((balance(a).await, balance(b).await), (750, 430), "the copy keeps the books ({database})");
-        assert_eq!(served.head().await.expect("head"), copied, "the copy's transfer process appended nothing");
+        assert_eq!(served.settled_head().await.expect("head"), copied, "the copy's transfer process appended nothing");
         served.shutdown().await;
     }
 }

@@ -53,9 +53,9 @@ fn start(app: &Application, bookkeeping: Arc<MemorySubscriptionStore>) -> Subscr
 async fn settle(app: &Application, subs: &Subscriptions) -> GlobalPosition {
     // Each step appends more events; wait until a pass appends nothing new.
     loop {
-        let head = app.store().head_position().await.expect("head");
+        let head = app.store().settled_head().await.expect("head");
         subs.wait_for("transfers", head).await.expect("wait");
-        if app.store().head_position().await.expect("head") == head {
+        if app.store().settled_head().await.expect("head") == head {
             return head;
         }
     }
@@ -131,7 +131,7 @@ async fn redelivering_every_event_moves_no_money_twice() {
     bookkeeping.reset_instances("transfers").await.expect("reset");
     let subs = start(&app, bookkeeping);
     subs.wait_for("transfers", settled).await.expect("wait");
-    assert_eq!(app.store().head_position().await.expect("head"), settled, "no command appended anything new");
+    assert_eq!(app.store().settled_head().await.expect("head"), settled, "no command appended anything new");
     for (account, expected) in accounts.iter().zip(balances) {
         assert_eq!(balance(&app, *account).await, expected);
     }
@@ -156,5 +156,5 @@ async fn validation_rejects_bad_amounts_and_self_transfers() {
     assert!(
         matches!(&result, Err(DispatchError::Rejected(Rejection::Invalid(e))) if e.fields().contains_key("destination_account"))
     );
-    assert_eq!(app.store().head_position().await.expect("head"), GlobalPosition(1));
+    assert_eq!(app.store().settled_head().await.expect("head"), GlobalPosition(1));
 }

@@ -82,7 +82,7 @@ impl Backend {
             Database::Memory => sqlite::memory(database, mode).await?,
         };
         if mode == OpenMode::Empty {
-            let head = backend.store.head_position().await.map_err(OpenError::store(database))?;
+            let head = backend.store.settled_head().await.map_err(OpenError::store(database))?;
             if head.0 > 0 {
                 return Err(OpenError::NotEmpty { database: database.to_string(), events: head.0 });
             }

@@ -108,7 +108,7 @@ pub(crate) fn read_pages(
 
 /// Writes every event of `store` to `out` as JSON lines; returns how many.
 pub async fn export(store: &SharedStore, out: &mut dyn Write) -> Result<u64, OpsError> {
-    let head = store.head_position().await.map_err(OpsError::store("the source"))?;
+    let head = store.settled_head().await.map_err(OpsError::store("the source"))?;
     let progress = Progress::new(head.0, "exporting");
     let (mut received, reader) = read_pages(store, move |event| event.position <= head);
     let mut written = 0;

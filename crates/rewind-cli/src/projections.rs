@@ -175,7 +175,7 @@ impl Running {
     /// Waits until every projector has done the store's head as it is now, then
     /// stops them at that checkpoint.
     pub async fn finish(self, backend: &Backend) -> Result<Vec<String>, OpsError> {
-        let head = backend.store.head_position().await.map_err(OpsError::store(&backend.database));
+        let head = backend.store.settled_head().await.map_err(OpsError::store(&backend.database));
         let result = match head {
             Ok(head) => wait_for_head(&self.subscriptions, &self.names, head).await,
             Err(error) => Err(error),

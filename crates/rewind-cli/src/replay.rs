@@ -56,7 +56,7 @@ pub async fn replay(
     destination: &Backend,
     until: Until,
 ) -> Result<Copied, OpsError> {
-    let head = source.store.head_position().await.map_err(OpsError::store(&source.database))?;
+    let head = source.store.settled_head().await.map_err(OpsError::store(&source.database))?;
     let total = match until {
         Until::Position(last) => last.min(head).0,
         Until::Time(_) => head.0,
@@ -92,7 +92,7 @@ pub async fn start_copy(app: &dyn RewindApp, backend: &Backend) -> Result<Runnin
 pub async fn finish_copy(backend: &Backend, mut projectors: Running) -> Result<Vec<String>, OpsError> {
     let handlers = std::mem::take(&mut projectors.handlers);
     let projectors = projectors.finish(backend).await?;
-    let head = backend.store.head_position().await.map_err(OpsError::store(&backend.database))?;
+    let head = backend.store.settled_head().await.map_err(OpsError::store(&backend.database))?;
     for name in handlers {
         backend.bookkeeping.save_checkpoint(&name, head).await.map_err(OpsError::store(&backend.database))?;
     }

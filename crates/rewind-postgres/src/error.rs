@@ -152,7 +152,11 @@ pub(crate) fn from_pg_ref(error: &tokio_postgres::Error) -> StoreError {
     match message {
         Some((Kind::Invalid, message)) => StoreError::Invalid(message),
         Some((Kind::Corrupt, message)) => StoreError::Corrupt(format!("event store tables missing: {message}")),
-        _ => StoreError::backend(std::io::Error::other(format!("append failed, nothing written: {error}"))),
+        Some((_, message)) => {
+            let code = error.code().map_or("", |c| c.code());
+            StoreError::backend(std::io::Error::other(format!("append failed, nothing written: {message} ({code})")))
+        }
+        None => StoreError::backend(std::io::Error::other(format!("append failed, nothing written: {error}"))),
     }
 }
 

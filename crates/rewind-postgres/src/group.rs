@@ -1,9 +1,9 @@
 //! The decisions of one group commit: which appends are written, at which versions
 //! and positions, and what each caller is told.
 //!
-//! Pure logic, no I/O: the writer reads the state it needs under the append lock
-//! (head position, current versions of the streams involved, which event ids are
-//! already stored), then runs each pending request through [`Group::apply`] in
+//! Pure logic, no I/O: the writer takes the group's positions and reads the state it
+//! needs (current versions of the streams involved, which event ids are already
+//! stored), then runs each pending request through [`Group::apply`] in
 //! arrival order. Each request is checked against the database state plus everything
 //! the requests before it in the same group will write, exactly as if they had
 //! committed one by one, so the semantics are those of `rewind::MemoryStore`:

@@ -10,16 +10,23 @@
 //! * An append is acknowledged only after its transaction committed.
 //! * Appends arriving together share one transaction (group commit), each keeping its
 //!   own expected-version check; `append_batch` is one unit, all or nothing.
-//! * Global positions are dense and committed in increasing order across all
-//!   processes, so a reader following `position > last_seen` never skips an event
-//!   that commits late and never waits on a hole (the argument is in [`writer`]).
-//! * `watch_head` wakes on commits of any process (LISTEN/NOTIFY, with polling as the
-//!   fallback), at once for commits of this store.
+//! * Appends of different processes (and groups) commit concurrently; global
+//!   positions increase with the transactions' ids, and a reader sees an event only
+//!   once every position below it is settled (committed, or a hole left by a
+//!   transaction that rolled back), so a reader following `position > last_seen`
+//!   never skips an event that commits late (the argument is in [`writer`]).
+//! * `watch_head` (the settled head) wakes on commits of any process (LISTEN/NOTIFY,
+//!   with polling as the fallback), within a millisecond or so for commits of this
+//!   store.
+//! * An appended event is in `read_all` once the head passes it: at once, unless a
+//!   transaction older than its append is still running anywhere on the server;
+//!   then when that one ends (`idle_in_transaction_session_timeout` bounds a stalled
+//!   client's). [`rewind::conformance::settled`] waits for it.
 //!
 //! # Layout
 //!
 //! * [`postgres_store`]: the store: reads, and handing appends to the writer.
-//! * [`writer`]: the group-commit task and the append lock.
+//! * [`writer`]: the group-commit task, positions and why followers never skip.
 //! * `layer`: the writer's fast path, a group decided and written by one statement.
 //! * `careful`: the writer's careful path; `group`: its decisions in Rust (versions,
 //!   duplicates, positions).

@@ -49,7 +49,7 @@ pub struct PostgresOptions {
 }
 
 /// Test hook: every `every`-th group transaction sleeps for `delay` inside the
-/// database after writing its rows and before committing, holding the append lock.
+/// database after writing its rows and before committing, with its positions taken.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy)]
 pub struct SlowCommits {

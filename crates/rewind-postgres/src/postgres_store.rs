@@ -1,11 +1,10 @@
 //! [`PostgresStore`]: the [`EventStore`] on PostgreSQL.
 //!
-//! Appends go to the store's [writer](crate::writer) task, which group-commits them
-//! under the schema's append lock; reads go through a connection pool and see only
-//! committed events; the head watch is fed by the writer, by LISTEN/NOTIFY and by
-//! polling ([`crate::listener`]). Several `PostgresStore`s, in one process or many,
-//! may share one schema: they serialize their appends on the same lock and all see
-//! one global order.
+//! Appends go to the store's [writer](crate::writer) task, which group-commits them;
+//! reads go through a connection pool and see only settled events; the head watch
+//! is fed by the writer, by LISTEN/NOTIFY and by polling ([`crate::listener`]).
+//! Several `PostgresStore`s, in one process or many, may share one schema: their
+//! transactions commit concurrently and they all see one global order.
 
 use crate::codec::{EncodedEvent, decode_row, to_i64, to_u64};
 use crate::connection::Connector;
@@ -301,6 +300,22 @@ impl EventStore for PostgresStore {
 
     async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
         self.query_number(&self.sql.head, &[]).await.map(GlobalPosition)
+    }
+
+    /// Waits until every transaction that had an id when it was called has ended (the
+    /// snapshot's xmin passes the xmax of the call's snapshot), then reads the head.
+    async fn settled_head(&self) -> Result<GlobalPosition, StoreError> {
+        let client = self.pool.get().await.map_err(from_pool)?;
+        let now = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text";
+        let xmax: String = client.query_one(now, &[]).await.map_err(from_pg)?.try_get(0).map_err(from_pg)?;
+        let ended = "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::text::xid8";
+        let mut pause = std::time::Duration::from_micros(500);
+        while !client.query_one(ended, &[&xmax]).await.map_err(from_pg)?.try_get::<_, bool>(0).map_err(from_pg)? {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(20));
+        }
+        drop(client);
+        self.head_position().await
     }
 
     fn watch_head(&self) -> watch::Receiver<GlobalPosition> {

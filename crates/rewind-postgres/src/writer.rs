@@ -6,17 +6,19 @@
 //! does any caller get its reply. Two ways to run that transaction:
 //!
 //! * The fast path (`layer.rs`, one round trip): one call of a schema function per
-//!   layer (`sql/schema_v2.sql`) that takes the append lock, checks every append's
-//!   expected version, assigns versions and positions and inserts the rows (a
-//!   multi-row `INSERT ... SELECT FROM unnest(...)`); several calls are pipelined
-//!   between `BEGIN` and `COMMIT`, a lone call is a transaction of its own. A
-//!   conflict fails its request alone; the others commit.
-//! * The careful path (two round trips): `BEGIN` and the lock, then read the head,
-//!   the streams' versions and which event ids are stored; decide in Rust
-//!   (`careful.rs`, `group.rs`: the exact rules of `rewind::MemoryStore`); insert; commit.
+//!   layer (`sql/schema_v3.sql`) that checks every append's expected version, takes
+//!   positions, assigns versions and inserts the rows (a multi-row
+//!   `INSERT ... SELECT FROM unnest(...)`); several calls are pipelined between
+//!   `BEGIN` and `COMMIT`, a lone call is a transaction of its own. A conflict fails
+//!   its request alone; the others commit.
+//! * The careful path (two round trips): `BEGIN`, take positions, read the streams'
+//!   versions and which event ids are stored; decide in Rust (`careful.rs`,
+//!   `group.rs`: the exact rules of `rewind::MemoryStore`); insert; commit.
 //!
-//! After a commit the writer moves the store's head watch and hands the new head to
-//! the listener task ([`crate::listener`]), which tells other processes.
+//! The settled head is read in the same round trip, right after `COMMIT`; the writer
+//! moves the store's head watch to it and hands its last position to the listener
+//! task ([`crate::listener`]), which waits until that is settled too and tells other
+//! processes.
 //!
 //! Requests the fast path cannot decide (event ids stored already: a retry or a
 //! duplicate; an id repeated within one request; any SQL error) go to the careful
@@ -30,26 +32,48 @@
 //!
 //! # Why followers never skip an event
 //!
-//! Every append transaction of every process takes the same transaction-scoped
-//! advisory lock before it reads the last position (the reads run in a query that
-//! starts after the lock is granted, so their snapshot is at least as new as the
-//! last commit under the lock), and holds it until its commit is
-//! visible (PostgreSQL releases transaction locks after the commit record is flushed
-//! and the transaction is marked finished). So the transaction holding positions
-//! `n+1..=m` started after every transaction holding a position `<= n` had become
-//! visible, and positions are committed in strictly increasing order with no holes.
-//! Any snapshot that sees position `m` therefore sees every position below it: a
-//! reader doing `position > last_seen` can never skip an event that commits late,
-//! and never waits on a hole that might never fill. The version checks run under the
-//! same lock, so they are race-free across processes too. The lock is held for one
-//! transaction per group commit, so its cost is shared by the whole group.
+//! Transactions of many processes commit concurrently, so positions cannot be
+//! committed in order; instead a reader waits until the positions below an event
+//! are *settled*. Three rules make that checkable in one comparison:
 //!
-//! The argument needs READ COMMITTED, where each statement takes its snapshot when it
-//! starts: under REPEATABLE READ or SERIALIZABLE the transaction's one snapshot would
-//! be taken by its first statement, possibly before the lock is granted. So the
-//! writer's connection sets `default_transaction_isolation` to READ COMMITTED (which
-//! covers the fast path's lone call, a transaction of its own), and every `BEGIN` of
-//! the writer names the level too, whatever the server's or role's default.
+//! 1. A transaction takes its positions once, before it writes anything, in
+//!    `take_positions` (`sql/schema_v3.sql`): under the schema's advisory lock it
+//!    gets its transaction id (`pg_current_xact_id()`, which assigns it) and the next
+//!    positions of a sequence, then releases the lock. The lock covers microseconds,
+//!    not the transaction. So for any two transactions holding positions, the one
+//!    with the lower positions has the lower transaction id.
+//! 2. Every event row records its transaction's id (`tx`, a column default).
+//! 3. Reads of the global order and the head (`sql/read_all.sql`, `sql/head.sql`)
+//!    keep only rows with `tx < pg_snapshot_xmin(pg_current_snapshot())`: rows of
+//!    transactions older than every transaction still running when the statement's
+//!    snapshot was taken.
+//!
+//! Take a row at position `p` that a read returns. Any position `q < p` was taken by
+//! a transaction with an id below `p`'s (rule 1), hence below the snapshot's xmin,
+//! hence finished when the snapshot was taken: committed, so its row at `q` is in
+//! the same snapshot, or rolled back, so `q` stays a hole forever. A reader doing
+//! `position > last_seen` therefore never skips an event that commits late, and
+//! never waits on a hole. The rows a read keeps are a prefix of the positions above
+//! `from` (ids grow with positions), so a page never jumps over a row it withholds.
+//!
+//! The price: an event is readable only once every transaction older than its own
+//! has ended, anywhere on the server (xmin does not know which transactions append
+//! here). Short transactions delay it by their length; a stalled client is ended by
+//! `idle_in_transaction_session_timeout` ([`crate::connection`]). Appends never wait
+//! for it, only readers.
+//!
+//! Version checks no longer run under a lock: two transactions that decide the same
+//! stream version race, and the unique index on `(stream_id, stream_version)`
+//! refuses the second one (at READ COMMITTED, a check that read before the first
+//! committed still fails at its INSERT). The writer then decides the group again on
+//! the careful path, which reads the new state (and retries while it keeps losing
+//! such races). Event ids are decided the same way by their unique index. A
+//! transaction refused after taking positions leaves a hole; an `ExpectedVersion`
+//! conflict found by the check takes none.
+//!
+//! The writer's connection sets `default_transaction_isolation` to READ COMMITTED,
+//! and every `BEGIN` of the writer names the level, so each statement reads the
+//! latest committed state whatever the server's or role's default.
 //!
 //! Both paths run with `enable_seqscan = off` and generic plans on the writer's
 //! connection (see `prepare`).
@@ -392,15 +416,14 @@ impl Writer {
 
     /// [`Writer::attempt_careful`], again while it loses a race: a unique violation
     /// means another transaction wrote the same stream version or event id since
-    /// this one read, and deciding again against the new state settles it.
+    /// this one read, and deciding again against the new state settles it; a
+    /// deadlock means two transactions (of different processes) each waited on a
+    /// row the other had inserted, and PostgreSQL cancelled one of them.
     async fn attempt_careful_until_settled(&mut self, group: &[&Pending]) -> Result<Vec<Option<Reply>>, GroupError> {
         let mut attempts = 1;
         loop {
             match self.attempt_careful(group).await {
-                Err(GroupError::Sql(error))
-                    if attempts < MAX_CAREFUL_ATTEMPTS
-                        && error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
-                {
+                Err(GroupError::Sql(error)) if attempts < MAX_CAREFUL_ATTEMPTS && lost_a_race(&error) => {
                     attempts += 1;
                 }
                 outcome => return outcome,
@@ -444,7 +467,14 @@ const MAX_FLIGHTS: usize = 1;
 
 /// Careful transactions tried for one set of requests while each loses a race to
 /// another process (each lost race means that process's transaction committed).
-const MAX_CAREFUL_ATTEMPTS: u32 = 8;
+const MAX_CAREFUL_ATTEMPTS: u32 = 16;
+
+/// Whether a transaction failed only because a concurrent one wrote the same row
+/// first (or the two deadlocked doing so): deciding again settles it.
+fn lost_a_race(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    [SqlState::UNIQUE_VIOLATION, SqlState::T_R_DEADLOCK_DETECTED].iter().any(|code| error.code() == Some(code))
+}
 
 /// A fast-path transaction in flight; it hands its group back when it lands.
 type Flight = Pin<Box<dyn Future<Output = Landed> + Send>>;

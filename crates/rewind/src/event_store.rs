@@ -266,6 +266,15 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position of the last committed event that a reader may safely follow to.
     fn head_position(&self) -> impl Future<Output = Result<GlobalPosition, StoreError>> + Send;
 
+    /// The head once every append acknowledged before this call, by any process, is
+    /// readable in the global order: what a tool that copies or rebuilds "everything
+    /// so far" reads up to. On the memory and SQLite stores that is the head at once;
+    /// on PostgreSQL it waits for the transactions running at the call to end (see
+    /// `rewind_postgres`'s writer).
+    fn settled_head(&self) -> impl Future<Output = Result<GlobalPosition, StoreError>> + Send {
+        self.head_position()
+    }
+
     /// A receiver that changes whenever new events become readable; its value is the
     /// head position. Wakes subscribers without polling.
     fn watch_head(&self) -> watch::Receiver<GlobalPosition>;
@@ -336,6 +345,9 @@ impl<S: EventStore> EventStore for std::sync::Arc<S> {
     }
     fn head_position(&self) -> impl Future<Output = Result<GlobalPosition, StoreError>> + Send {
         S::head_position(self)
+    }
+    fn settled_head(&self) -> impl Future<Output = Result<GlobalPosition, StoreError>> + Send {
+        S::settled_head(self)
     }
     fn watch_head(&self) -> watch::Receiver<GlobalPosition> {
         S::watch_head(self)

@@ -77,6 +77,8 @@ pub trait DynEventStore: Send + Sync + 'static {
     #[doc(hidden)]
     fn dyn_head_position(&self) -> BoxFuture<'_, Result<GlobalPosition, StoreError>>;
     #[doc(hidden)]
+    fn dyn_settled_head(&self) -> BoxFuture<'_, Result<GlobalPosition, StoreError>>;
+    #[doc(hidden)]
     fn dyn_watch_head(&self) -> watch::Receiver<GlobalPosition>;
     #[doc(hidden)]
     fn dyn_save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>>;
@@ -130,6 +132,10 @@ impl<S: EventStore> DynEventStore for S {
     }
     fn dyn_head_position(&self) -> BoxFuture<'_, Result<GlobalPosition, StoreError>> {
         Box::pin(self.head_position())
+    }
+    #[doc(hidden)]
+    fn dyn_settled_head(&self) -> BoxFuture<'_, Result<GlobalPosition, StoreError>> {
+        Box::pin(self.settled_head())
     }
     fn dyn_watch_head(&self) -> watch::Receiver<GlobalPosition> {
         self.watch_head()
@@ -222,6 +228,10 @@ impl EventStore for SharedStore {
     }
     async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
         self.0.dyn_head_position().await
+    }
+
+    async fn settled_head(&self) -> Result<GlobalPosition, StoreError> {
+        self.0.dyn_settled_head().await
     }
     fn watch_head(&self) -> watch::Receiver<GlobalPosition> {
         self.0.dyn_watch_head()

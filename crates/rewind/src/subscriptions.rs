@@ -387,8 +387,10 @@ impl Subscriptions {
         }
     }
 
-    /// The store head, for callers that want to wait for everything.
+    /// The store head once everything acknowledged so far is readable
+    /// ([`EventStore::settled_head`](crate::EventStore::settled_head)), for callers
+    /// that want to wait for everything.
     pub async fn head(&self) -> Result<GlobalPosition, crate::event_store::StoreError> {
-        self.app.store().head_position().await
+        self.app.store().settled_head().await
     }
 }

@@ -1,5 +1,5 @@
 -- Writes a whole group commit in one statement: one array per column, one element
--- per event. Positions and versions were decided by the writer under the append lock.
+-- per event. Positions (taken by the transaction) and versions were decided by the writer.
 INSERT INTO {schema}.events (
     position, event_id, stream_id, stream_version, event_type,
     data, data_text, metadata, metadata_text, causation_id, correlation_id, created_at
