@@ -160,6 +160,10 @@ BEGIN
             JOIN placed p ON p.ord = e.append
             CROSS JOIN head
             WHERE p.written
+            -- Every transaction inserts in (stream, version) order, so two that wait
+            -- on each other's rows of one stream cannot also wait the other way round
+            -- on another stream (a deadlock, which PostgreSQL finds only after a second).
+            ORDER BY p.stream_id, p.actual + e.k
             RETURNING 1
         )
         SELECT p.ord, p.written, p.passed, p.actual, p.before, head.head, (SELECT count(*) FROM inserted),
