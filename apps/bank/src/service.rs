@@ -56,6 +56,11 @@ impl RewindApp for BankApp {
         for middleware in &self.extra {
             builder = builder.middleware_shared(middleware.clone());
         }
+        // On PostgreSQL several `bank serve` processes may share the store: each keeps
+        // the accounts it has cached current with the others' deposits.
+        if matches!(backend.read_model, ReadModel::Postgres(_)) {
+            builder = builder.keep_instances_fresh();
+        }
         builder.build()
     }
 

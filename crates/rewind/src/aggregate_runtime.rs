@@ -163,11 +163,15 @@ impl<A: Aggregate> AggregateRuntime<A> {
         stream
     }
 
-    fn slot(&self, stream_id: &str) -> Slot<A> {
+    fn shard(&self, stream_id: &str) -> std::sync::MutexGuard<'_, Shard<A>> {
         let mut hasher = DefaultHasher::new();
         stream_id.hash(&mut hasher);
         let shard = &self.shards[hasher.finish() as usize % SHARDS];
-        let mut cache = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn slot(&self, stream_id: &str) -> Slot<A> {
+        let mut cache = self.shard(stream_id);
         if let Some(slot) = cache.get(stream_id) {
             return slot.clone();
         }
@@ -176,6 +180,39 @@ impl<A: Aggregate> AggregateRuntime<A> {
         // fresh copy, and optimistic concurrency keeps the two honest.
         cache.push(Arc::from(stream_id), slot.clone());
         slot
+    }
+
+    /// Whether `stream_id` is one of this aggregate's streams.
+    pub(crate) fn owns(&self, stream_id: &str) -> bool {
+        self.config.identity_prefix.as_deref().is_some_and(|prefix| stream_id.starts_with(prefix))
+    }
+
+    /// Folds `recorded`, read from the store, into the cached instance of its stream
+    /// if that instance is exactly one version behind it (see [`crate::refresh`]). An
+    /// instance busy with a command is left alone (the command catches up itself if
+    /// its append finds the stream moved); one that missed events is dropped, to be
+    /// loaded afresh by its next command; nothing is loaded or cached here.
+    pub(crate) fn refresh(&self, recorded: &RecordedEvent) {
+        let Some(slot) = self.shard(&recorded.stream_id).peek(recorded.stream_id.as_str()).cloned() else { return };
+        let Ok(mut guard) = slot.try_lock() else { return };
+        let Some(instance) = guard.as_mut() else { return };
+        if recorded.stream_version <= instance.version {
+            return;
+        }
+        if recorded.stream_version != instance.version.next() {
+            *guard = None;
+            return;
+        }
+        match recorded.decode::<A::Event>() {
+            Ok(event) => {
+                instance.state.apply(&event);
+                instance.version = recorded.stream_version;
+                if let Some(command_id) = recorded.metadata.command() {
+                    instance.remember(command_id, recorded.metadata.fingerprint, recorded.stream_version);
+                }
+            }
+            Err(_) => *guard = None,
+        }
     }
 
     /// Runs one command against the instance behind `stream_id`.

@@ -13,9 +13,10 @@ use crate::dispatch::{DispatchError, DispatchOptions, Dispatched};
 use crate::envelope::Metadata;
 use crate::event_store::EventStore;
 use crate::middleware::{Middleware, Pipeline};
+use crate::refresh::Refresher;
 use crate::router::{Router, Routes};
 use crate::shared_store::SharedStore;
-use crate::stream::StreamVersion;
+use crate::stream::{GlobalPosition, StreamVersion};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -81,6 +82,7 @@ struct Inner {
     routes: Routes,
     middleware: Vec<Arc<dyn Middleware>>,
     default_timeout: Option<Duration>,
+    refresher: Option<Refresher>,
 }
 
 /// Assembles an [`Application`].
@@ -89,6 +91,7 @@ pub struct ApplicationBuilder {
     router: Router,
     middleware: Vec<Arc<dyn Middleware>>,
     default_timeout: Option<Duration>,
+    keep_instances_fresh: bool,
 }
 
 impl ApplicationBuilder {
@@ -116,15 +119,30 @@ impl ApplicationBuilder {
         self
     }
 
+    /// Follows the store's global order and folds the events other processes append
+    /// into the instances this process has cached, so a command to an instance
+    /// another process changed does not first fail its append and read the missing
+    /// events (see `crate::refresh`). For several processes serving one store; it
+    /// costs one read of every event appended. Off by default. With it on, build the
+    /// application inside a Tokio runtime; the task stops when the last clone of the
+    /// application is dropped.
+    pub fn keep_instances_fresh(mut self) -> Self {
+        self.keep_instances_fresh = true;
+        self
+    }
+
     /// Builds the application.
     pub fn build(self) -> Application {
+        let routes = self.router.into_routes();
+        let refresher = self.keep_instances_fresh.then(|| Refresher::spawn(self.store.clone(), routes.refreshers()));
         Application {
             inner: Arc::new(Inner {
                 store: self.store,
                 consistency: ConsistencyRegistry::default(),
-                routes: self.router.into_routes(),
+                routes,
                 middleware: self.middleware,
                 default_timeout: self.default_timeout,
+                refresher,
             }),
         }
     }
@@ -139,12 +157,24 @@ impl Application {
 
     /// Like [`Application::builder`] for a store already shared.
     pub fn builder_shared(store: SharedStore) -> ApplicationBuilder {
-        ApplicationBuilder { store, router: Router::new(), middleware: Vec::new(), default_timeout: None }
+        ApplicationBuilder {
+            store,
+            router: Router::new(),
+            middleware: Vec::new(),
+            default_timeout: None,
+            keep_instances_fresh: false,
+        }
     }
 
     /// The event store.
     pub fn store(&self) -> &SharedStore {
         &self.inner.store
+    }
+
+    /// With [`ApplicationBuilder::keep_instances_fresh`]: the last position whose
+    /// event has been folded into the cached instances (`None` when it is off).
+    pub fn instances_fresh_to(&self) -> Option<tokio::sync::watch::Receiver<GlobalPosition>> {
+        self.inner.refresher.as_ref().map(|refresher| refresher.done.clone())
     }
 
     /// Dispatches a command with default options.

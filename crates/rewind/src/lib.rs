@@ -53,6 +53,7 @@ pub mod middleware;
 pub mod prelude;
 pub mod process_manager;
 pub mod projector;
+mod refresh;
 pub mod router;
 pub mod shared_store;
 pub mod sql;

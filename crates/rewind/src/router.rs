@@ -16,6 +16,7 @@
 use crate::aggregate::Aggregate;
 use crate::aggregate_runtime::AggregateRuntime;
 use crate::command::{Command, short_type_name};
+use crate::refresh::Refresh;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::any::{Any, TypeId};
@@ -148,7 +149,7 @@ struct Pending {
     /// prefix stated for it has been checked equal (see `agree`).
     declared: Option<Declared>,
     /// Starts the `AggregateRuntime<A>` from `config` and `declared`.
-    start: fn(Erased, Option<&'static str>) -> Shared,
+    start: fn(Erased, Option<&'static str>) -> (Shared, Arc<dyn Refresh>),
 }
 
 /// A stream prefix stated by a command.
@@ -168,12 +169,13 @@ impl Pending {
 }
 
 /// The aggregate's runtime, with the commands' prefix when its configuration has none.
-fn start<A: Aggregate>(config: Erased, declared: Option<&'static str>) -> Shared {
+fn start<A: Aggregate>(config: Erased, declared: Option<&'static str>) -> (Shared, Arc<dyn Refresh>) {
     let mut config = *config.downcast::<AggregateConfig<A>>().expect("`Pending::new` boxes an `AggregateConfig<A>`");
     if config.identity_prefix.is_none() {
         config.identity_prefix = declared.map(str::to_owned);
     }
-    Arc::new(AggregateRuntime::new(config))
+    let runtime = Arc::new(AggregateRuntime::new(config));
+    (runtime.clone(), runtime)
 }
 
 /// The prefix rule, decided here only: the prefixes stated for one aggregate — by its
@@ -294,11 +296,15 @@ impl Router {
     /// Resolves each command type straight to its aggregate runtime, so a dispatch
     /// costs one lookup.
     pub(crate) fn into_routes(self) -> Routes {
+        let mut refreshers = Vec::with_capacity(self.aggregates.len());
         let by_aggregate: HashMap<TypeId, Shared> = self
             .aggregates
             .into_iter()
             .map(|(aggregate, pending)| {
-                (aggregate, (pending.start)(pending.config, pending.declared.map(|declared| declared.prefix)))
+                let (runtime, refresher) =
+                    (pending.start)(pending.config, pending.declared.map(|declared| declared.prefix));
+                refreshers.push(refresher);
+                (aggregate, runtime)
             })
             .collect();
         let by_command = self
@@ -306,7 +312,7 @@ impl Router {
             .into_iter()
             .filter_map(|(command, aggregate)| Some((command, by_aggregate.get(&aggregate)?.clone())))
             .collect();
-        Routes { by_command, by_aggregate }
+        Routes { by_command, by_aggregate, refreshers }
     }
 }
 
@@ -404,6 +410,8 @@ command_set!(C1, C2, C3, C4, C5, C6, C7, C8, C9, C10, C11, C12, C13, C14, C15, C
 pub(crate) struct Routes {
     by_command: HashMap<TypeId, Shared>,
     by_aggregate: HashMap<TypeId, Shared>,
+    /// Every aggregate's runtime, for [`crate::refresh`].
+    refreshers: Vec<Arc<dyn Refresh>>,
 }
 
 impl Routes {
@@ -413,6 +421,10 @@ impl Routes {
 
     pub(crate) fn for_aggregate<A: Aggregate>(&self) -> Option<&AggregateRuntime<A>> {
         self.by_aggregate.get(&TypeId::of::<A>())?.downcast_ref()
+    }
+
+    pub(crate) fn refreshers(&self) -> Vec<Arc<dyn Refresh>> {
+        self.refreshers.clone()
     }
 }
 

@@ -78,6 +78,42 @@ async fn two_applications_on_one_store_retry_conflicts() {
     }
 }
 
+/// Another process's appends reach a process that keeps its instances fresh before
+/// its next command: that command appends once and reads nothing. Without it, the
+/// same command first fails its append and reads the missing events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_kept_fresh_decide_on_other_processes_events_at_once() {
+    for fresh in [true, false] {
+        let store = shared(FaultyStore::default());
+        let config = || AggregateConfig::new().identity_prefix("account-");
+        let writer = app(store.clone(), config());
+        let builder = Application::builder(store.clone()).router(router(config()));
+        let reader = if fresh { builder.keep_instances_fresh().build() } else { builder.build() };
+        open(&writer, "a", 10).await;
+        reader.dispatch(Deposit { id: "a".into(), amount: 1 }).await.expect("the reader caches the instance");
+        for _ in 0..5 {
+            writer.dispatch(Deposit { id: "a".into(), amount: 2 }).await.expect("the other process deposits");
+        }
+        let head = store.head_position().await.expect("head");
+        if let Some(mut done) = reader.instances_fresh_to() {
+            tokio::time::timeout(Duration::from_secs(10), done.wait_for(|done| *done >= head))
+                .await
+                .expect("the refresher reached the head")
+                .expect("refresher running");
+        }
+        let (appends, reads) = (store.appends.load(Ordering::SeqCst), store.stream_reads.load(Ordering::SeqCst));
+        let done = reader.dispatch(Deposit { id: "a".into(), amount: 0 }).await.expect("deposit");
+        assert_eq!(done.version, StreamVersion(8));
+        let spent = (store.appends.load(Ordering::SeqCst) - appends, store.stream_reads.load(Ordering::SeqCst) - reads);
+        if fresh {
+            assert_eq!(spent, (1, 0), "one append, no catch-up read");
+        } else {
+            assert_eq!(spent.0, 2, "a stale copy fails its first append");
+            assert!(spent.1 >= 1, "and reads the missing events");
+        }
+    }
+}
+
 #[tokio::test]
 async fn gives_up_with_a_typed_conflict_after_max_attempts() {
     let store = shared(FaultyStore::default());
