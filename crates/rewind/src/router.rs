@@ -140,6 +140,8 @@ pub struct Router {
 type Erased = Box<dyn Any + Send + Sync>;
 /// An `AggregateRuntime<A>`, likewise.
 type Shared = Arc<dyn Any + Send + Sync>;
+/// A started `AggregateRuntime<A>`: for routing, and for [`crate::refresh`].
+type Started = (Shared, Arc<dyn Refresh>);
 
 /// One aggregate type's configuration while the router is being built.
 struct Pending {
@@ -149,7 +151,7 @@ struct Pending {
     /// prefix stated for it has been checked equal (see `agree`).
     declared: Option<Declared>,
     /// Starts the `AggregateRuntime<A>` from `config` and `declared`.
-    start: fn(Erased, Option<&'static str>) -> (Shared, Arc<dyn Refresh>),
+    start: fn(Erased, Option<&'static str>) -> Started,
 }
 
 /// A stream prefix stated by a command.
@@ -169,7 +171,7 @@ impl Pending {
 }
 
 /// The aggregate's runtime, with the commands' prefix when its configuration has none.
-fn start<A: Aggregate>(config: Erased, declared: Option<&'static str>) -> (Shared, Arc<dyn Refresh>) {
+fn start<A: Aggregate>(config: Erased, declared: Option<&'static str>) -> Started {
     let mut config = *config.downcast::<AggregateConfig<A>>().expect("`Pending::new` boxes an `AggregateConfig<A>`");
     if config.identity_prefix.is_none() {
         config.identity_prefix = declared.map(str::to_owned);
