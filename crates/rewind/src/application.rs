@@ -126,6 +126,14 @@ impl ApplicationBuilder {
     /// costs one read of every event appended. Off by default. With it on, build the
     /// application inside a Tokio runtime; the task stops when the last clone of the
     /// application is dropped.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let app = rewind::Application::builder(rewind::MemoryStore::new()).keep_instances_fresh().build();
+    /// // How far other processes' events have been folded in (here: nothing appended yet).
+    /// assert_eq!(*app.instances_fresh_to().expect("on").borrow(), rewind::GlobalPosition::START);
+    /// # });
+    /// ```
     pub fn keep_instances_fresh(mut self) -> Self {
         self.keep_instances_fresh = true;
         self

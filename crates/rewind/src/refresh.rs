@@ -62,18 +62,15 @@ impl Drop for Refresher {
 }
 
 impl Refresher {
-    /// Starts following `store` from its head. Must be called inside a Tokio runtime.
+    /// Starts following `store` from its head as its watch has it now, before any
+    /// command can cache an instance (a start behind the head only reads more). Must
+    /// be called inside a Tokio runtime.
     pub(crate) fn spawn(store: SharedStore, runtimes: Vec<Arc<dyn Refresh>>) -> Refresher {
-        let (done, receiver) = watch::channel(GlobalPosition::START);
+        let mut head = store.watch_head();
+        let start = *head.borrow_and_update();
+        let (done, receiver) = watch::channel(start);
         let task = tokio::spawn(async move {
-            let mut head = store.watch_head();
-            let mut from = loop {
-                match store.head_position().await {
-                    Ok(head) => break head.next(),
-                    Err(_) => tokio::time::sleep(RETRY).await,
-                }
-            };
-            done.send_replace(GlobalPosition(from.0.saturating_sub(1)));
+            let mut from = start.next();
             loop {
                 head.borrow_and_update();
                 match store.read_all(from, PAGE, &EventFilter::all()).await {
