@@ -165,6 +165,7 @@ fn transfers(events: &[RecordedEvent]) -> HashMap<Uuid, bool> {
 async fn all_events(bank: &Bank) -> Vec<RecordedEvent> {
     let mut all: Vec<RecordedEvent> = Vec::new();
     let mut from = GlobalPosition(1);
+    bank.app.store().settled_head().await.expect("settled head");
     loop {
         let batch = bank.app.store().read_all(from, 5_000, &EventFilter::all()).await.expect("read the log");
         let Some(last) = batch.last() else { return all };

@@ -154,6 +154,7 @@ async fn replay_until_a_time_takes_the_prefix_committed_by_then() {
         for i in 0..5 {
             source.store.append("s", ExpectedVersion::Any, vec![event(i)]).await.expect("append");
         }
+        source.store.settled_head().await.expect("settled head");
         let events = source.store.read_all(GlobalPosition(1), 10, &Default::default()).await.expect("read");
         let until = events[2].created_at;
         assert!(events[3].created_at > until, "separate commits have distinct times");

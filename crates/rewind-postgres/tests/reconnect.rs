@@ -42,7 +42,11 @@ async fn store_recovers_after_its_connections_are_terminated() {
     let appended = appended.expect("an append succeeded after reconnecting");
     let mut read = Err(StoreError::Closed);
     for _ in 0..5 {
-        read = store.read_all(GlobalPosition::START, 100, &EventFilter::all()).await;
+        // Readable once the transactions running now, other tests' too, have ended.
+        read = match store.settled_head().await {
+            Ok(_) => store.read_all(GlobalPosition::START, 100, &EventFilter::all()).await,
+            Err(error) => Err(error),
+        };
         if read.is_ok() {
             break;
         }

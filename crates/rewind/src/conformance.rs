@@ -666,14 +666,15 @@ pub async fn follow_across<F: EventStore, W: EventStore>(
     FollowReport { seen, acknowledged: acknowledged.len(), failed: failed.len() }
 }
 
-/// Tails `$all` until `done` is notified, then drains what is left; returns every
-/// (position, event id) seen, in order. The follower of [`follow_across`], for tests
-/// whose writers run elsewhere (other processes).
+/// Tails `$all` until `done` is notified, then drains what is left up to the
+/// [settled head](EventStore::settled_head) (everything acknowledged before `done`);
+/// returns every (position, event id) seen, in order. The follower of
+/// [`follow_across`], for tests whose writers run elsewhere (other processes).
 pub async fn follow<S: EventStore>(store: Arc<S>, done: Arc<tokio::sync::Notify>) -> Vec<(GlobalPosition, Uuid)> {
     let mut seen = Vec::new();
     let mut watch = store.watch_head();
     let mut from = GlobalPosition::START.next();
-    let mut finished = false;
+    let mut until = None;
     loop {
         let batch = store.read_all(from, 500, &EventFilter::all()).await.expect("read_all");
         if let Some(last) = batch.last() {
@@ -681,12 +682,14 @@ pub async fn follow<S: EventStore>(store: Arc<S>, done: Arc<tokio::sync::Notify>
             seen.extend(batch.iter().map(|e| (e.position, e.event_id)));
             continue;
         }
-        if finished {
+        if until.is_some_and(|until: GlobalPosition| from > until) {
             return seen;
         }
         tokio::select! {
             _ = watch.changed() => {}
-            _ = done.notified() => finished = true,
+            _ = done.notified(), if until.is_none() => {
+                until = Some(store.settled_head().await.expect("settled head"));
+            }
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     }

@@ -98,6 +98,7 @@ async fn write_history(shop: &Arc<Shop>) {
 /// Every application event of the store, in global order.
 async fn all_events(shop: &Shop) -> Vec<RecordedEvent> {
     let store = shop.app.store();
+    store.settled_head().await.expect("settled head");
     let (mut events, mut from) = (Vec::new(), Default::default());
     loop {
         let page = store.read_all(from, 500, &EventFilter::all()).await.expect("read_all");

@@ -127,6 +127,7 @@ pub async fn every_event(database: &str) -> Vec<RecordedEvent> {
     let database: rewind_cli::Database = database.parse().expect("database");
     let backend = rewind_cli::Backend::open(&database, rewind_cli::OpenMode::Existing).await.expect("open");
     let store = backend.store.clone();
+    store.settled_head().await.expect("settled head");
     let mut all: Vec<RecordedEvent> = Vec::new();
     loop {
         let from = all.last().map_or(GlobalPosition(1), |e| e.position.next());
