@@ -21,7 +21,7 @@
 //! * An appended event is in `read_all` once the head passes it: at once, unless a
 //!   transaction older than its append is still running anywhere on the server;
 //!   then when that one ends (`idle_in_transaction_session_timeout` bounds a stalled
-//!   client's). [`rewind::conformance::settled`] waits for it.
+//!   client's). [`rewind::EventStore::settled_head`] waits for it.
 //!
 //! # Layout
 //!

@@ -388,7 +388,7 @@ impl Subscriptions {
     }
 
     /// The store head once everything acknowledged so far is readable
-    /// ([`EventStore::settled_head`](crate::EventStore::settled_head)), for callers
+    /// ([`EventStore::settled_head`]), for callers
     /// that want to wait for everything.
     pub async fn head(&self) -> Result<GlobalPosition, crate::event_store::StoreError> {
         self.app.store().settled_head().await
