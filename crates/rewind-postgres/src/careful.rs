@@ -44,13 +44,17 @@ pub(crate) async fn run_careful(
             _ => client.query_one(&st.take_positions, &take_params).await?.try_get::<_, i64>(0),
         }
     };
-    // Pipelined: sent together, executed in order.
-    let (_, first, versions, stored) = tokio::try_join!(
+    // Pipelined: sent together, executed in order. After a failure the server answers
+    // every later statement of the transaction with "transaction is aborted", so the
+    // results are taken in statement order: the error returned is the one that
+    // failed the transaction (`try_join!` could return any of them).
+    let (begun, first, versions, stored) = tokio::join!(
         client.batch_execute(&sql.begin_append),
         take,
         client.query(&st.versions, &stream_params),
         client.query(&st.stored_ids, &id_params),
-    )?;
+    );
+    let (first, versions, stored) = (begun.and(first)?, versions?, stored?);
     let head = first - 1;
     let versions = versions.iter().map(|r| Ok((r.try_get(0)?, r.try_get::<_, i64>(1)? as u64)));
     let versions = versions.collect::<Result<Vec<(&str, u64)>, tokio_postgres::Error>>()?;
@@ -86,13 +90,18 @@ pub(crate) async fn run_careful(
         &rows.causation_id,
         &rows.correlation_id,
     ];
-    let (_, _, _, settled) = tokio::try_join!(
+    // In statement order, as above: a lost race fails the insert, and the test hook's
+    // sleep after it would only report the aborted transaction.
+    let (inserted, slept, committed, settled) = tokio::join!(
         client.execute(&st.insert, &insert_params),
         slow_down(connection, sleep),
         client.batch_execute("COMMIT"),
         settled_head(connection),
-    )?;
-    Ok(Done { replies, last, settled, events })
+    );
+    inserted?;
+    slept?;
+    committed?;
+    Ok(Done { replies, last, settled: settled?, events })
 }
 
 /// The `insert_events.sql` parameters: one array per column.
