@@ -182,9 +182,10 @@ impl<A: Aggregate> AggregateRuntime<A> {
         slot
     }
 
-    /// Whether `stream_id` is one of this aggregate's streams.
+    /// Whether `stream_id` may be one of this aggregate's streams: it starts with the
+    /// aggregate's prefix (any stream may, for an aggregate without one).
     pub(crate) fn owns(&self, stream_id: &str) -> bool {
-        self.config.identity_prefix.as_deref().is_some_and(|prefix| stream_id.starts_with(prefix))
+        self.config.identity_prefix.as_deref().is_none_or(|prefix| stream_id.starts_with(prefix))
     }
 
     /// Folds `recorded`, read from the store, into the cached instance of its stream

@@ -32,7 +32,7 @@ const RETRY: Duration = Duration::from_millis(200);
 
 /// One aggregate's runtime, as the refresher sees it.
 pub(crate) trait Refresh: Send + Sync {
-    /// Whether `stream_id` is one of this aggregate's streams.
+    /// Whether `stream_id` may be one of this aggregate's streams (by its prefix).
     fn owns(&self, stream_id: &str) -> bool;
     /// Folds `recorded` into the cached instance of its stream, if it is next.
     fn refresh(&self, recorded: &RecordedEvent);
@@ -75,8 +75,10 @@ impl Refresher {
                 head.borrow_and_update();
                 match store.read_all(from, PAGE, &EventFilter::all()).await {
                     Ok(page) => {
+                        // Every runtime that may own the stream looks in its own cache (one
+                        // prefix may start another's; only the real owner caches it).
                         for recorded in &page {
-                            if let Some(runtime) = runtimes.iter().find(|r| r.owns(&recorded.stream_id)) {
+                            for runtime in runtimes.iter().filter(|r| r.owns(&recorded.stream_id)) {
                                 runtime.refresh(recorded);
                             }
                         }
