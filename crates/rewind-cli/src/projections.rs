@@ -275,9 +275,9 @@ pub async fn rebuild(app: &dyn RewindApp, backend: &Backend, names: &[String]) -
     if !names.is_empty() {
         let (_, builder) = registered(app, backend).await?;
         for name in names {
-            match builder.registered().find(|(n, _)| n == name) {
+            match builder.kind_of(name) {
                 None => return Err(OpsError::Usage(format!("no subscription named `{name}`"))),
-                Some((_, consumer)) if consumer.kind() != ConsumerKind::Projector => {
+                Some(kind) if kind != ConsumerKind::Projector => {
                     return Err(OpsError::Usage(format!(
                         "`{name}` is not a projector; only projectors can be rebuilt"
                     )));
@@ -286,7 +286,10 @@ pub async fn rebuild(app: &dyn RewindApp, backend: &Backend, names: &[String]) -
             }
         }
     }
-    catch_up(app, backend, |name| names.is_empty() || names.iter().any(|n| n == name), true).await
+    // A partition's name stands for its projector: partitions are rebuilt together.
+    let (_, builder) = registered(app, backend).await?;
+    let groups: Vec<String> = names.iter().filter_map(|n| builder.group_of(n)).map(str::to_owned).collect();
+    catch_up(app, backend, |name| names.is_empty() || groups.iter().any(|n| n == name), true).await
 }
 
 /// What to do with dead letters.
@@ -347,15 +350,18 @@ async fn replay_letters(app: &dyn RewindApp, backend: &Backend, letters: &[DeadL
     };
     let mut rebuilt: Vec<String> = Vec::new();
     for letter in letters {
-        if consumer(&letter.subscription)?.kind() == ConsumerKind::Projector && !rebuilt.contains(&letter.subscription)
-        {
-            rebuilt.push(letter.subscription.clone());
+        // A partition is rebuilt with the rest of its projector.
+        let group = builder.group_of(&letter.subscription).unwrap_or(&letter.subscription).to_owned();
+        if consumer(&letter.subscription)?.kind() == ConsumerKind::Projector && !rebuilt.contains(&group) {
+            rebuilt.push(group);
         }
     }
     if !rebuilt.is_empty() {
         catch_up(app, backend, |name| rebuilt.iter().any(|r| r == name), true).await?;
     }
-    for letter in letters.iter().filter(|l| !rebuilt.contains(&l.subscription)) {
+    let rebuilt_by =
+        |letter: &DeadLetter| builder.group_of(&letter.subscription).is_some_and(|g| rebuilt.iter().any(|r| r == g));
+    for letter in letters.iter().filter(|l| !rebuilt_by(l)) {
         let consumer = consumer(&letter.subscription)?;
         // A process manager's replay must not run beside its live subscription.
         let _lease = match consumer.kind() {

@@ -311,3 +311,14 @@ async fn strong_consistency_waits_for_a_projector_running_in_another_process() {
         subs.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_projector_keeps_its_promises() {
+    let Some(url) = database_url("partitioned projector") else { return };
+    let schema = fresh_schema();
+    let Setup { app, model, bookkeeping } = setup(&url, &schema).await;
+    // Another process's bookkeeping: its own connections, so its own leases.
+    let elsewhere = PostgresReadModel::connect(&url, &schema).await.expect("read model");
+    let other: Arc<dyn SubscriptionStore> = Arc::new(PostgresSubscriptionStore::new(&elsewhere));
+    rewind::partition_conformance::partitioned_projectors(&app, Arc::new(model), [bookkeeping, other]).await;
+}

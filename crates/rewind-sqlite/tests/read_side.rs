@@ -276,3 +276,13 @@ async fn a_busy_database_is_retried_and_only_the_projections_own_refusal_is_skip
     assert_eq!((status.transient_failures, status.deterministic_failures), (8, 1));
     subs.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_projector_keeps_its_promises_inline_too() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("bank.db");
+    // In the store's file, so every partition is also written inline.
+    let (app, model, bookkeeping) = open_all(&path).await;
+    let other: Arc<dyn SubscriptionStore> = Arc::new(SqliteSubscriptionStore::open(&model).await.expect("bookkeeping"));
+    rewind::partition_conformance::partitioned_projectors(&app, Arc::new(model), [bookkeeping, other]).await;
+}

@@ -7,12 +7,15 @@
 //! when the subscription runs in another process on the same database: woken by the
 //! consumer's announcements where the storage makes them
 //! ([`Consumer::announced_checkpoint`]), otherwise by polling.
-//! Subscriptions whose filter matches none of the appended events are not waited for.
+//! Subscriptions whose filter matches none of the appended events are not waited for,
+//! nor are the partitions of a projector that do not own the appended stream: the
+//! one that does is the one that writes its rows ([`crate::partition`]).
 
 use crate::dispatch::Consistency;
 use crate::event_store::EventFilter;
+use crate::partition::Partition;
 use crate::stream::GlobalPosition;
-use crate::subscription::{Consumer, Tracker};
+use crate::subscription::{Consumer, SubscriptionOptions, Tracker};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -25,8 +28,12 @@ const ANNOUNCED_POLL: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
 struct Entry {
+    /// The projector a partition belongs to (its own name otherwise): what
+    /// [`Consistency::Handlers`] names.
+    group: String,
     strong: bool,
     filter: EventFilter,
+    partition: Option<Partition>,
     tracker: Arc<Tracker>,
     consumer: Arc<dyn Consumer>,
 }
@@ -57,12 +64,13 @@ impl ConsistencyRegistry {
     pub(crate) fn register(
         &self,
         name: &str,
-        strong: bool,
-        filter: EventFilter,
+        group: &str,
+        options: &SubscriptionOptions,
         tracker: Arc<Tracker>,
         consumer: Arc<dyn Consumer>,
     ) {
-        let entry = Entry { strong, filter, tracker, consumer };
+        let (strong, filter, partition) = (options.strong, options.filter.clone(), options.partition);
+        let entry = Entry { group: group.to_owned(), strong, filter, partition, tracker, consumer };
         self.entries.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), entry);
     }
 
@@ -74,7 +82,7 @@ impl ConsistencyRegistry {
     pub(crate) fn unknown(&self, consistency: &Consistency) -> Option<String> {
         let Consistency::Handlers(names) = consistency else { return None };
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        names.iter().find(|name| !entries.contains_key(name.as_str())).cloned()
+        names.iter().find(|name| !entries.iter().any(|(key, e)| key == *name || e.group == **name)).cloned()
     }
 
     /// What to wait for after `appended`.
@@ -83,10 +91,15 @@ impl ConsistencyRegistry {
         let chosen: Vec<&Entry> = match consistency {
             Consistency::Eventual => return Vec::new(),
             Consistency::Strong => entries.values().filter(|e| e.strong).collect(),
-            Consistency::Handlers(names) => names.iter().filter_map(|n| entries.get(n.as_str())).collect(),
+            Consistency::Handlers(names) => entries
+                .iter()
+                .filter(|(key, e)| names.iter().any(|n| n == *key || *n == e.group))
+                .map(|(_, e)| e)
+                .collect(),
         };
         chosen
             .into_iter()
+            .filter(|entry| entry.partition.is_none_or(|p| p.owns(appended.stream_id)))
             .filter_map(|entry| {
                 let last_match = appended
                     .event_types
@@ -185,6 +198,31 @@ mod tests {
     fn wait_for(target: u64, consumer: Arc<Elsewhere>) -> Wait {
         let tracker = Arc::new(Tracker::new("counts".into(), ConsumerKind::Projector));
         Wait { target: GlobalPosition(target), position: tracker.position.subscribe(), tracker, consumer }
+    }
+
+    #[test]
+    fn a_strong_dispatch_waits_for_the_partition_that_owns_its_stream_only() {
+        let registry = ConsistencyRegistry::default();
+        let partitions: Vec<Partition> = Partition::all(2).collect();
+        for partition in &partitions {
+            let name = partition.name("counts");
+            let tracker = Arc::new(Tracker::new(name.clone(), ConsumerKind::Projector));
+            let options = SubscriptionOptions { partition: Some(*partition), ..SubscriptionOptions::new().strong() };
+            let consumer = Arc::new(Elsewhere(watch::channel(GlobalPosition(0)).0));
+            registry.register(&name, "counts", &options, tracker, consumer);
+        }
+        let types = ["Counted".to_owned()];
+        for stream in ["s-1", "s-2", "s-3", "s-4"] {
+            let appended = Appended { stream_id: stream, first_position: GlobalPosition(9), event_types: &types };
+            let waits = registry.waits(&Consistency::Strong, &appended);
+            assert_eq!(waits.len(), 1, "{stream}: one partition owns it");
+            let owner = partitions.iter().find(|p| p.owns(stream)).expect("an owner").name("counts");
+            assert_eq!(waits[0].tracker.name, owner);
+            let named = registry.waits(&Consistency::Handlers(vec!["counts".into()]), &appended);
+            assert_eq!(named.len(), 1, "the projector's name stands for its partitions");
+        }
+        assert_eq!(registry.unknown(&Consistency::Handlers(vec!["counts".into()])), None);
+        assert_eq!(registry.unknown(&Consistency::Handlers(vec!["other".into()])), Some("other".into()));
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,7 +16,7 @@
 //!   [`stream`] (versions and positions); [`import`] copies events verbatim between stores.
 //! * The read side: [`subscriptions`] runs each [`subscription`] (catch-up, live,
 //!   healing, error policy, lease) for an [`event_handler`], a [`process_manager`]
-//!   or a backend's projector; [`fault`] tells transient failures from the
+//!   or a backend's projector, in [`partition`]s when asked; [`fault`] tells transient failures from the
 //!   consumer's own; [`subscription_store`] keeps their bookkeeping, and
 //!   [`dead_letters`] says what replaying a skipped event means for each kind.
 //! * Commands are processed once: [`command_outcome`] keeps each one's first outcome
@@ -50,6 +50,9 @@ pub mod fault;
 pub mod import;
 pub mod memory_store;
 pub mod middleware;
+pub mod partition;
+#[cfg(feature = "conformance")]
+pub mod partition_conformance;
 pub mod prelude;
 pub mod process_manager;
 pub mod projector;

@@ -29,6 +29,7 @@
 use crate::envelope::RecordedEvent;
 use crate::event_store::{EventFilter, EventStore};
 use crate::fault::{Fault, classify};
+use crate::partition::Partition;
 use crate::shared_store::SharedStore;
 use crate::stream::GlobalPosition;
 use crate::subscription_store::{DeadLetter, FailureReport, FailureState, Lease, SubscriptionStore};
@@ -148,6 +149,12 @@ pub struct SubscriptionOptions {
     pub poll_interval: Duration,
     /// How often to try for the lease while another process holds it.
     pub lease_retry: Duration,
+    /// In how many partitions a projector runs ([`crate::partition`]); 1: one
+    /// subscription for every stream.
+    pub concurrency: u32,
+    /// The partition this subscription is, set when a projector is registered with
+    /// a concurrency above 1: it applies only the events of the streams it owns.
+    pub(crate) partition: Option<Partition>,
 }
 
 impl Default for SubscriptionOptions {
@@ -161,6 +168,8 @@ impl Default for SubscriptionOptions {
             strong: false,
             poll_interval: Duration::from_secs(1),
             lease_retry: Duration::from_secs(1),
+            concurrency: 1,
+            partition: None,
         }
     }
 }
@@ -204,6 +213,13 @@ impl SubscriptionOptions {
     /// Sets the lease retry interval.
     pub fn lease_retry(mut self, every: Duration) -> Self {
         self.lease_retry = every;
+        self
+    }
+    /// Runs a projector in `n` partitions by stream, each its own subscription
+    /// with its own checkpoint and lease ([`crate::partition`]). Only projectors
+    /// can: an event handler's or process manager's effects are not partitioned.
+    pub fn concurrency(mut self, n: u32) -> Self {
+        self.concurrency = n.max(1);
         self
     }
 }
@@ -720,9 +736,14 @@ impl Runner {
                 continue;
             };
             let full = read.len() == self.options.batch_size;
-            // The framework's own records (command failures) are not the consumer's.
-            let batch: Arc<[RecordedEvent]> =
-                read.into_iter().filter(|e| !crate::command_outcome::is_system_stream(&e.stream_id)).collect();
+            // The framework's own records (command failures) are not the consumer's,
+            // nor are other partitions' streams.
+            let partition = self.options.partition;
+            let batch: Arc<[RecordedEvent]> = read
+                .into_iter()
+                .filter(|e| !crate::command_outcome::is_system_stream(&e.stream_id))
+                .filter(|e| partition.is_none_or(|p| p.owns(&e.stream_id)))
+                .collect();
             if batch.is_empty() {
                 position = last_read;
                 self.tracker.advance(position);

@@ -7,11 +7,17 @@
 //! are never rebuilt, so side effects never fire twice. A rebuild supersedes the
 //! projector's dead letters, and replaying a projector's dead letter rebuilds it:
 //! [`dead_letters`] has the rules for each kind.
+//!
+//! A projector registered with a [`concurrency`](SubscriptionOptions::concurrency)
+//! above 1 runs as that many subscriptions, its partitions ([`crate::partition`]).
+//! The projector's name stands for all of them: rebuilding, pausing, resuming or
+//! waiting for it acts on every partition, because they share its tables.
 
 use crate::application::Application;
 use crate::dead_letters;
 use crate::event_handler::{EventHandler, HandlerConsumer};
 use crate::event_store::{EventStore, StoreError};
+use crate::partition::{Partition, PartitionOf};
 use crate::process_manager::{ProcessManager, ProcessManagerConsumer};
 use crate::projector::{Projector, ReadModel};
 use crate::stream::GlobalPosition;
@@ -47,6 +53,10 @@ pub enum SubscriptionError {
     /// Another process runs this subscription (it holds its lease).
     #[error("`{0}` is running in another process (it holds the subscription's lease)")]
     Busy(String),
+    /// Only a projector runs in partitions: a handler's or process manager's
+    /// effects are not split by stream.
+    #[error("`{0}` asks for a concurrency above 1, but only projectors run in partitions")]
+    NotPartitionable(String),
     /// The consumer or the bookkeeping store failed.
     #[error("{0}")]
     Failed(#[source] crate::subscription::ConsumerError),
@@ -54,6 +64,8 @@ pub enum SubscriptionError {
 
 struct Registered {
     name: String,
+    /// The projector a partition belongs to; the subscription's own name otherwise.
+    group: String,
     consumer: Arc<dyn Consumer>,
     options: SubscriptionOptions,
 }
@@ -95,8 +107,63 @@ impl SubscriptionsBuilder {
             )));
         };
         let (name, filter) = (projector.name().to_owned(), projector.filter());
+        let options = options.filter(filter);
+        if options.concurrency > 1 {
+            return self.partitioned(Arc::new(projector), options).await;
+        }
         let consumer = read_model.projector(Arc::new(projector)).await?;
-        Ok(self.consumer(name, consumer, options.filter(filter)))
+        Ok(self.consumer(name, consumer, options))
+    }
+
+    /// Registers a projector's partitions ([`crate::partition`]). A set of partitions
+    /// none of which has a checkpoint is new (a first start, or a new count), so it
+    /// starts from empty tables: what the projector or another count of partitions
+    /// wrote must not be applied again. That is decided while holding every
+    /// partition's lease, so a process already running them is never reset under.
+    async fn partitioned(
+        mut self,
+        projector: Arc<dyn Projector>,
+        options: SubscriptionOptions,
+    ) -> Result<Self, StoreError> {
+        let read_model = self.read_model.clone().ok_or_else(|| StoreError::Invalid("no read model".into()))?;
+        let group = projector.name().to_owned();
+        let outdated = match projector.outdated(read_model.dialect()) {
+            Some(query) => read_model.query_opt(query, ()).await?.is_some(),
+            None => false,
+        };
+        let mut partitions = Vec::new();
+        for partition in Partition::all(options.concurrency) {
+            let name = partition.name(&group);
+            let of = PartitionOf { inner: projector.clone(), partition, name: name.clone(), outdated };
+            let consumer = read_model.projector(Arc::new(of)).await?;
+            let options = SubscriptionOptions { partition: Some(partition), ..options.clone() };
+            partitions.push(Registered { name, group: group.clone(), consumer, options });
+        }
+        let mut leases = Vec::new();
+        for registered in &partitions {
+            match self.bookkeeping.try_lease(&registered.name).await? {
+                Some(lease) => leases.push(lease),
+                // Another process runs this set: it made this decision already.
+                None => break,
+            }
+        }
+        if leases.len() == partitions.len() {
+            let mut fresh = true;
+            for registered in &partitions {
+                fresh &= registered.consumer.checkpoint().await.map_err(StoreError::Backend)?.is_none();
+            }
+            if fresh {
+                // Every partition empties the tables and forgets its own dead letters.
+                for registered in &partitions {
+                    dead_letters::reset_projector(&registered.name, &*registered.consumer, &*self.bookkeeping)
+                        .await
+                        .map_err(StoreError::backend)?;
+                }
+            }
+        }
+        drop(leases);
+        self.registered.extend(partitions);
+        Ok(self)
     }
 
     /// Adds any consumer (backends provide projector consumers).
@@ -106,7 +173,8 @@ impl SubscriptionsBuilder {
         consumer: Arc<dyn Consumer>,
         options: SubscriptionOptions,
     ) -> Self {
-        self.registered.push(Registered { name: name.into(), consumer, options });
+        let name = name.into();
+        self.registered.push(Registered { group: name.clone(), name, consumer, options });
         self
     }
 
@@ -136,10 +204,24 @@ impl SubscriptionsBuilder {
         self.registered.iter().map(|r| (r.name.as_str(), &r.consumer))
     }
 
+    /// The kind of the subscription or partitioned projector called `name`, if one
+    /// is registered (a tool checking the names it was given).
+    pub fn kind_of(&self, name: &str) -> Option<ConsumerKind> {
+        self.registered.iter().find(|r| r.name == name || r.group == name).map(|r| r.consumer.kind())
+    }
+
+    /// The name a subscription is kept, retained and rebuilt by: a partition's
+    /// projector, or the subscription itself.
+    pub fn group_of(&self, name: &str) -> Option<&str> {
+        self.registered.iter().find(|r| r.name == name || r.group == name).map(|r| r.group.as_str())
+    }
+
     /// Keeps only the subscriptions `keep` accepts (a tool that replays history runs
-    /// the projectors alone, so no side effect fires).
+    /// the projectors alone, so no side effect fires). A partitioned projector is
+    /// asked about by its own name, and its partitions are kept or dropped together:
+    /// they share its tables.
     pub fn retain(mut self, mut keep: impl FnMut(&str, ConsumerKind) -> bool) -> Self {
-        self.registered.retain(|r| keep(&r.name, r.consumer.kind()));
+        self.registered.retain(|r| keep(&r.group, r.consumer.kind()));
         self
     }
 
@@ -160,8 +242,8 @@ impl SubscriptionsBuilder {
             running: Mutex::default(),
             paused: Mutex::default(),
         };
-        for Registered { name, consumer, options } in self.registered {
-            subscriptions.add(name, consumer, options)?;
+        for Registered { name, group, consumer, options } in self.registered {
+            subscriptions.add_to(name, group, consumer, options)?;
         }
         Ok(subscriptions)
     }
@@ -169,12 +251,14 @@ impl SubscriptionsBuilder {
 
 /// A subscription taken out of the running set: what it takes to start it again.
 struct Halted {
+    group: String,
     consumer: Arc<dyn Consumer>,
     options: SubscriptionOptions,
     tracker: Arc<Tracker>,
 }
 
 struct Running {
+    group: String,
     tracker: Arc<Tracker>,
     consumer: Arc<dyn Consumer>,
     options: SubscriptionOptions,
@@ -203,7 +287,8 @@ impl Subscriptions {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts one more subscription while the others run.
+    /// Starts one more subscription while the others run. (A partitioned projector
+    /// is added through [`SubscriptionsBuilder::projector_with`].)
     pub fn add(
         &self,
         name: impl Into<String>,
@@ -211,25 +296,32 @@ impl Subscriptions {
         options: SubscriptionOptions,
     ) -> Result<(), SubscriptionError> {
         let name = name.into();
+        self.add_to(name.clone(), name, consumer, options)
+    }
+
+    fn add_to(
+        &self,
+        name: String,
+        group: String,
+        consumer: Arc<dyn Consumer>,
+        options: SubscriptionOptions,
+    ) -> Result<(), SubscriptionError> {
+        if options.concurrency > 1 && options.partition.is_none() {
+            return Err(SubscriptionError::NotPartitionable(name));
+        }
         let mut running = self.lock();
         if running.contains_key(&name) {
             return Err(SubscriptionError::DuplicateName(name));
         }
-        let entry = self.spawn(name.clone(), consumer, options);
+        let entry = self.spawn(name.clone(), group, consumer, options);
         running.insert(name, entry);
         Ok(())
     }
 
-    fn spawn(&self, name: String, consumer: Arc<dyn Consumer>, options: SubscriptionOptions) -> Running {
+    fn spawn(&self, name: String, group: String, consumer: Arc<dyn Consumer>, options: SubscriptionOptions) -> Running {
         let tracker = Arc::new(Tracker::new(name.clone(), consumer.kind()));
         let (stop, shutdown) = watch::channel(false);
-        self.app.consistency().register(
-            &name,
-            options.strong,
-            options.filter.clone(),
-            tracker.clone(),
-            consumer.clone(),
-        );
+        self.app.consistency().register(&name, &group, &options, tracker.clone(), consumer.clone());
         let runner = Runner {
             tracker: tracker.clone(),
             consumer: consumer.clone(),
@@ -239,7 +331,24 @@ impl Subscriptions {
             shutdown,
         };
         let task = tokio::spawn(runner.run());
-        Running { tracker, consumer, options, stop, task }
+        Running { group, tracker, consumer, options, stop, task }
+    }
+
+    /// The subscriptions `name` stands for: itself, or every partition of the
+    /// projector it names or is a partition of. Running and paused ones both count.
+    fn members(&self, name: &str) -> Vec<String> {
+        let paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        let running = self.lock();
+        let group = running
+            .get(name)
+            .map(|r| r.group.clone())
+            .or_else(|| paused.get(name).map(|h| h.group.clone()))
+            .unwrap_or_else(|| name.to_owned());
+        let mut members: Vec<String> =
+            running.iter().filter(|(_, r)| r.group == group).map(|(n, _)| n.clone()).collect();
+        members.extend(paused.iter().filter(|(_, h)| h.group == group).map(|(n, _)| n.clone()));
+        members.sort();
+        members
     }
 
     /// The status of every subscription, running or paused, by name.
@@ -257,50 +366,115 @@ impl Subscriptions {
         self.status().into_iter().find(|s| s.name == name)
     }
 
-    /// Waits until subscription `name` has done `position` (for tests and tools).
+    /// Waits until subscription `name` (every partition, for a partitioned
+    /// projector) has done `position` (for tests and tools).
     pub async fn wait_for(&self, name: &str, position: GlobalPosition) -> Result<(), SubscriptionError> {
-        let mut progress = {
+        let progress: Vec<watch::Receiver<GlobalPosition>> = {
             let running = self.lock();
-            let entry = running.get(name).ok_or_else(|| SubscriptionError::Unknown(name.into()))?;
-            entry.tracker.position.subscribe()
+            running
+                .values()
+                .filter(|r| r.tracker.name == name || r.group == name)
+                .map(|r| r.tracker.position.subscribe())
+                .collect()
         };
-        let _ = progress.wait_for(|done| *done >= position).await;
+        if progress.is_empty() {
+            return Err(SubscriptionError::Unknown(name.into()));
+        }
+        for mut each in progress {
+            let _ = each.wait_for(|done| *done >= position).await;
+        }
         Ok(())
     }
 
     /// Resets a projector's read model and checkpoint and replays it from the origin;
-    /// returns once it is running again (not once it has caught up).
+    /// returns once it is running again (not once it has caught up). A partitioned
+    /// projector, named by itself or by one of its partitions, is rebuilt whole: its
+    /// partitions share its tables. Refused with [`SubscriptionError::Busy`] while
+    /// another process holds a partition's lease, as resetting tables under it
+    /// would lose what it writes.
     pub async fn rebuild(&self, name: &str) -> Result<(), SubscriptionError> {
-        let kind =
-            self.lock().get(name).map(|r| r.tracker.kind).ok_or_else(|| SubscriptionError::Unknown(name.into()))?;
-        if kind != ConsumerKind::Projector {
-            return Err(SubscriptionError::NotRebuildable(name.into()));
+        let kind = self.lock().get(name).map(|r| r.tracker.kind).or_else(|| self.kind_of_group(name));
+        match kind {
+            None => return Err(SubscriptionError::Unknown(name.into())),
+            Some(ConsumerKind::Projector) => {}
+            Some(_) => return Err(SubscriptionError::NotRebuildable(name.into())),
         }
-        let Halted { consumer, options, .. } = self.halt(name).await?;
-        let reset = dead_letters::reset_projector(name, &*consumer, &*self.bookkeeping).await;
-        let restarted = self.spawn(name.to_owned(), consumer, options);
-        self.lock().insert(name.to_owned(), restarted);
+        let members = self.members(name);
+        if members.len() == 1 {
+            let Halted { group, consumer, options, .. } = self.halt(&members[0]).await?;
+            let reset = dead_letters::reset_projector(&members[0], &*consumer, &*self.bookkeeping).await;
+            let restarted = self.spawn(members[0].clone(), group, consumer, options);
+            self.lock().insert(members[0].clone(), restarted);
+            return reset;
+        }
+        let mut halted = Vec::new();
+        for member in &members {
+            halted.push((member.clone(), self.halt(member).await?));
+        }
+        let mut reset = Ok(());
+        let mut leases = Vec::new();
+        for (member, _) in &halted {
+            match dead_letters::retake_lease(&*self.bookkeeping, member).await {
+                Ok(lease) => leases.push(lease),
+                Err(error) => {
+                    reset = Err(error);
+                    break;
+                }
+            }
+        }
+        if reset.is_ok() {
+            for (member, Halted { consumer, .. }) in &halted {
+                reset = dead_letters::reset_projector(member, &**consumer, &*self.bookkeeping).await;
+                if reset.is_err() {
+                    break;
+                }
+            }
+        }
+        drop(leases);
+        for (member, Halted { group, consumer, options, .. }) in halted {
+            let restarted = self.spawn(member.clone(), group, consumer, options);
+            self.lock().insert(member, restarted);
+        }
         reset
     }
 
-    /// Stops one subscription at a checkpoint; [`Subscriptions::resume`] starts it again.
+    /// The kind of the partitioned projector called `name`, if it runs here.
+    fn kind_of_group(&self, name: &str) -> Option<ConsumerKind> {
+        self.lock().values().find(|r| r.group == name).map(|r| r.tracker.kind)
+    }
+
+    /// Stops a subscription (every partition, for a partitioned projector) at a
+    /// checkpoint; [`Subscriptions::resume`] starts it again.
     pub async fn pause(&self, name: &str) -> Result<(), SubscriptionError> {
-        let halted = self.halt(name).await?;
-        halted.tracker.set(crate::subscription::SubscriptionState::Paused);
-        self.paused.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), halted);
+        let members: Vec<String> = self.members(name).into_iter().filter(|m| self.lock().contains_key(m)).collect();
+        if members.is_empty() {
+            return Err(SubscriptionError::Unknown(name.into()));
+        }
+        for member in members {
+            let halted = self.halt(&member).await?;
+            halted.tracker.set(crate::subscription::SubscriptionState::Paused);
+            self.paused.lock().unwrap_or_else(|p| p.into_inner()).insert(member, halted);
+        }
         Ok(())
     }
 
-    /// Starts a paused subscription again, or restarts one that stopped on an error
-    /// (after its cause was fixed), from its checkpoint.
+    /// Starts a paused subscription (every partition, for a partitioned projector)
+    /// again, or restarts one that stopped on an error (after its cause was fixed),
+    /// from its checkpoint.
     pub async fn resume(&self, name: &str) -> Result<(), SubscriptionError> {
-        let paused = self.paused.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
-        let Halted { consumer, options, .. } = match paused {
-            Some(paused) => paused,
-            None => self.halt(name).await?,
-        };
-        let restarted = self.spawn(name.to_owned(), consumer, options);
-        self.lock().insert(name.to_owned(), restarted);
+        let members = self.members(name);
+        if members.is_empty() {
+            return Err(SubscriptionError::Unknown(name.into()));
+        }
+        for member in members {
+            let paused = self.paused.lock().unwrap_or_else(|p| p.into_inner()).remove(&member);
+            let Halted { group, consumer, options, .. } = match paused {
+                Some(paused) => paused,
+                None => self.halt(&member).await?,
+            };
+            let restarted = self.spawn(member.clone(), group, consumer, options);
+            self.lock().insert(member, restarted);
+        }
         Ok(())
     }
 
@@ -310,16 +484,21 @@ impl Subscriptions {
         self.app.consistency().unregister(name);
         let _ = entry.stop.send(true);
         let _ = entry.task.await;
-        Ok(Halted { consumer: entry.consumer, options: entry.options, tracker: entry.tracker })
+        Ok(Halted { group: entry.group, consumer: entry.consumer, options: entry.options, tracker: entry.tracker })
     }
 
-    /// Names of the projectors (what `rebuild --all` rebuilds).
+    /// Names of the projectors (what `rebuild --all` rebuilds); a partitioned one
+    /// by its own name, once.
     pub fn projectors(&self) -> Vec<String> {
-        self.lock()
+        let mut names: Vec<String> = self
+            .lock()
             .values()
             .filter(|r| r.tracker.kind == ConsumerKind::Projector)
-            .map(|r| r.tracker.name.clone())
-            .collect()
+            .map(|r| r.group.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Dead letters of one subscription, or all.
@@ -355,13 +534,13 @@ impl Subscriptions {
     /// Replays `letter` while its subscription is stopped and this process holds
     /// its lease, so no live event of the same instance interleaves; then restarts it.
     async fn replay_alone(&self, name: &str, letter: &DeadLetter) -> Result<(), SubscriptionError> {
-        let Halted { consumer, options, .. } = self.halt(name).await?;
+        let Halted { group, consumer, options, .. } = self.halt(name).await?;
         let replayed = match dead_letters::retake_lease(&*self.bookkeeping, name).await {
             // Held until the replay is done, released before the restart takes it.
             Ok(_lease) => dead_letters::replay(letter, &*consumer, &*self.bookkeeping).await,
             Err(error) => Err(error),
         };
-        let restarted = self.spawn(name.to_owned(), consumer, options);
+        let restarted = self.spawn(name.to_owned(), group, consumer, options);
         self.lock().insert(name.to_owned(), restarted);
         replayed
     }

@@ -173,6 +173,15 @@ async fn a_handler_catches_up_then_follows_live_in_order() {
 }
 
 #[tokio::test]
+async fn only_projectors_run_in_partitions() {
+    let app = app();
+    let started = Subscriptions::builder(&app, bookkeeping())
+        .handler("recorder", Recorder::default(), SubscriptionOptions::new().concurrency(4))
+        .start();
+    assert!(matches!(started, Err(SubscriptionError::NotPartitionable(name)) if name == "recorder"));
+}
+
+#[tokio::test]
 async fn a_restarted_subscription_resumes_from_its_checkpoint() {
     let app = app();
     let store = bookkeeping();
