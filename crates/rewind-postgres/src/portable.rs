@@ -55,6 +55,8 @@ impl ToSql for Bound<'_> {
             Value::Uuid(v) => v.to_sql_checked(ty, out),
             Value::Time(v) if text => v.to_rfc3339().to_sql_checked(ty, out),
             Value::Time(v) => v.to_sql_checked(ty, out),
+            // An array of the parameter's element type, each element bound as above.
+            Value::List(values) => values.iter().map(Bound).collect::<Vec<_>>().to_sql_checked(ty, out),
         }
     }
 

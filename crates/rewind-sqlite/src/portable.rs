@@ -35,8 +35,23 @@ impl ToSql for Bound<'_> {
             Value::Text(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
             Value::Uuid(v) => ToSqlOutput::from(v.to_string()),
             Value::Time(v) => ToSqlOutput::from(v.to_rfc3339()),
+            Value::List(values) => ToSqlOutput::from(json(values).to_string()),
         })
     }
+}
+
+/// A list as the JSON array `json_each` reads: each value as SQLite stores it.
+fn json(values: &[Value]) -> serde_json::Value {
+    let each = |value: &Value| match value {
+        Value::Null => serde_json::Value::Null,
+        Value::Int(v) => (*v).into(),
+        Value::Bool(v) => i64::from(*v).into(),
+        Value::Text(v) => v.as_str().into(),
+        Value::Uuid(v) => v.to_string().into(),
+        Value::Time(v) => v.to_rfc3339().into(),
+        Value::List(inner) => json(inner),
+    };
+    serde_json::Value::Array(values.iter().map(each).collect())
 }
 
 /// The parameter names `$1` … `$64`, so binding allocates nothing.
@@ -58,8 +73,12 @@ fn bind(statement: &mut rusqlite::Statement<'_>, params: &[Value]) -> rusqlite::
                 &owned
             }
         };
-        let index =
-            statement.parameter_index(name)?.ok_or_else(|| rusqlite::Error::InvalidParameterName(name.into()))?;
+        // Parameters written in order sit at their own number; looking a name up
+        // scans them all, which a many-row statement would pay for every one.
+        let index = match statement.parameter_name(n + 1) {
+            Some(at) if at == name => n + 1,
+            _ => statement.parameter_index(name)?.ok_or_else(|| rusqlite::Error::InvalidParameterName(name.into()))?,
+        };
         statement.raw_bind_parameter(index, Bound(value))?;
     }
     Ok(())

@@ -44,6 +44,10 @@ pub enum Value {
     Uuid(Uuid),
     /// A moment: `timestamptz` on PostgreSQL, RFC 3339 text on SQLite.
     Time(DateTime<Utc>),
+    /// A list, for one statement that writes many rows: a PostgreSQL array of the
+    /// parameter's element type (`unnest($1::uuid[])`), a JSON array on SQLite
+    /// (`json_each($1)`). Parameters only; a column never reads back as one.
+    List(Vec<Value>),
 }
 
 macro_rules! value_from {
@@ -69,6 +73,12 @@ value_from! {
     &Uuid => |v| Value::Uuid(*v),
     DateTime<Utc> => |v| Value::Time(v),
     &DateTime<Utc> => |v| Value::Time(*v),
+}
+
+impl<T: Into<Value>> From<Vec<T>> for Value {
+    fn from(values: Vec<T>) -> Value {
+        Value::List(values.into_iter().map(Into::into).collect())
+    }
 }
 
 impl<T: Into<Value>> From<Option<T>> for Value {

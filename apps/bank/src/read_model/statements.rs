@@ -19,7 +19,7 @@
 //! error); the SQLite table is `STRICT`, so no REAL can take an integer's place.
 
 use crate::domain::AccountEvent;
-use rewind::sql::{Dialect, Sql};
+use rewind::sql::{Dialect, Sql, Value};
 use rewind::{ConsumerError, EventError, Projector, RecordedEvent};
 use serde::Serialize;
 use uuid::Uuid;
@@ -128,18 +128,64 @@ macro_rules! add_total {
     };
 }
 
-/// Adds `$7` movements of one account's month; the same text on every backend.
-const UPSERT: &str = concat!(
-    "INSERT INTO monthly_statements
-         (account_uuid, month, opening_balance, credits, debits, closing_balance, transactions)
-     VALUES ($1, $2, $3, $4, $5, $6, $7)
-     ON CONFLICT (account_uuid, month) DO UPDATE SET ",
+/// What a row of the upsert adds to an account's month that already has one.
+const ON_CONFLICT: &str = concat!(
+    " ON CONFLICT (account_uuid, month) DO UPDATE SET ",
     add_total!("credits"),
     ", ",
     add_total!("debits"),
     ", closing_balance = excluded.closing_balance,
      transactions = monthly_statements.transactions + excluded.transactions"
 );
+
+const INSERT: &str = "INSERT INTO monthly_statements
+     (account_uuid, month, opening_balance, credits, debits, closing_balance, transactions) VALUES ";
+
+/// Adds `$7` movements of one account's month; the same text on every backend.
+const UPSERT: &str = concat!(
+    "INSERT INTO monthly_statements
+         (account_uuid, month, opening_balance, credits, debits, closing_balance, transactions) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    " ON CONFLICT (account_uuid, month) DO UPDATE SET ",
+    add_total!("credits"),
+    ", ",
+    add_total!("debits"),
+    ", closing_balance = excluded.closing_balance,
+     transactions = monthly_statements.transactions + excluded.transactions"
+);
+
+/// A batch's months at once on PostgreSQL: one array per column.
+const UNNEST: &str = concat!(
+    "INSERT INTO monthly_statements
+         (account_uuid, month, opening_balance, credits, debits, closing_balance, transactions)
+     SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])",
+    " ON CONFLICT (account_uuid, month) DO UPDATE SET ",
+    add_total!("credits"),
+    ", ",
+    add_total!("debits"),
+    ", closing_balance = excluded.closing_balance,
+     transactions = monthly_statements.transactions + excluded.transactions"
+);
+
+/// Rows per multi-row upsert: a batch's months go in statements of this many (one
+/// statement is what a server charges for, not a row), well inside both backends'
+/// parameter limits (PostgreSQL 65,535; SQLite 32,766).
+const ROWS_PER_UPSERT: usize = 500;
+
+/// The upsert of `rows` months at once, `$1` … `$(7 × rows)`; the same text on
+/// every backend. Each month appears once (a batch is folded first), as a
+/// multi-row upsert requires.
+fn upsert_text(rows: usize) -> String {
+    let mut text = String::from(INSERT);
+    for row in 0..rows {
+        let first = row * 7;
+        let values: Vec<String> = (1..=7).map(|column| format!("${}", first + column)).collect();
+        text.push_str(if row == 0 { "(" } else { ", (" });
+        text.push_str(&values.join(", "));
+        text.push(')');
+    }
+    text.push_str(ON_CONFLICT);
+    text
+}
 
 /// One month of one account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -189,8 +235,20 @@ struct Month {
 
 impl Month {
     fn write(self, sql: &mut Sql) {
+        sql.execute(UPSERT, self.values());
+    }
+
+    fn values(self) -> [Value; 7] {
         let Month { account_uuid, month, opening, credits, debits, closing, transactions } = self;
-        sql.execute(UPSERT, (account_uuid, month, opening, credits, debits, closing, transactions));
+        [
+            account_uuid.into(),
+            month.into(),
+            opening.into(),
+            credits.into(),
+            debits.into(),
+            closing.into(),
+            transactions.into(),
+        ]
     }
 }
 
@@ -257,7 +315,27 @@ impl Projector for Statements {
             // A count of a batch's events: it cannot come near i64.
             row.transactions += 1;
         }
-        rows.into_iter().for_each(|row| row.write(sql));
+        if sql.dialect() == Dialect::Postgres {
+            // One statement for the batch: PostgreSQL plans a long VALUES list row by
+            // row, and a batch of arrays not at all.
+            let mut columns: [Vec<Value>; 7] = Default::default();
+            for row in rows {
+                for (column, value) in columns.iter_mut().zip(row.values()) {
+                    column.push(value);
+                }
+            }
+            if !columns[0].is_empty() {
+                sql.execute(UNNEST, Vec::from(columns.map(Value::List)));
+            }
+            return Ok(());
+        }
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<Month> = rows.by_ref().take(ROWS_PER_UPSERT).collect();
+            let text = upsert_text(chunk.len());
+            let values: Vec<Value> = chunk.into_iter().flat_map(Month::values).collect();
+            sql.execute(text, values);
+        }
         Ok(())
     }
 }
@@ -302,6 +380,28 @@ mod tests {
         assert_eq!(line, expected);
         let closed = AccountEvent::AccountClosed { account_uuid: a };
         assert_eq!(statement_line(&recorded(closed, "2026-02-01T00:00:00Z")).expect("decode"), None);
+    }
+
+    #[test]
+    fn a_batch_is_written_in_few_statements_of_its_folded_months() {
+        let events: Vec<RecordedEvent> = (0..1_001u128)
+            .map(|a| {
+                let opened = AccountEvent::AccountOpened { account_uuid: Uuid::from_u128(a + 1), initial_balance: 5 };
+                recorded(opened, "2026-01-01T00:00:00Z")
+            })
+            .collect();
+        let mut postgres = Sql::new(Dialect::Postgres);
+        Statements.project_batch(&events, &mut postgres).expect("project");
+        let arrays = postgres.statements().iter().map(|s| s.params.clone()).collect::<Vec<_>>();
+        assert_eq!(arrays.len(), 1, "one statement for the batch on PostgreSQL");
+        assert!(arrays[0].iter().all(|column| matches!(column, Value::List(rows) if rows.len() == 1_001)));
+        let mut sql = Sql::new(Dialect::Sqlite);
+        Statements.project_batch(&events, &mut sql).expect("project");
+        let sizes: Vec<usize> = sql.statements().iter().map(|s| s.params.len()).collect();
+        assert_eq!(sizes, [3_500, 3_500, 7], "1,001 months in rows of 500");
+        let last = &sql.statements()[1].sql;
+        assert!(last.contains("$3500)") && !last.contains("$3501"), "numbered to the last parameter");
+        assert!(sql.statements()[2].sql.ends_with(ON_CONFLICT));
     }
 
     #[test]
