@@ -182,6 +182,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_list_binds_as_the_json_array_json_each_reads() {
+        let conn = Connection::open_in_memory().unwrap();
+        let list = Value::from(vec![Value::Int(2), Value::Null, Value::Uuid(uuid::Uuid::nil()), Value::Bool(true)]);
+        let rows = query(
+            &conn,
+            "SELECT count(*), sum(CASE WHEN type = 'integer' THEN value END), max(length(value)) FROM json_each($1)",
+            &[list],
+        )
+        .unwrap();
+        assert_eq!(rows[0].values(), [Value::Int(4), Value::Int(3), Value::Int(36)]);
+    }
+
+    #[test]
     fn parameters_bind_by_number_in_any_order_and_repeat() {
         let conn = Connection::open_in_memory().unwrap();
         let rows = query(&conn, "SELECT $2, $1, $2", &[Value::Int(1), Value::Text("two".into())]).unwrap();
