@@ -153,9 +153,14 @@ fn failover_child() {
 }
 
 fn spawn_child(url: &str, schema: &str, index: usize, lines: mpsc::Sender<(usize, String)>) -> Child {
+    spawn("failover_child", CHILD_ENV, url, schema, index, lines)
+}
+
+/// Runs this test binary's ignored test `test` as a child process, its lines sent to `lines`.
+fn spawn(test: &str, env: &str, url: &str, schema: &str, index: usize, lines: mpsc::Sender<(usize, String)>) -> Child {
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "failover_child", "--nocapture", "--include-ignored", "--test-threads=1"])
-        .env(CHILD_ENV, format!("{url}|{schema}"))
+        .args(["--exact", test, "--nocapture", "--include-ignored", "--test-threads=1"])
+        .env(env, format!("{url}|{schema}"))
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn child");
@@ -321,4 +326,113 @@ async fn a_partitioned_projector_keeps_its_promises() {
     let elsewhere = PostgresReadModel::connect(&url, &schema).await.expect("read model");
     let other: Arc<dyn SubscriptionStore> = Arc::new(PostgresSubscriptionStore::new(&elsewhere));
     rewind::partition_conformance::partitioned_projectors(&app, Arc::new(model), [bookkeeping, other]).await;
+}
+
+const PARTITION_CHILD_ENV: &str = "REWIND_PG_PARTITION_CHILD";
+
+/// Events per stream, by portable increments, so it can run in partitions.
+struct PortableCounts;
+
+impl rewind::Projector for PortableCounts {
+    fn name(&self) -> &str {
+        "portable_counts"
+    }
+    fn schema(&self, _: rewind::sql::Dialect) -> &'static str {
+        "CREATE TABLE IF NOT EXISTS portable_counts (stream_id text PRIMARY KEY, n bigint NOT NULL)"
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["portable_counts"]
+    }
+    fn project(&self, event: &RecordedEvent, sql: &mut rewind::sql::Sql) -> Result<(), ConsumerError> {
+        sql.execute(
+            "INSERT INTO portable_counts VALUES ($1, 1) ON CONFLICT (stream_id) DO UPDATE SET n = portable_counts.n + 1",
+            (event.stream_id.as_str(),),
+        );
+        Ok(())
+    }
+}
+
+#[test]
+#[ignore = "a child process of partitions_spread_over_processes_and_fail_over; does nothing alone"]
+fn partition_child() {
+    let Ok(spec) = std::env::var(PARTITION_CHILD_ENV) else { return };
+    let Some((url, schema)) = spec.split_once('|') else { return };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    runtime.block_on(async move {
+        let Setup { app, model, bookkeeping } = setup(url, schema).await;
+        let options = SubscriptionOptions::new().concurrency(4).batch_size(5).lease_retry(Duration::from_millis(100));
+        let subs = Subscriptions::builder(&app, bookkeeping)
+            .read_model(Arc::new(model))
+            .projector_with(PortableCounts, options)
+            .await
+            .expect("partitions")
+            .start()
+            .expect("start");
+        // Reports how many partitions this process runs, for the parent to watch.
+        loop {
+            let active = subs.status().iter().filter(|s| s.state != rewind::SubscriptionState::Standby).count();
+            println!("ACTIVE {active}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+async fn portable_counts(model: &PostgresReadModel) -> HashMap<String, i64> {
+    let client = model.client().await.expect("client");
+    let rows = client.query("SELECT stream_id, n FROM portable_counts", &[]).await.unwrap_or_default();
+    rows.into_iter().map(|row| (row.get(0), row.get(1))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_spread_over_processes_and_fail_over() {
+    let Some(url) = database_url("partitions over processes") else { return };
+    let schema = fresh_schema();
+    let Setup { app, model, .. } = setup(&url, &schema).await;
+    seed(&app, STREAMS, 20).await;
+    let mut per_stream = 20;
+    let (send, lines) = mpsc::channel();
+    let mut children = [
+        spawn("partition_child", PARTITION_CHILD_ENV, &url, &schema, 0, send.clone()),
+        spawn("partition_child", PARTITION_CHILD_ENV, &url, &schema, 1, send),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut active = [0usize; 2];
+    // Wait, appending as the children report, until each runs 2 of the 4 partitions.
+    while active != [2, 2] {
+        let (index, line) =
+            lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("child output in time");
+        if let Some(n) = line.strip_prefix("ACTIVE ") {
+            active[index] = n.parse().expect("a count");
+            seed(&app, STREAMS, 1).await;
+            per_stream += 1;
+        }
+    }
+    children[0].kill().expect("kill -9");
+    children[0].wait().expect("reap");
+    let killed_at = Instant::now();
+    loop {
+        let (index, line) =
+            lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("survivor output in time");
+        if index == 1 && line == "ACTIVE 4" {
+            break;
+        }
+        if index == 1 {
+            seed(&app, STREAMS, 1).await;
+            per_stream += 1;
+        }
+    }
+    let took_over = killed_at.elapsed();
+    assert!(took_over < Duration::from_secs(15), "took over after {took_over:?}");
+    let total = (STREAMS * per_stream) as i64;
+    while portable_counts(&model).await.values().sum::<i64>() < total {
+        assert!(Instant::now() < deadline, "the survivor did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    children[1].kill().expect("kill");
+    children[1].wait().expect("reap");
+    let counts = portable_counts(&model).await;
+    assert_eq!(counts.len(), STREAMS);
+    for (stream, n) in counts {
+        assert_eq!(n, per_stream as i64, "{stream}: no event applied twice, none missed");
+    }
 }

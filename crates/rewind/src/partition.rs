@@ -4,9 +4,9 @@
 //! [`SubscriptionOptions::concurrency`](crate::SubscriptionOptions::concurrency)
 //! asks for it (as Commanded's `partition_by`, keyed by stream). Each partition is
 //! a subscription of its own, named `{projector}.p{index}of{count}`, with its own
-//! checkpoint and its own lease: the partitions of a projector may run in
-//! different processes, and one whose process dies is taken over like any other
-//! subscription. Every partition reads the whole order and keeps its own streams'
+//! checkpoint and its own lease: the partitions of a projector are spread over the
+//! processes that run it (each takes its share, see `Spread`), and one whose process
+//! dies is taken over like any other subscription. Every partition reads the whole order and keeps its own streams'
 //! events ([`Partition::owns`]), so the events of one stream stay in order and are
 //! applied once, by one partition.
 //!
@@ -27,7 +27,10 @@ use crate::event_store::EventFilter;
 use crate::projector::Projector;
 use crate::sql::{Dialect, Sql};
 use crate::subscription::ConsumerError;
+use crate::subscription_store::{Lease, SubscriptionStore};
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// One of `count` partitions of a subscription.
 ///
@@ -78,6 +81,104 @@ impl Partition {
 /// allowed to change between releases, which would move streams between partitions).
 fn stream_hash(stream_id: &str) -> u64 {
     stream_id.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// How one process shares a projector's partitions with the others that run it.
+///
+/// Leases alone would hand every partition to whichever process asked first, and a
+/// process started later would stand by for all of them. So each process also holds
+/// one *member* lease of the group (`{projector}.members.{slot}`, the first free slot),
+/// and counts the live processes by the member slots it cannot take. Its share is
+/// `ceil(partitions ÷ processes)`: it takes a partition's lease only below its share,
+/// and gives back its highest partition while above it, one at a time. A process that
+/// dies loses its member lease with its partitions', so the others' shares grow and
+/// they take the partitions over. Correctness never rests on this: the partition
+/// leases do; the spread only decides who asks for them.
+pub(crate) struct Spread {
+    group: String,
+    count: u32,
+    bookkeeping: Arc<dyn SubscriptionStore>,
+    /// How long a count of the processes is trusted before it is taken again.
+    recount: Duration,
+    state: tokio::sync::Mutex<SpreadState>,
+}
+
+struct SpreadState {
+    member: Option<Lease>,
+    slot: u32,
+    /// The partitions this process runs now.
+    held: BTreeSet<u32>,
+    share: u32,
+    counted: Option<Instant>,
+}
+
+impl std::fmt::Debug for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Spread({}, {} partitions)", self.group, self.count)
+    }
+}
+
+impl Spread {
+    pub(crate) fn new(group: &str, count: u32, bookkeeping: Arc<dyn SubscriptionStore>, recount: Duration) -> Spread {
+        let state = SpreadState { member: None, slot: 0, held: BTreeSet::new(), share: count, counted: None };
+        Spread { group: group.to_owned(), count, bookkeeping, recount, state: tokio::sync::Mutex::new(state) }
+    }
+
+    fn slot_name(&self, slot: u32) -> String {
+        format!("{}.members.{slot}", self.group)
+    }
+
+    /// Takes a member slot if this process has none, and counts the processes again
+    /// if the last count is old. A bookkeeping failure keeps the last share: the
+    /// partition leases still decide.
+    async fn refresh(&self, state: &mut SpreadState) {
+        if state.counted.is_some_and(|at| at.elapsed() < self.recount) {
+            return;
+        }
+        state.counted = Some(Instant::now());
+        if state.member.is_none() {
+            for slot in 0..self.count {
+                if let Ok(Some(lease)) = self.bookkeeping.try_lease(&self.slot_name(slot)).await {
+                    state.member = Some(lease);
+                    state.slot = slot;
+                    break;
+                }
+            }
+        }
+        let mut processes = 1;
+        for slot in (0..self.count).filter(|&slot| state.member.is_none() || slot != state.slot) {
+            // A slot this process can take is nobody's: let it go at once.
+            if let Ok(None) = self.bookkeeping.try_lease(&self.slot_name(slot)).await {
+                processes += 1;
+            }
+        }
+        state.share = self.count.div_ceil(processes.min(self.count));
+    }
+
+    /// Whether this process may ask for partition `index`'s lease now.
+    pub(crate) async fn may_take(&self, index: u32) -> bool {
+        let mut state = self.state.lock().await;
+        self.refresh(&mut state).await;
+        state.held.contains(&index) || (state.held.len() as u32) < state.share
+    }
+
+    /// This process runs partition `index` now.
+    pub(crate) async fn took(&self, index: u32) {
+        self.state.lock().await.held.insert(index);
+    }
+
+    /// This process no longer runs partition `index`.
+    pub(crate) async fn released(&self, index: u32) {
+        self.state.lock().await.held.remove(&index);
+    }
+
+    /// Whether partition `index` should be given back: this process runs more than
+    /// its share, and `index` is the highest it runs (one at a time).
+    pub(crate) async fn should_yield(&self, index: u32) -> bool {
+        let mut state = self.state.lock().await;
+        self.refresh(&mut state).await;
+        state.held.len() as u32 > state.share && state.held.last() == Some(&index)
+    }
 }
 
 /// A projector as one partition of itself: its own name (so its own checkpoint),

@@ -4,7 +4,8 @@
 //! What it proves, with a projector whose plain increments show an event applied
 //! twice or missed: four partitions together apply every event once; each is its
 //! own subscription; a rebuild named by one partition rebuilds them all; a second
-//! set standing by takes every partition over when the first stops; and a new
+//! set (a second process) gets half of the partitions, and every one when the
+//! first stops; and a new
 //! partition count starts from empty tables instead of applying history again.
 
 use crate::RecordedEvent;
@@ -16,7 +17,7 @@ use crate::projector::{Projector, ReadModel};
 use crate::sql::{Dialect, Sql};
 use crate::store::StreamAppend;
 use crate::stream::ExpectedVersion;
-use crate::subscription::{ConsumerError, ConsumerKind, SubscriptionOptions};
+use crate::subscription::{ConsumerError, ConsumerKind, SubscriptionOptions, SubscriptionState};
 use crate::subscription_store::SubscriptionStore;
 use crate::subscriptions::Subscriptions;
 use std::collections::BTreeMap;
@@ -98,6 +99,40 @@ async fn caught_up(app: &Application, subscriptions: &Subscriptions) {
         .expect("known");
 }
 
+/// The partitions a set runs now (holds the lease of), rather than stands by for.
+fn active(subscriptions: &Subscriptions) -> usize {
+    subscriptions
+        .status()
+        .iter()
+        .filter(|s| !matches!(s.state, SubscriptionState::Standby | SubscriptionState::Stopped))
+        .count()
+}
+
+/// Waits until each set runs the given number of partitions. Nothing signals a
+/// lease changing hands in another set, so this looks, every 20 ms, for 30 s at most.
+async fn spread(sets: &[&Subscriptions], running: &[usize]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now: Vec<usize> = sets.iter().map(|set| active(set)).collect();
+        if now == running {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the partitions did not spread: {now:?}, not {running:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the partitions a set runs have done the settled head.
+async fn active_caught_up(app: &Application, subscriptions: &Subscriptions) {
+    let head = app.store().settled_head().await.expect("head");
+    for status in subscriptions.status() {
+        if !matches!(status.state, SubscriptionState::Standby | SubscriptionState::Stopped) {
+            let done = subscriptions.wait_for(&status.name, head);
+            tokio::time::timeout(Duration::from_secs(60), done).await.expect("caught up in time").expect("known");
+        }
+    }
+}
+
 fn assert_each(counts: &BTreeMap<String, i64>, n: i64, when: &str) {
     assert_eq!(counts.len(), STREAMS, "{when}: every stream projected");
     for (stream, count) in counts {
@@ -138,11 +173,19 @@ pub async fn partitioned_projectors(
     caught_up(app, &first).await;
     assert_each(&counts(&*read_model).await, ROUNDS as i64, "rebuilt through one partition's name");
 
-    // A second set stands by while the first holds the leases, then takes over.
+    // A second set, as a second process would: the partitions spread over both, and
+    // together they apply every event once.
     let second = start(app, &read_model, &bookkeeping[1], 4).await;
+    spread(&[&first, &second], &[2, 2]).await;
     round(app).await;
-    caught_up(app, &first).await;
+    for set in [&first, &second] {
+        active_caught_up(app, set).await;
+    }
+    assert_each(&counts(&*read_model).await, ROUNDS as i64 + 1, "spread over two sets");
+
+    // The first set stops: the second takes every partition over.
     first.shutdown().await;
+    spread(&[&second], &[4]).await;
     round(app).await;
     caught_up(app, &second).await;
     assert_each(&counts(&*read_model).await, ROUNDS as i64 + 2, "taken over by the second set");

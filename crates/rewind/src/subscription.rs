@@ -29,7 +29,7 @@
 use crate::envelope::RecordedEvent;
 use crate::event_store::{EventFilter, EventStore};
 use crate::fault::{Fault, classify};
-use crate::partition::Partition;
+use crate::partition::{Partition, Spread};
 use crate::shared_store::SharedStore;
 use crate::stream::GlobalPosition;
 use crate::subscription_store::{DeadLetter, FailureReport, FailureState, Lease, SubscriptionStore};
@@ -155,6 +155,8 @@ pub struct SubscriptionOptions {
     /// The partition this subscription is, set when a projector is registered with
     /// a concurrency above 1: it applies only the events of the streams it owns.
     pub(crate) partition: Option<Partition>,
+    /// How this process shares the partitions with the others that run them.
+    pub(crate) spread: Option<Arc<Spread>>,
 }
 
 impl Default for SubscriptionOptions {
@@ -170,6 +172,7 @@ impl Default for SubscriptionOptions {
             lease_retry: Duration::from_secs(1),
             concurrency: 1,
             partition: None,
+            spread: None,
         }
     }
 }
@@ -536,6 +539,8 @@ enum Ended {
     Shutdown,
     Stopped,
     LeaseLost,
+    /// A partition given back, for another process to run (see [`Spread`]).
+    Yielded,
 }
 
 /// What following does after a failure on an event.
@@ -588,10 +593,18 @@ impl Runner {
             let follow = std::panic::AssertUnwindSafe(self.follow(&mut lease));
             let ended = futures_util::FutureExt::catch_unwind(follow).await;
             self.tracker.set_leased(false);
+            if let Some((spread, partition)) = self.spread() {
+                spread.released(partition.index()).await;
+            }
             match ended {
                 Ok(Ended::Shutdown) => return self.tracker.set(SubscriptionState::Stopped),
                 Ok(Ended::Stopped) => return,
                 Ok(Ended::LeaseLost) => tracing::warn!(subscription = %self.tracker.name, "lease lost; standing by"),
+                Ok(Ended::Yielded) => {
+                    tracing::info!(subscription = %self.tracker.name, "partition given back to another process");
+                    drop(lease);
+                    self.tracker.set(SubscriptionState::Standby);
+                }
                 Err(panic) => {
                     let message = panic_message(&panic);
                     tracing::error!(subscription = %self.tracker.name, %message, "consumer panicked; restarting");
@@ -605,6 +618,20 @@ impl Runner {
                     restarts = restarts.saturating_add(1);
                 }
             }
+        }
+    }
+
+    /// The spread and partition of a partitioned projector's subscription.
+    fn spread(&self) -> Option<(Arc<Spread>, Partition)> {
+        Some((self.options.spread.clone()?, self.options.partition?))
+    }
+
+    /// Whether this process runs more than its share of the partitions and should
+    /// give this one back.
+    async fn yields(&self) -> bool {
+        match self.spread() {
+            Some((spread, partition)) => spread.should_yield(partition.index()).await,
+            None => false,
         }
     }
 
@@ -639,8 +666,23 @@ impl Runner {
             if self.shutting_down() {
                 return None;
             }
+            if let Some((spread, partition)) = self.spread()
+                && !spread.may_take(partition.index()).await
+            {
+                // Another process's share: stand by, and look again.
+                self.tracker.set(SubscriptionState::Standby);
+                if !self.pause(self.options.lease_retry).await {
+                    return None;
+                }
+                continue;
+            }
             let delay = match self.bookkeeping.try_lease(&self.tracker.name).await {
-                Ok(Some(lease)) => return Some(lease),
+                Ok(Some(lease)) => {
+                    if let Some((spread, partition)) = self.spread() {
+                        spread.took(partition.index()).await;
+                    }
+                    return Some(lease);
+                }
                 Ok(None) => {
                     self.tracker.set(SubscriptionState::Standby);
                     self.options.lease_retry
@@ -695,6 +737,9 @@ impl Runner {
         loop {
             if self.shutting_down() {
                 return Ended::Shutdown;
+            }
+            if self.yields().await {
+                return Ended::Yielded;
             }
             // Events the consumer already did by other means need no reading; if that
             // is everything this process knows of, wait (the poll still finds other

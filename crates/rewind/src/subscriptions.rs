@@ -17,7 +17,7 @@ use crate::application::Application;
 use crate::dead_letters;
 use crate::event_handler::{EventHandler, HandlerConsumer};
 use crate::event_store::{EventStore, StoreError};
-use crate::partition::{Partition, PartitionOf};
+use crate::partition::{Partition, PartitionOf, Spread};
 use crate::process_manager::{ProcessManager, ProcessManagerConsumer};
 use crate::projector::{Projector, ReadModel};
 use crate::stream::GlobalPosition;
@@ -131,12 +131,15 @@ impl SubscriptionsBuilder {
             Some(query) => read_model.query_opt(query, ()).await?.is_some(),
             None => false,
         };
+        let recount = options.lease_retry.saturating_mul(2);
+        let spread = Arc::new(Spread::new(&group, options.concurrency, self.bookkeeping.clone(), recount));
         let mut partitions = Vec::new();
         for partition in Partition::all(options.concurrency) {
             let name = partition.name(&group);
             let of = PartitionOf { inner: projector.clone(), partition, name: name.clone(), outdated };
             let consumer = read_model.projector(Arc::new(of)).await?;
-            let options = SubscriptionOptions { partition: Some(partition), ..options.clone() };
+            let options =
+                SubscriptionOptions { partition: Some(partition), spread: Some(spread.clone()), ..options.clone() };
             partitions.push(Registered { name, group: group.clone(), consumer, options });
         }
         let mut leases = Vec::new();
