@@ -4,10 +4,18 @@
 use crate::domain::*;
 use rewind::{AggregateConfig, Application, EventStore, LoggingMiddleware, Router, ValidationMiddleware};
 
+/// The prefix of every account's stream: `account-<uuid>`.
+pub const ACCOUNT_PREFIX: &str = "account-";
+
+/// An account's stream.
+pub fn account_stream(account: uuid::Uuid) -> String {
+    format!("{ACCOUNT_PREFIX}{account}")
+}
+
 /// The bank's router: every account command to the account aggregate, in streams
 /// `account-<uuid>`, with a snapshot every 100 events.
 pub fn router() -> Router {
-    router_with(AggregateConfig::<Account>::new().identity_prefix("account-").snapshot_every(100, 1))
+    router_with(AggregateConfig::<Account>::new().identity_prefix(ACCOUNT_PREFIX).snapshot_every(100, 1))
 }
 
 /// The bank's router with the account aggregate configured as given (benchmarks

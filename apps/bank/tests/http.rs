@@ -562,3 +562,47 @@ async fn a_month_of_money_beyond_i64_is_shown_as_such_not_as_an_error() {
         api.state.bank.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_is_read_as_it_was_at_a_moment_from_its_events() {
+    use chrono::SecondsFormat;
+    use rewind::{Direction, EventStore, StreamVersion};
+    for api in apis().await {
+        let id = api.open(100).await;
+        for (path, body) in [("deposit", json!({"deposit_amount": 50})), ("withdraw", json!({"withdrawal_amount": 30}))]
+        {
+            assert_eq!(api.post(&format!("/api/accounts/{id}/{path}"), body).await.status, StatusCode::OK);
+        }
+        let stream = bank::app::account_stream(id.parse().expect("uuid"));
+        let events = api.state.bank.app.store().read_stream(&stream, StreamVersion(1), Direction::Forward, 10).await;
+        let times: Vec<_> = events.expect("the stream").iter().map(|e| e.created_at).collect();
+        assert_eq!(times.len(), 3, "opened, deposited, withdrawn");
+        let at = |moment: chrono::DateTime<chrono::Utc>| moment.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let show = |moment| format!("/api/accounts/{id}?as_of={}", at(moment));
+        let listed = |moment| format!("/api/accounts/{id}/transactions?as_of={}", at(moment));
+
+        let before = api.get(&show(times[0] - chrono::Duration::microseconds(1))).await;
+        assert_eq!(before.status, StatusCode::NOT_FOUND, "the account did not exist yet: {:?}", before.body);
+        let opened = api.get(&show(times[0])).await;
+        assert_eq!((opened.status, &opened.body["data"]["current_balance"]), (StatusCode::OK, &json!(100)));
+        assert_eq!(api.get(&listed(times[0])).await.body["data"], json!([]));
+        let deposited = api.get(&show(times[1])).await;
+        assert_eq!(deposited.body["data"]["current_balance"], json!(150), "{:?}", deposited.body);
+        let movements = api.get(&listed(times[1])).await.body["data"].clone();
+        assert_eq!((movements[0]["kind"].clone(), movements.as_array().map(Vec::len)), (json!("deposit"), Some(1)));
+
+        // Later than every event: the past is now, as the read model shows it.
+        let later = times[2] + chrono::Duration::hours(1);
+        assert_eq!(api.get(&show(later)).await.body, api.get(&format!("/api/accounts/{id}")).await.body);
+        assert_eq!(api.get(&listed(later)).await.body, api.get(&format!("/api/accounts/{id}/transactions")).await.body);
+
+        for bad in ["yesterday", "2026-13-01T00:00:00Z", "2026-01-01T00:00:00Z&as_of=2026-01-02T00:00:00Z", "%zz"] {
+            let reply = api.get(&format!("/api/accounts/{id}?as_of={bad}")).await;
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", reply.body);
+            assert!(reply.body["errors"].is_object(), "{bad}: the API's error format: {:?}", reply.body);
+        }
+        let unknown = format!("/api/accounts/{}?as_of={}", uuid::Uuid::new_v4(), at(later));
+        assert_eq!(api.get(&unknown).await.status, StatusCode::NOT_FOUND);
+        api.state.bank.shutdown().await;
+    }
+}

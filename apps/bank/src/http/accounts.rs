@@ -8,11 +8,13 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::idempotency::{Fingerprint, Keyed};
 use crate::http::json::ApiJson;
+use crate::read_model::past::{Past, account_as_of};
 use crate::read_model::{AccountView, PROJECTOR};
 use axum::Json;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use rewind::{Command, Consistency, DispatchOptions, StreamVersion};
 use serde::Deserialize;
 use serde_json::json;
@@ -88,6 +90,26 @@ async fn current(state: &AppState, account: Uuid) -> Result<AccountView, ApiErro
     state.bank.queries.account(account).await?.ok_or(ApiError::NotFound)
 }
 
+/// `?as_of=<RFC 3339>`, if given: the moment a read asks about. Read from the raw
+/// query so a malformed one is our 400, in the API's error format.
+fn as_of(query: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or_default())
+        .map_err(|_| ApiError::BadRequest("the query string does not parse".into()))?;
+    let mut moments = pairs.into_iter().filter(|(key, _)| key == "as_of");
+    let Some((_, text)) = moments.next() else { return Ok(None) };
+    if moments.next().is_some() {
+        return Err(ApiError::BadRequest("as_of is given twice".into()));
+    }
+    DateTime::parse_from_rfc3339(&text)
+        .map(|moment| Some(moment.to_utc()))
+        .map_err(|_| ApiError::BadRequest("as_of must be an RFC 3339 time, such as 2026-01-31T12:00:00Z".into()))
+}
+
+/// The account as it was at `at`, folded from its stream (`read_model::past`).
+async fn past(state: &AppState, account: Uuid, at: DateTime<Utc>) -> Result<Past, ApiError> {
+    account_as_of(state.bank.app.store(), account, at).await?.ok_or(ApiError::NotFound)
+}
+
 #[derive(Deserialize)]
 pub(crate) struct OpenBody {
     account: OpenParams,
@@ -112,9 +134,18 @@ pub(crate) async fn open(
     Ok(account_response(StatusCode::CREATED, current(&state, account_uuid).await?))
 }
 
-/// `GET /api/accounts/:id`
-pub(crate) async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    Ok(account_response(StatusCode::OK, current(&state, account_id(&id)?).await?))
+/// `GET /api/accounts/:id[?as_of=…]`: now from the read model, or the past from
+/// the account's stream (without an `ETag`: a past version is not one to match).
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let account = account_id(&id)?;
+    match as_of(query.as_deref())? {
+        Some(at) => Ok(Json(json!({ "data": past(&state, account, at).await?.account })).into_response()),
+        None => Ok(account_response(StatusCode::OK, current(&state, account).await?)),
+    }
 }
 
 /// `DELETE /api/accounts/:id`
@@ -200,9 +231,16 @@ pub(crate) async fn transfer(
     Ok((StatusCode::CREATED, Json(json!({ "data": view }))).into_response())
 }
 
-/// `GET /api/accounts/:id/transactions`
-pub(crate) async fn transactions(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// `GET /api/accounts/:id/transactions[?as_of=…]`
+pub(crate) async fn transactions(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     let account_uuid = account_id(&id)?;
+    if let Some(at) = as_of(query.as_deref())? {
+        return Ok(Json(json!({ "data": past(&state, account_uuid, at).await?.transactions })).into_response());
+    }
     current(&state, account_uuid).await?;
     let list = state.bank.queries.transactions(account_uuid).await?;
     Ok(Json(json!({ "data": list })).into_response())

@@ -17,6 +17,7 @@
 //! (see [`accounts`]), so no column silently holds a REAL.
 
 pub mod accounts;
+pub mod past;
 pub mod queries;
 pub mod statements;
 
