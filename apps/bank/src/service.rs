@@ -87,8 +87,8 @@ pub struct Bank {
     pub app: Application,
     /// Reads come from here.
     pub queries: Queries,
-    /// The projections and the transfer process.
-    pub subscriptions: Subscriptions,
+    /// The projections and the transfer process (shared with the console).
+    pub subscriptions: Arc<Subscriptions>,
     /// The database, kept open while the bank runs.
     pub backend: Backend,
 }
@@ -117,7 +117,7 @@ impl Bank {
         let app = bank.application(&backend);
         let builder = Subscriptions::builder(&app, backend.bookkeeping.clone());
         let subscriptions = bank.subscriptions(builder, &backend).await.map_err(OpenError::store(database))?.start()?;
-        Ok(Bank { app, queries: queries(&backend.read_model), subscriptions, backend })
+        Ok(Bank { app, queries: queries(&backend.read_model), subscriptions: Arc::new(subscriptions), backend })
     }
 
     /// Stops the subscriptions at a checkpoint.

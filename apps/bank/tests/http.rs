@@ -606,3 +606,31 @@ async fn an_account_is_read_as_it_was_at_a_moment_from_its_events() {
         api.state.bank.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_served_and_its_data_is_behind_the_token() {
+    let dir = tempfile::tempdir().expect("dir");
+    let api =
+        api_on(Database::Sqlite(dir.path().join("bank.db")), Some("s3cret"), tempfile::tempdir().expect("dir")).await;
+    let page = api.get("/console").await;
+    assert_eq!(page.status, StatusCode::OK, "the page itself holds no data");
+    assert!(page.body.as_str().is_some_and(|html| html.contains("Rewind console")));
+    assert_eq!(api.get("/console/api/streams").await.status, StatusCode::UNAUTHORIZED);
+
+    let bearer = [("authorization", "Bearer s3cret")];
+    let opened = api.post_with("/api/accounts", json!({"account": {"initial_balance": 5}}).to_string(), &bearer).await;
+    let id = opened.body["data"]["uuid"].as_str().expect("uuid").to_owned();
+    let mut request = Request::get("/console/api/streams?prefix=account-").header("authorization", "Bearer s3cret");
+    let streams = api.send(request.body(Body::empty()).expect("request")).await;
+    assert_eq!(streams.status, StatusCode::OK);
+    assert_eq!(streams.body["data"][0]["stream_id"], format!("{}{id}", bank::app::ACCOUNT_PREFIX));
+    request = Request::get("/console/api/subscriptions").header("authorization", "Bearer s3cret");
+    let subscriptions = api.send(request.body(Body::empty()).expect("request")).await;
+    let names: Vec<&str> =
+        subscriptions.body["data"].as_array().expect("list").iter().filter_map(|s| s["name"].as_str()).collect();
+    assert!(
+        names.contains(&bank::read_model::PROJECTOR) && names.contains(&bank::service::TRANSFER_PROCESS),
+        "{names:?}"
+    );
+    api.state.bank.shutdown().await;
+}

@@ -396,7 +396,9 @@ impl Subscriptions {
     /// another process holds a partition's lease, as resetting tables under it
     /// would lose what it writes.
     pub async fn rebuild(&self, name: &str) -> Result<(), SubscriptionError> {
-        let kind = self.lock().get(name).map(|r| r.tracker.kind).or_else(|| self.kind_of_group(name));
+        // Two statements: the running set's guard must be gone before the group lookup takes it again.
+        let kind = self.lock().get(name).map(|r| r.tracker.kind);
+        let kind = kind.or_else(|| self.kind_of_group(name));
         match kind {
             None => return Err(SubscriptionError::Unknown(name.into())),
             Some(ConsumerKind::Projector) => {}

@@ -173,6 +173,20 @@ async fn a_handler_catches_up_then_follows_live_in_order() {
 }
 
 #[tokio::test]
+async fn rebuilding_or_waiting_for_an_unknown_name_is_an_error_not_a_hang() {
+    let app = app();
+    let subs = Subscriptions::builder(&app, bookkeeping())
+        .handler("recorder", Recorder::default(), SubscriptionOptions::new())
+        .start()
+        .expect("start");
+    let rebuilt = tokio::time::timeout(Duration::from_secs(5), subs.rebuild("nobody")).await.expect("no hang");
+    assert!(matches!(rebuilt, Err(SubscriptionError::Unknown(name)) if name == "nobody"));
+    assert!(matches!(subs.wait_for("nobody", GlobalPosition(1)).await, Err(SubscriptionError::Unknown(_))));
+    assert!(matches!(subs.pause("nobody").await, Err(SubscriptionError::Unknown(_))));
+    subs.shutdown().await;
+}
+
+#[tokio::test]
 async fn only_projectors_run_in_partitions() {
     let app = app();
     let started = Subscriptions::builder(&app, bookkeeping())

@@ -1,0 +1,214 @@
+//! The console's JSON API and tail, driven in process (`oneshot`) over a memory
+//! store: pages and their cursors, every envelope field, bad parameters as 400s,
+//! operator actions, and the tail delivering an event appended while it is open.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use rewind::store::BatchFailure;
+use rewind::testing::new_event;
+use rewind::{
+    Application, Consumer, ConsumerError, ConsumerKind, ErrorPolicy, EventStore, ExpectedVersion, GlobalPosition,
+    MemoryStore, MemorySubscriptionStore, RecordedEvent, SubscriptionOptions, Subscriptions,
+};
+use rewind_console::{Console, api, page};
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+async fn get(router: &Router, path: &str) -> (StatusCode, Value) {
+    send(router, Request::get(path).body(Body::empty()).expect("request")).await
+}
+
+async fn post(router: &Router, path: &str) -> (StatusCode, Value) {
+    send(router, Request::post(path).body(Body::empty()).expect("request")).await
+}
+
+async fn send(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = tower::ServiceExt::oneshot(router.clone(), request).await.expect("answer");
+    let status = response.status();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// A projector stand-in: counts events, and a rebuild (reset) is seen.
+#[derive(Default)]
+struct Counter {
+    done: Mutex<Option<GlobalPosition>>,
+    resets: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl Consumer for Counter {
+    fn kind(&self) -> ConsumerKind {
+        ConsumerKind::Projector
+    }
+    async fn checkpoint(&self) -> Result<Option<GlobalPosition>, ConsumerError> {
+        Ok(*self.done.lock().unwrap())
+    }
+    async fn process(&self, events: Arc<[RecordedEvent]>) -> Result<(), BatchFailure> {
+        *self.done.lock().unwrap() = events.last().map(|e| e.position);
+        Ok(())
+    }
+    async fn skip(&self, event: &RecordedEvent) -> Result<(), ConsumerError> {
+        *self.done.lock().unwrap() = Some(event.position);
+        Ok(())
+    }
+    async fn reset(&self) -> Result<(), ConsumerError> {
+        self.resets.fetch_add(1, Ordering::SeqCst);
+        *self.done.lock().unwrap() = None;
+        Ok(())
+    }
+}
+
+/// A handler that refuses `Poison` events.
+struct Picky;
+
+#[async_trait::async_trait]
+impl rewind::EventHandler for Picky {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), ConsumerError> {
+        if event.event_type == "Poison" { Err("poisoned".into()) } else { Ok(()) }
+    }
+}
+
+struct Setup {
+    app: Application,
+    router: Router,
+    counter: Arc<Counter>,
+    subscriptions: Arc<Subscriptions>,
+}
+
+async fn setup() -> Setup {
+    let app = Application::builder(MemoryStore::new()).build();
+    let store = app.store();
+    for (stream, types) in
+        [("account-1", &["Opened", "Deposited", "Poison"][..]), ("account-2", &["Opened"]), ("order-1", &["Placed"])]
+    {
+        let events = types.iter().map(|t| new_event(t, json!({ "stream": stream, "type": t }))).collect();
+        store.append(stream, ExpectedVersion::Any, events).await.expect("append");
+    }
+    let counter = Arc::new(Counter::default());
+    let subscriptions = Subscriptions::builder(&app, Arc::new(MemorySubscriptionStore::new()))
+        .consumer("counter", counter.clone(), SubscriptionOptions::new())
+        .handler("picky", Picky, SubscriptionOptions::new().on_error(ErrorPolicy::Skip))
+        .start()
+        .expect("start");
+    let head = store.head_position().await.expect("head");
+    subscriptions.wait_for("counter", head).await.expect("counted");
+    subscriptions.wait_for("picky", head).await.expect("handled");
+    let subscriptions = Arc::new(subscriptions);
+    let console = Arc::new(Console::new(store.clone(), subscriptions.clone()));
+    Setup { router: page().merge(api(console)), app, counter, subscriptions }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_and_events_page_with_cursors_and_every_envelope_field() {
+    let Setup { router, .. } = setup().await;
+    let (status, first) = get(&router, "/api/streams?prefix=account-&limit=1").await;
+    assert_eq!(
+        (status, first["data"][0]["stream_id"].clone(), first["next"].clone()),
+        (StatusCode::OK, json!("account-1"), json!("account-1"))
+    );
+    let (_, second) = get(&router, "/api/streams?prefix=account-&after=account-1&limit=1").await;
+    assert_eq!(second["data"][0]["stream_id"], "account-2");
+    let (_, last) = get(&router, "/api/streams?prefix=account-&after=account-2&limit=1").await;
+    assert_eq!((last["data"].clone(), last["next"].clone()), (json!([]), Value::Null));
+
+    let (status, events) = get(&router, "/api/streams/account-1?from=2").await;
+    assert_eq!(status, StatusCode::OK);
+    let versions: Vec<&Value> =
+        events["data"].as_array().expect("events").iter().map(|e| &e["stream_version"]).collect();
+    assert_eq!(versions, [&json!(2), &json!(3)]);
+    let event = &events["data"][0];
+    assert_eq!(event["data"], json!({ "stream": "account-1", "type": "Deposited" }), "data as JSON, not a string");
+    for field in ["event_id", "stream_id", "position", "event_type", "metadata", "created_at"] {
+        assert!(!event[field].is_null(), "{field} is shown: {event}");
+    }
+    let id = event["event_id"].as_str().expect("id").to_owned();
+    let (status, one) = get(&router, &format!("/api/events/{id}")).await;
+    assert_eq!((status, &one["data"]["position"]), (StatusCode::OK, &event["position"]));
+
+    let (_, global) = get(&router, "/api/events?from=2&limit=2").await;
+    let positions: Vec<&Value> = global["data"].as_array().expect("events").iter().map(|e| &e["position"]).collect();
+    assert_eq!((positions, global["next"].clone()), (vec![&json!(2), &json!(3)], json!(4)));
+
+    assert_eq!(get(&router, "/api/streams/nobody").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(&router, &format!("/api/events/{}", uuid::Uuid::new_v4())).await.0, StatusCode::NOT_FOUND);
+    for bad in [
+        "/api/events?limit=0",
+        "/api/events?limit=501",
+        "/api/events?from=x",
+        "/api/events/not-a-uuid",
+        "/api/streams?limit=-1",
+    ] {
+        let (status, body) = get(&router, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(body["errors"]["detail"].is_string(), "{bad}: {body}");
+    }
+    let (status, _) = send(&router, Request::get("/").body(Body::empty()).expect("request")).await;
+    assert_eq!(status, StatusCode::OK, "the page");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sees_subscriptions_rebuilds_a_projector_and_skips_a_dead_letter() {
+    let Setup { router, counter, .. } = setup().await;
+    let (_, subscriptions) = get(&router, "/api/subscriptions").await;
+    let names: Vec<&Value> = subscriptions["data"].as_array().expect("list").iter().map(|s| &s["name"]).collect();
+    assert_eq!(names, [&json!("counter"), &json!("picky")]);
+    assert_eq!(subscriptions["data"][0]["lag"], 0);
+
+    assert_eq!(post(&router, "/api/subscriptions/counter/rebuild").await.0, StatusCode::OK);
+    assert_eq!(counter.resets.load(Ordering::SeqCst), 1, "the projector was reset");
+    assert_eq!(
+        post(&router, "/api/subscriptions/picky/rebuild").await.0,
+        StatusCode::BAD_REQUEST,
+        "a handler is never rebuilt"
+    );
+    assert_eq!(post(&router, "/api/subscriptions/nobody/rebuild").await.0, StatusCode::NOT_FOUND);
+
+    let (_, letters) = get(&router, "/api/dead-letters").await;
+    assert_eq!(letters["data"].as_array().map(Vec::len), Some(1), "{letters}");
+    let id = letters["data"][0]["event"]["event_id"].as_str().expect("id").to_owned();
+    assert_eq!(post(&router, &format!("/api/dead-letters/picky/{id}/skip")).await.0, StatusCode::OK);
+    assert_eq!(get(&router, "/api/dead-letters").await.1["data"], json!([]));
+    assert_eq!(post(&router, &format!("/api/dead-letters/picky/{id}/replay")).await.0, StatusCode::NOT_FOUND, "gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_sends_the_log_from_a_position_and_then_what_is_appended() {
+    let Setup { router, app, subscriptions, .. } = setup().await;
+    let request = Request::get("/api/tail?from=4").body(Body::empty()).expect("request");
+    let response = tower::ServiceExt::oneshot(router.clone(), request).await.expect("answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut seen: Vec<u64> = Vec::new();
+    let mut text = String::new();
+    let appended = tokio::spawn({
+        let app = app.clone();
+        async move {
+            // Appended while the tail is open: the head watch wakes it.
+            app.store()
+                .append("order-2", ExpectedVersion::NoStream, vec![new_event("Placed", json!({}))])
+                .await
+                .expect("append")
+        }
+    });
+    while seen.len() < 3 {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame()).await.expect("in time");
+        let Some(Ok(frame)) = frame else { panic!("the tail ended") };
+        let Ok(data) = frame.into_data() else { continue };
+        text.push_str(std::str::from_utf8(&data).expect("utf-8"));
+        while let Some(end) = text.find("\n\n") {
+            let message: String = text.drain(..end + 2).collect();
+            if let Some(line) = message.lines().find_map(|l| l.strip_prefix("data:")) {
+                let event: Value = serde_json::from_str(line.trim()).expect("an event");
+                seen.push(event["position"].as_u64().expect("position"));
+            }
+        }
+    }
+    let last = appended.await.expect("appended").last_position;
+    assert_eq!(seen, [4, 5, last.0], "from position 4, in order, then the new one");
+    assert_eq!(get(&router, "/api/tail?from=x").await.0, StatusCode::BAD_REQUEST);
+    drop(subscriptions);
+}
