@@ -128,42 +128,39 @@ macro_rules! add_total {
     };
 }
 
-/// What a row of the upsert adds to an account's month that already has one.
-const ON_CONFLICT: &str = concat!(
-    " ON CONFLICT (account_uuid, month) DO UPDATE SET ",
-    add_total!("credits"),
-    ", ",
-    add_total!("debits"),
-    ", closing_balance = excluded.closing_balance,
-     transactions = monthly_statements.transactions + excluded.transactions"
-);
+/// The columns every upsert writes, and what a row adds to an account's month that
+/// already has one: literals, so the three statements below are built from them.
+macro_rules! insert_columns {
+    () => {
+        "INSERT INTO monthly_statements
+         (account_uuid, month, opening_balance, credits, debits, closing_balance, transactions) "
+    };
+}
+macro_rules! on_conflict {
+    () => {
+        concat!(
+            " ON CONFLICT (account_uuid, month) DO UPDATE SET ",
+            add_total!("credits"),
+            ", ",
+            add_total!("debits"),
+            ", closing_balance = excluded.closing_balance,
+             transactions = monthly_statements.transactions + excluded.transactions"
+        )
+    };
+}
 
-const INSERT: &str = "INSERT INTO monthly_statements
-     (account_uuid, month, opening_balance, credits, debits, closing_balance, transactions) VALUES ";
+const ON_CONFLICT: &str = on_conflict!();
+
+const INSERT: &str = concat!(insert_columns!(), "VALUES ");
 
 /// Adds `$7` movements of one account's month; the same text on every backend.
-const UPSERT: &str = concat!(
-    "INSERT INTO monthly_statements
-         (account_uuid, month, opening_balance, credits, debits, closing_balance, transactions) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    " ON CONFLICT (account_uuid, month) DO UPDATE SET ",
-    add_total!("credits"),
-    ", ",
-    add_total!("debits"),
-    ", closing_balance = excluded.closing_balance,
-     transactions = monthly_statements.transactions + excluded.transactions"
-);
+const UPSERT: &str = concat!(insert_columns!(), "VALUES ($1, $2, $3, $4, $5, $6, $7)", on_conflict!());
 
 /// A batch's months at once on PostgreSQL: one array per column.
 const UNNEST: &str = concat!(
-    "INSERT INTO monthly_statements
-         (account_uuid, month, opening_balance, credits, debits, closing_balance, transactions)
-     SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])",
-    " ON CONFLICT (account_uuid, month) DO UPDATE SET ",
-    add_total!("credits"),
-    ", ",
-    add_total!("debits"),
-    ", closing_balance = excluded.closing_balance,
-     transactions = monthly_statements.transactions + excluded.transactions"
+    insert_columns!(),
+    "SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])",
+    on_conflict!()
 );
 
 /// Rows per multi-row upsert: a batch's months go in statements of this many (one
