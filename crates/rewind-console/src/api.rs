@@ -49,7 +49,7 @@ impl IntoResponse for ConsoleError {
     }
 }
 
-type Answer = Result<Response, ConsoleError>;
+pub(crate) type Answer = Result<Response, ConsoleError>;
 
 /// One page and where the next begins (`null` at the end).
 #[derive(Debug, Serialize)]
@@ -98,13 +98,13 @@ impl From<RecordedEvent> for EventView {
 }
 
 /// The query string's parameters; a malformed one is a 400.
-fn params(query: Option<String>) -> Result<HashMap<String, String>, ConsoleError> {
+pub(crate) fn params(query: Option<String>) -> Result<HashMap<String, String>, ConsoleError> {
     serde_urlencoded::from_str(query.as_deref().unwrap_or_default())
         .map_err(|_| ConsoleError::BadRequest("the query string does not parse".into()))
 }
 
 /// A number parameter, `default` when absent.
-fn number(params: &HashMap<String, String>, name: &str, default: u64) -> Result<u64, ConsoleError> {
+pub(crate) fn number(params: &HashMap<String, String>, name: &str, default: u64) -> Result<u64, ConsoleError> {
     match params.get(name) {
         None => Ok(default),
         Some(text) => text.parse().map_err(|_| ConsoleError::BadRequest(format!("{name} must be a whole number"))),
@@ -112,7 +112,7 @@ fn number(params: &HashMap<String, String>, name: &str, default: u64) -> Result<
 }
 
 /// `limit`, 1 to [`MAX_LIMIT`], 100 by default.
-fn limit(params: &HashMap<String, String>) -> Result<usize, ConsoleError> {
+pub(crate) fn limit(params: &HashMap<String, String>) -> Result<usize, ConsoleError> {
     match number(params, "limit", 100)? {
         n @ 1..=500 => Ok(n as usize),
         _ => Err(ConsoleError::BadRequest(format!("limit must be from 1 to {MAX_LIMIT}"))),
@@ -157,7 +157,7 @@ pub(crate) async fn events(State(console): State<Arc<Console>>, RawQuery(query):
     Ok(events_page(events, limit, |e| e.position.0 + 1))
 }
 
-fn event_id(text: &str) -> Result<Uuid, ConsoleError> {
+pub(crate) fn event_id(text: &str) -> Result<Uuid, ConsoleError> {
     text.parse().map_err(|_| ConsoleError::BadRequest("an event id is a UUID".into()))
 }
 

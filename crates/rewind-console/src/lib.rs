@@ -32,9 +32,13 @@
 //! ```
 
 mod api;
+mod past;
 mod tail;
+mod trail;
 
 pub use api::{EventView, Page};
+pub use past::PastView;
+pub use trail::{Step, Trail};
 
 use axum::Router;
 use axum::http::header;
@@ -50,12 +54,20 @@ pub const MAX_LIMIT: usize = 500;
 pub struct Console {
     store: SharedStore,
     subscriptions: Arc<Subscriptions>,
+    pasts: Vec<Arc<dyn PastView>>,
 }
 
 impl Console {
     /// A console over `store` and the application's running `subscriptions`.
     pub fn new(store: SharedStore, subscriptions: Arc<Subscriptions>) -> Console {
-        Console { store, subscriptions }
+        Console { store, subscriptions, pasts: Vec::new() }
+    }
+
+    /// Shows the streams `view` knows as they were at a moment (the time-travel
+    /// view); the first view whose prefix a stream id starts with answers for it.
+    pub fn with_past(mut self, view: impl PastView) -> Console {
+        self.pasts.push(Arc::new(view));
+        self
     }
 }
 
@@ -71,6 +83,10 @@ pub fn page() -> Router {
 /// * `GET /api/streams/{id}?from=&limit=`: a stream's events from a version;
 /// * `GET /api/events?from=&limit=`: the global order from a position;
 /// * `GET /api/events/{event_id}`: one event;
+/// * `GET /api/events/{event_id}/trail?from=&limit=`: its causation trail, every
+///   command and event sharing its correlation id ([`Trail`]);
+/// * `GET /api/as-of/{stream_id}?at=RFC3339`: the stream's state then and now, from
+///   the application's [`PastView`] (`GET /api/as-of` lists the prefixes known);
 /// * `GET /api/subscriptions`: every subscription's status (position, lag, state,
 ///   last error);
 /// * `POST /api/subscriptions/{name}/rebuild`: rebuilds a projector;
@@ -84,6 +100,9 @@ pub fn api(console: Arc<Console>) -> Router {
         .route("/api/streams/{id}", get(api::stream))
         .route("/api/events", get(api::events))
         .route("/api/events/{event_id}", get(api::event))
+        .route("/api/events/{event_id}/trail", get(trail::trail))
+        .route("/api/as-of", get(past::views))
+        .route("/api/as-of/{stream_id}", get(past::as_of))
         .route("/api/subscriptions", get(api::subscriptions))
         .route("/api/subscriptions/{name}/rebuild", post(api::rebuild))
         .route("/api/dead-letters", get(api::dead_letters))

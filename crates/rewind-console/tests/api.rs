@@ -212,3 +212,127 @@ async fn the_tail_sends_the_log_from_a_position_and_then_what_is_appended() {
     assert_eq!(get(&router, "/api/tail?from=x").await.0, StatusCode::BAD_REQUEST);
     drop(subscriptions);
 }
+
+fn correlated(event_type: &str, correlation: uuid::Uuid, command: uuid::Uuid, cause: uuid::Uuid) -> rewind::NewEvent {
+    let mut event = new_event(event_type, json!({}));
+    event.metadata.correlation_id = Some(correlation);
+    event.metadata.command_id = Some(command);
+    event.metadata.causation_id = Some(cause);
+    event
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trail_of_an_event_is_its_conversation_command_by_command() {
+    let Setup { router, app, .. } = setup().await;
+    let (correlation, request, reaction) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    // A request appends to two streams; a process manager reacts to its first event
+    // with a command of its own; something unrelated happens in between.
+    let withdrawn = correlated("Withdrawn", correlation, request, request);
+    let requested = correlated("TransferRequested", correlation, request, request);
+    let deposited = correlated("Deposited", correlation, reaction, withdrawn.event_id);
+    let store = app.store();
+    store.append("account-a", ExpectedVersion::Any, vec![withdrawn.clone()]).await.expect("append");
+    store.append("transfer-1", ExpectedVersion::Any, vec![requested.clone()]).await.expect("append");
+    store.append("account-x", ExpectedVersion::Any, vec![new_event("Other", json!({}))]).await.expect("append");
+    store.append("account-b", ExpectedVersion::Any, vec![deposited.clone()]).await.expect("append");
+
+    let (status, trail) = get(&router, &format!("/api/events/{}/trail", deposited.event_id)).await;
+    assert_eq!(status, StatusCode::OK, "{trail}");
+    let trail = &trail["data"];
+    assert_eq!(trail["correlation_id"], json!(correlation));
+    let steps: Vec<(Value, Value, Vec<Value>)> = trail["commands"]
+        .as_array()
+        .expect("commands")
+        .iter()
+        .map(|s| {
+            let types = s["events"].as_array().expect("events").iter().map(|e| e["event_type"].clone()).collect();
+            (s["command_id"].clone(), s["caused_by"].clone(), types)
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (json!(request), Value::Null, vec![json!("Withdrawn"), json!("TransferRequested")]),
+            (json!(reaction), json!(withdrawn.event_id), vec![json!("Deposited")]),
+        ]
+    );
+    // The same trail from its first event, and in pages.
+    let (_, from_first) = get(&router, &format!("/api/events/{}/trail", withdrawn.event_id)).await;
+    assert_eq!(from_first["data"]["commands"], trail["commands"]);
+    let (_, paged) = get(&router, &format!("/api/events/{}/trail?limit=2", withdrawn.event_id)).await;
+    let next = paged["data"]["next"].as_u64().expect("a next page");
+    let (_, rest) = get(&router, &format!("/api/events/{}/trail?from={next}&limit=2", withdrawn.event_id)).await;
+    assert_eq!(rest["data"]["commands"][0]["events"][0]["event_type"], "Deposited");
+
+    // An event with no correlation id is its own trail.
+    let (_, first) = get(&router, "/api/events?from=1&limit=1").await;
+    let lone = first["data"][0]["event_id"].as_str().expect("id").to_owned();
+    let (status, alone) = get(&router, &format!("/api/events/{lone}/trail")).await;
+    assert_eq!((status, alone["data"]["correlation_id"].clone()), (StatusCode::OK, Value::Null));
+    assert_eq!(alone["data"]["commands"][0]["events"][0]["event_id"], json!(lone));
+    assert_eq!(get(&router, &format!("/api/events/{}/trail", uuid::Uuid::new_v4())).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(&router, "/api/events/nope/trail").await.0, StatusCode::BAD_REQUEST);
+}
+
+/// A view of the past for the test: how many events an account had, and their types.
+struct Counted;
+
+impl rewind_console::PastView for Counted {
+    fn prefix(&self) -> &str {
+        "account-"
+    }
+    fn at<'a>(
+        &'a self,
+        store: &'a rewind::SharedStore,
+        stream_id: &'a str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> rewind::store::BoxFuture<'a, Result<Option<Value>, rewind::StoreError>> {
+        Box::pin(async move {
+            let events =
+                store.read_stream(stream_id, rewind::StreamVersion(1), rewind::Direction::Forward, 500).await?;
+            let then: Vec<&str> =
+                events.iter().take_while(|e| e.created_at <= at).map(|e| e.event_type.as_str()).collect();
+            Ok((!then.is_empty()).then(|| json!({ "count": then.len(), "types": then })))
+        })
+    }
+    fn replay_command(&self, at: chrono::DateTime<chrono::Utc>) -> Option<String> {
+        Some(format!("app replay --until {}", at.to_rfc3339()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_shown_as_it_was_at_a_moment_beside_now() {
+    let Setup { app, subscriptions, .. } = setup().await;
+    let store = app.store();
+    let later = vec![new_event("Withdrawn", json!({}))];
+    let first =
+        store.read_stream("account-1", rewind::StreamVersion(1), rewind::Direction::Forward, 1).await.expect("read");
+    // A later commit, so the two moments differ.
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    store.append("account-1", ExpectedVersion::Any, later).await.expect("append");
+    let console = Console::new(store.clone(), subscriptions).with_past(Counted);
+    let router = api(Arc::new(console));
+    let at = first[0].created_at.to_rfc3339();
+
+    let (status, shown) = get(&router, &format!("/api/as-of/account-1?at={}", urlencode(&at))).await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    let shown = &shown["data"];
+    // Opened, Deposited and Poison were one commit; Withdrawn came after.
+    assert_eq!(shown["then"], json!({ "count": 3, "types": ["Opened", "Deposited", "Poison"] }));
+    assert_eq!(shown["now"]["count"], 4);
+    assert_eq!(shown["replay"], json!(format!("app replay --until {}", first[0].created_at.to_rfc3339())));
+    assert_eq!(get(&router, "/api/as-of").await.1["data"], json!(["account-"]));
+
+    let before = (first[0].created_at - chrono::Duration::seconds(1)).to_rfc3339();
+    assert_eq!(get(&router, &format!("/api/as-of/account-1?at={}", urlencode(&before))).await.0, StatusCode::NOT_FOUND);
+    for bad in
+        ["/api/as-of/account-1", "/api/as-of/account-1?at=yesterday", "/api/as-of/order-1?at=2026-01-01T00:00:00Z"]
+    {
+        let (status, body) = get(&router, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    serde_urlencoded::to_string([("", text)]).expect("encodes")[1..].to_owned()
+}

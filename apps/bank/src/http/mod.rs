@@ -55,8 +55,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(render_metrics))
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
     // The console's page holds no data; what it reads is behind the token.
-    let console =
-        Arc::new(rewind_console::Console::new(state.bank.app.store().clone(), state.bank.subscriptions.clone()));
+    let console = rewind_console::Console::new(state.bank.app.store().clone(), state.bank.subscriptions.clone())
+        .with_past(crate::read_model::past::AccountsPast);
+    let console = Arc::new(console);
     let console = rewind_console::page()
         .merge(rewind_console::api(console).layer(middleware::from_fn_with_state(state.clone(), authorize)));
     Router::new()

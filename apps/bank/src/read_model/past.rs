@@ -8,13 +8,15 @@
 //! order, so the fold stops at the first later one.
 
 use super::{AccountView, Change, TransactionView, changes};
-use crate::app::account_stream;
-use chrono::{DateTime, Utc};
-use rewind::{Direction, EventStore, StoreError, StreamVersion};
+use crate::app::{ACCOUNT_PREFIX, account_stream};
+use chrono::{DateTime, SecondsFormat, Utc};
+use rewind::store::BoxFuture;
+use rewind::{Direction, EventStore, SharedStore, StoreError, StreamVersion};
+use serde::Serialize;
 use uuid::Uuid;
 
 /// An account and its money movements at a moment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Past {
     /// The account as it was.
     pub account: AccountView,
@@ -73,5 +75,36 @@ fn fold(past: &mut Option<Past>, change: Change) {
             .push(TransactionView { kind: kind.into(), amount, balance_after, transfer_uuid, occurred_at: at }),
         // The transfers table is not the account's.
         Change::Opened { .. } | Change::TransferRequested { .. } | Change::TransferSettled { .. } => {}
+    }
+}
+
+/// The console's time-travel view of accounts: the same fold, as JSON.
+pub struct AccountsPast;
+
+impl rewind_console::PastView for AccountsPast {
+    fn prefix(&self) -> &str {
+        ACCOUNT_PREFIX
+    }
+
+    fn at<'a>(
+        &'a self,
+        store: &'a SharedStore,
+        stream_id: &'a str,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Option<serde_json::Value>, StoreError>> {
+        Box::pin(async move {
+            // A stream id that is not an account's names no account: it had no past.
+            let Some(account) = stream_id.strip_prefix(ACCOUNT_PREFIX).and_then(|id| id.parse().ok()) else {
+                return Ok(None);
+            };
+            let past = account_as_of(store, account, at).await?;
+            past.map(|past| serde_json::to_value(past).map_err(StoreError::backend)).transpose()
+        })
+    }
+
+    fn replay_command(&self, at: DateTime<Utc>) -> Option<String> {
+        let at = at.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let file = at.replace([':', '.'], "-");
+        Some(format!("bank replay --until {at} --into sqlite://bank-as-of-{file}.db"))
     }
 }
