@@ -1,4 +1,4 @@
-//! The `bank` binary: parse the command line, set up logging, call the library.
+//! The `bank` binary: parse the command line, set up logs and traces, call the library.
 //! `serve` runs the bank; everything else is Rewind's operations command set
 //! ([`rewind_cli::OpsCommand`]) mounted here with the bank's description.
 
@@ -21,6 +21,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Commands,
+    /// Send OpenTelemetry traces to this OTLP/HTTP endpoint (e.g. http://127.0.0.1:4318); off when unset.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -109,16 +112,32 @@ fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tokio_postgres=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let result = match Cli::parse().command {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Before the runtime: the OTLP exporter's HTTP client must not start inside it.
+    let telemetry = match bank::telemetry::init(cli.otlp_endpoint.as_deref()) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("bank: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run(cli.command)),
+        Err(error) => Err(format!("cannot start the runtime: {error}")),
+    };
+    telemetry.shutdown();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bank: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Commands) -> Result<(), String> {
+    match command {
         Commands::Serve { listen, database, token, limits } => match limits.limits() {
             Ok(limits) => serve(ServeConfig { listen, database, token, limits }, shutdown_signal())
                 .await
@@ -134,13 +153,6 @@ async fn main() -> ExitCode {
                 }
                 other => other.map_err(|e| e.to_string()),
             }
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("bank: {error}");
-            ExitCode::FAILURE
         }
     }
 }

@@ -251,7 +251,10 @@ impl EventStore for PostgresStore {
         }
         let appends = prepare(appends)?;
         let (reply, answer) = oneshot::channel();
-        self.writer.send(Pending { appends, reply }).await.map_err(|_| StoreError::Closed)?;
+        self.writer
+            .send(Pending { appends, reply, span: tracing::Span::current() })
+            .await
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 

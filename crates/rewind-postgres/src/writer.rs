@@ -103,6 +103,8 @@ pub(crate) type Reply = Result<Vec<AppendResult>, StoreError>;
 pub(crate) struct Pending {
     pub appends: Vec<PreparedAppend>,
     pub reply: oneshot::Sender<Reply>,
+    /// The caller's span, where the size of its group is recorded.
+    pub span: tracing::Span,
 }
 
 impl Pending {
@@ -243,6 +245,8 @@ impl Writer {
                 received = requests.recv(), if can_launch => match received {
                     Some(first) => {
                         let group = self.gather(first, &mut requests);
+                        let events = group.iter().map(Pending::event_count).sum();
+                        rewind::telemetry::record_group_commit(group.iter().map(|pending| &pending.span), events);
                         self.launch(group, &mut flights).await;
                     }
                     None => open = false,

@@ -115,6 +115,8 @@ pub(crate) type Reply = oneshot::Sender<Outcome>;
 pub(crate) struct Request {
     pub(crate) work: Work,
     pub(crate) reply: Reply,
+    /// The caller's span, where the size of its group is recorded.
+    pub(crate) span: tracing::Span,
 }
 
 /// The store's side of the writer: where requests go, and the thread to join.
@@ -160,7 +162,8 @@ impl WriterHandle {
     /// Hands a request to the writer and waits for its answer.
     pub(crate) async fn submit(&self, work: Work) -> Result<Vec<AppendResult>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.requests.send(Request { work, reply }).await.map_err(|_| StoreError::Closed)?;
+        let span = tracing::Span::current();
+        self.requests.send(Request { work, reply, span }).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -231,6 +234,8 @@ impl Writer {
     fn run(self, mut requests: mpsc::Receiver<Request>) -> Result<(), StoreError> {
         while let Some(first) = self.next_request(&mut requests) {
             let group = self.gather(first, &mut requests);
+            let events = group.iter().map(|request| request.work.weight()).sum();
+            rewind::telemetry::record_group_commit(group.iter().map(|request| &request.span), events);
             // A group alone (nothing waiting, nothing being synced, and nothing
             // arrived while the previous group committed, so no one is likely to
             // arrive during this one) has nothing to overlap its fsync with: SQLite

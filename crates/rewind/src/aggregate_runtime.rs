@@ -32,6 +32,7 @@ use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+use tracing::Instrument;
 use uuid::Uuid;
 
 const SHARDS: usize = 16;
@@ -305,7 +306,9 @@ impl<A: Aggregate> AggregateRuntime<A> {
             true => new_events.iter().map(|e| e.event_type.clone()).collect(),
             false => Vec::new(),
         };
-        let appended = match store.append(stream_id, ExpectedVersion::Exact(instance.version), new_events).await {
+        let span = append_span(stream_id, new_events.len());
+        let appending = store.append(stream_id, ExpectedVersion::Exact(instance.version), new_events).instrument(span);
+        let appended = match appending.await {
             Ok(appended) if appended.outcome == AppendOutcome::Appended => appended,
             // Its first event id is stored already: this command was processed
             // before, longer ago than the instance remembers.
@@ -363,7 +366,7 @@ impl<A: Aggregate> AggregateRuntime<A> {
                 events: vec![record],
             },
         ];
-        match store.append_batch(appends).await {
+        match store.append_batch(appends).instrument(append_span(stream_id, 1)).await {
             // Not remembered in the window (which holds successes): a repeat reads the
             // typed refusal back from the log.
             Ok(_) => Ok(Decided::Done(Err(DispatchError::Domain(refusal)))),
@@ -555,4 +558,17 @@ async fn backoff(attempt: u32) {
     }
     let ceiling_us = 100u64 << attempt.min(10);
     tokio::time::sleep(std::time::Duration::from_micros(rand::random_range(0..ceiling_us))).await;
+}
+
+/// The `append` span of a decision (`telemetry`); the store's writer records the
+/// size of the group it committed in.
+fn append_span(stream_id: &str, events: usize) -> tracing::Span {
+    tracing::debug_span!(
+        target: "rewind",
+        "append",
+        stream_id,
+        events,
+        group_commit = tracing::field::Empty,
+        group_events = tracing::field::Empty,
+    )
 }

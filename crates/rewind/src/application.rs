@@ -17,8 +17,10 @@ use crate::refresh::Refresher;
 use crate::router::{Router, Routes};
 use crate::shared_store::SharedStore;
 use crate::stream::{GlobalPosition, StreamVersion};
+use crate::telemetry;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// How long a strongly consistent dispatch waits for the read side when neither the
@@ -202,12 +204,34 @@ impl Application {
         options: DispatchOptions,
     ) -> Result<Dispatched<C::Aggregate>, DispatchError<<C::Aggregate as Aggregate>::Error>> {
         let command_id = options.command_id.unwrap_or_else(Uuid::new_v4);
-        let correlation_id = options.correlation_id.unwrap_or(command_id);
+        // Without one of its own, a command joins the trace it is dispatched in
+        // (`telemetry`): its events then lead a handler back to that trace.
+        let correlation_id = options.correlation_id.or_else(telemetry::current_trace).unwrap_or(command_id);
+        let span = telemetry::dispatch(command.command_name(), command_id, correlation_id, options.causation_id);
+        self.dispatch_in_span(command, options, command_id, correlation_id).instrument(span).await
+    }
+
+    async fn dispatch_in_span<C: Command>(
+        &self,
+        command: C,
+        options: DispatchOptions,
+        command_id: Uuid,
+        correlation_id: Uuid,
+    ) -> Result<Dispatched<C::Aggregate>, DispatchError<<C::Aggregate as Aggregate>::Error>> {
         let mut pipeline = Pipeline::new(&command, command_id, correlation_id, options.causation_id, options.metadata);
-        for middleware in &self.inner.middleware {
-            if let Err(rejection) = middleware.before_dispatch(&mut pipeline).await {
-                return Err(self.failed(&mut pipeline, DispatchError::Rejected(rejection)).await);
+        let middleware_span = tracing::debug_span!(target: "rewind", "middleware");
+        let rejected = async {
+            for middleware in &self.inner.middleware {
+                if let Err(rejection) = middleware.before_dispatch(&mut pipeline).await {
+                    return Some(rejection);
+                }
             }
+            None
+        }
+        .instrument(middleware_span)
+        .await;
+        if let Some(rejection) = rejected {
+            return Err(self.failed(&mut pipeline, DispatchError::Rejected(rejection)).await);
         }
         if let Some(name) = self.inner.consistency.unknown(&options.consistency) {
             return Err(self.failed(&mut pipeline, DispatchError::UnknownHandler(name)).await);
@@ -226,7 +250,7 @@ impl Application {
             event_types: options.consistency != Consistency::Eventual,
             expected_version: options.expected_version,
         };
-        let run = self.run(&command, &context);
+        let run = self.run(&command, &context).instrument(tracing::debug_span!(target: "rewind", "execute"));
         let timeout = options.timeout.or(self.inner.default_timeout);
         let result = match timeout {
             Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or(Err(DispatchError::Timeout(limit))),
@@ -290,7 +314,8 @@ impl Application {
             return Ok(executed);
         }
         let limit = timeout.unwrap_or(DEFAULT_CONSISTENCY_TIMEOUT);
-        let all = futures_util::future::join_all(waits.into_iter().map(|wait| wait.done()));
+        let span = tracing::debug_span!(target: "rewind", "consistency", waits = waits.len());
+        let all = futures_util::future::join_all(waits.into_iter().map(|wait| wait.done())).instrument(span);
         match tokio::time::timeout(limit, all).await {
             Ok(_) => Ok(executed),
             Err(_) => Err(DispatchError::ConsistencyTimeout { position, timeout: limit }),

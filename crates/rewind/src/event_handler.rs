@@ -11,6 +11,7 @@ use crate::subscription::{BatchFailure, Consumer, ConsumerError, ConsumerKind};
 use crate::subscription_store::SubscriptionStore;
 use async_trait::async_trait;
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// A side effect per event.
 ///
@@ -66,7 +67,8 @@ impl<H: EventHandler> Consumer for HandlerConsumer<H> {
 
     async fn process(&self, events: Arc<[RecordedEvent]>) -> Result<(), BatchFailure> {
         for (index, event) in events.iter().enumerate() {
-            if let Err(error) = self.handler.handle(event).await {
+            let span = crate::telemetry::handle(&self.name, event);
+            if let Err(error) = self.handler.handle(event).instrument(span).await {
                 if let Some(done) = index.checked_sub(1) {
                     self.save(events[done].position).await.map_err(|error| BatchFailure { failed_at: 0, error })?;
                 }

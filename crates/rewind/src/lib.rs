@@ -21,6 +21,9 @@
 //!   [`dead_letters`] says what replaying a skipped event means for each kind.
 //! * Commands are processed once: [`command_outcome`] keeps each one's first outcome
 //!   in the log.
+//! * Seeing it run: [`telemetry`] names the spans of the dispatch path and the
+//!   subscribers; with the `opentelemetry` feature they join one trace per request
+//!   through the ids stored with the events.
 //! * Testing: [`testing`] (given / when / then) and, with the `conformance` feature,
 //!   `conformance` (the store suite).
 //! * With the default `derive` feature, `#[derive(Command)]`, `#[derive(Event)]` and
@@ -67,6 +70,7 @@ pub mod subscription_store;
 #[cfg(feature = "conformance")]
 pub mod subscription_store_conformance;
 pub mod subscriptions;
+pub mod telemetry;
 pub mod testing;
 pub mod transient;
 

@@ -29,6 +29,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Namespace of the deterministic command ids process managers send.
@@ -335,7 +336,8 @@ impl<P: ProcessManager> ProcessManagerConsumer<P> {
                 _ => {}
             }
             let current = state.get_or_insert_with(P::State::default);
-            if let Err(error) = self.send(&run.id, current, &event, &events[index]).await {
+            let span = crate::telemetry::handle(&self.name, &events[index]);
+            if let Err(error) = self.send(&run.id, current, &event, &events[index]).instrument(span).await {
                 run.failure = Some((index, error));
                 return run;
             }

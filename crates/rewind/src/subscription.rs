@@ -40,6 +40,7 @@ use std::error::Error;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// An error from a consumer's code, kept as a message for status and dead letters.
 /// Wrap a transient one in [`Transient`](crate::Transient) (see [`crate::fault`]).
@@ -800,7 +801,8 @@ impl Runner {
             if streak.attempts() == 0 {
                 self.tracker.set(moving.clone());
             }
-            let failure = self.consumer.process(batch.clone()).await.err();
+            let span = crate::telemetry::process(&self.tracker.name, &batch);
+            let failure = self.consumer.process(batch.clone()).instrument(span).await.err();
             let done = failure.as_ref().map_or(batch.len(), |f| f.failed_at.min(batch.len()));
             if let Some(last) = done.checked_sub(1).map(|i| batch[i].position) {
                 position = last;

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use error::ApiError;
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// Request bodies beyond this are refused with 413.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/accounts/{id}/statements", get(accounts::statements))
         .route("/transfers/{id}", get(accounts::show_transfer))
         .route("/openapi.json", get(openapi))
+        .route_layer(middleware::from_fn(trace_request))
         .layer(middleware::from_fn_with_state(state.replies.clone(), idempotency::layer))
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
     // What the service's gauges tell (its subscriptions, its load) is for operators.
@@ -69,6 +71,24 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::layer))
         .with_state(state)
+}
+
+/// Each API request is a `request` span, the root of its trace (`crate::telemetry`),
+/// named after its route, not its path, so that names stay few.
+async fn trace_request(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map_or("", |path| path.as_str());
+    let span = tracing::debug_span!(
+        target: "bank",
+        "request",
+        otel.name = format!("{} {route}", request.method()),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", i64::from(response.status().as_u16()));
+    response
 }
 
 async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
