@@ -273,3 +273,43 @@ async fn a_memory_store_serves_and_keeps_nothing() {
     assert_eq!(restarted.get(&format!("/api/accounts/{a}")).await.0, 404);
     assert_eq!(restarted.terminate().code(), Some(0));
 }
+
+/// `--otlp-endpoint`: the real binary sends its traces over OTLP/HTTP (protobuf) to
+/// a collector, here an axum route standing in for one; what is still buffered at
+/// SIGTERM is sent before the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_reach_an_otlp_collector_over_http() {
+    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel::<(String, Vec<u8>)>();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            let _ = sender.send((content_type, body.to_vec()));
+            async { axum::http::StatusCode::OK }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, collector).await });
+
+    let dir = tempfile::tempdir().expect("dir");
+    let database = format!("sqlite://{}", dir.path().join("bank.db").display());
+    let server = Server::start_with(&database, &["--otlp-endpoint", &endpoint]);
+    server.open(10).await;
+    assert!(server.terminate().success(), "SIGTERM exits 0");
+
+    let mut exported = Vec::new();
+    while let Ok(Some((content_type, body))) = tokio::time::timeout(Duration::from_secs(10), received.recv()).await {
+        assert_eq!(content_type, "application/x-protobuf");
+        exported.extend(body);
+        // Protobuf keeps strings as they are: the spans' names are in the bytes.
+        if [&b"POST /api/accounts"[..], b"dispatch", b"append"].iter().all(|name| contains(&exported, name)) {
+            return;
+        }
+    }
+    panic!("the collector did not receive the request's spans ({} bytes)", exported.len());
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
