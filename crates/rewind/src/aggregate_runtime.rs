@@ -268,7 +268,11 @@ impl<A: Aggregate> AggregateRuntime<A> {
             {
                 return Err(DispatchError::WrongVersion { expected, actual: instance.version });
             }
-            let decided = match instance.state.execute(command) {
+            // The decision alone: pure and synchronous, so its span is entered, not
+            // carried by a future (`telemetry`).
+            let span = tracing::debug_span!(target: "rewind", "execute", stream_id, attempt);
+            let decision = span.in_scope(|| instance.state.execute(command));
+            let decided = match decision {
                 Ok(events) => self.accepted(store, stream_id, events, context, instance).await?,
                 Err(refusal) => {
                     self.refused(store, stream_id, short_type_name::<C>(), refusal, context, instance).await?

@@ -204,14 +204,18 @@ impl Application {
         options: DispatchOptions,
     ) -> Result<Dispatched<C::Aggregate>, DispatchError<<C::Aggregate as Aggregate>::Error>> {
         let command_id = options.command_id.unwrap_or_else(Uuid::new_v4);
+        if !telemetry::traced() {
+            let correlation_id = options.correlation_id.unwrap_or(command_id);
+            return self.dispatch_with_ids(command, options, command_id, correlation_id).await;
+        }
         // Without one of its own, a command joins the trace it is dispatched in
         // (`telemetry`): its events then lead a handler back to that trace.
         let correlation_id = options.correlation_id.or_else(telemetry::current_trace).unwrap_or(command_id);
         let span = telemetry::dispatch(command.command_name(), command_id, correlation_id, options.causation_id);
-        self.dispatch_in_span(command, options, command_id, correlation_id).instrument(span).await
+        self.dispatch_with_ids(command, options, command_id, correlation_id).instrument(span).await
     }
 
-    async fn dispatch_in_span<C: Command>(
+    async fn dispatch_with_ids<C: Command>(
         &self,
         command: C,
         options: DispatchOptions,
@@ -219,17 +223,18 @@ impl Application {
         correlation_id: Uuid,
     ) -> Result<Dispatched<C::Aggregate>, DispatchError<<C::Aggregate as Aggregate>::Error>> {
         let mut pipeline = Pipeline::new(&command, command_id, correlation_id, options.causation_id, options.metadata);
-        let middleware_span = tracing::debug_span!(target: "rewind", "middleware");
-        let rejected = async {
+        let before = async {
             for middleware in &self.inner.middleware {
                 if let Err(rejection) = middleware.before_dispatch(&mut pipeline).await {
                     return Some(rejection);
                 }
             }
             None
-        }
-        .instrument(middleware_span)
-        .await;
+        };
+        let rejected = match telemetry::traced() {
+            true => before.instrument(tracing::debug_span!(target: "rewind", "middleware")).await,
+            false => before.await,
+        };
         if let Some(rejection) = rejected {
             return Err(self.failed(&mut pipeline, DispatchError::Rejected(rejection)).await);
         }
@@ -250,7 +255,7 @@ impl Application {
             event_types: options.consistency != Consistency::Eventual,
             expected_version: options.expected_version,
         };
-        let run = self.run(&command, &context).instrument(tracing::debug_span!(target: "rewind", "execute"));
+        let run = self.run(&command, &context);
         let timeout = options.timeout.or(self.inner.default_timeout);
         let result = match timeout {
             Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or(Err(DispatchError::Timeout(limit))),

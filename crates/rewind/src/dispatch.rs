@@ -61,7 +61,9 @@ pub struct DispatchOptions {
     /// is refused with [`DispatchError::CommandIdReused`] and changes nothing. Kept with
     /// the command's outcome in the log, so this holds across restarts.
     pub fingerprint: Option<Uuid>,
-    /// Defaults to the command id (a new conversation).
+    /// Defaults to the id of the OpenTelemetry trace the dispatch runs in, with the
+    /// `opentelemetry` feature and a traced caller (see [`crate::telemetry`]), and
+    /// else to the command id (a new conversation).
     pub correlation_id: Option<Uuid>,
     /// What caused this command, if anything.
     pub causation_id: Option<Uuid>,

@@ -6,7 +6,7 @@
 //!
 //! * `dispatch` (command, command id, correlation id, causation id), around
 //!   * `middleware`, the chain's `before_dispatch`;
-//!   * `execute` (stream), the aggregate's decision, with `append` inside it (events,
+//!   * `execute` (stream, attempt), the aggregate's decision, then `append` (events,
 //!     and `group_commit`: how many appends the store committed together with this
 //!     one, and `group_events`, recorded by the store's writer);
 //!   * `consistency` (subscriptions waited for), the strong-consistency wait;
@@ -29,6 +29,12 @@
 use crate::envelope::RecordedEvent;
 use tracing::Span;
 use uuid::Uuid;
+
+/// Whether anything listens to Rewind's spans: when nothing does, a dispatch skips
+/// them and its future is not wrapped (one check of a cached interest).
+pub(crate) fn traced() -> bool {
+    tracing::enabled!(target: "rewind", tracing::Level::DEBUG)
+}
 
 /// The `dispatch` span of one command.
 pub(crate) fn dispatch(command: &str, command_id: Uuid, correlation_id: Uuid, causation_id: Option<Uuid>) -> Span {
