@@ -2,7 +2,8 @@
 //! of 1,000,000 events (`-- --quick`: 100,000), on SQLite and, when
 //! `TEST_DATABASE_URL` is set, PostgreSQL. Each view is one request through the
 //! console's router (`oneshot`, no socket), timed over 20 requests; the goal is
-//! under 200 ms per view.
+//! under 200 ms per view. The time-travel view folds a whole account stream twice
+//! (then and now): 1,000 events each on the full history.
 //!
 //! `cargo bench -p bank --bench console [-- --quick]`
 
@@ -40,7 +41,9 @@ async fn run(name: &str, database: Database, events: &[rewind::RecordedEvent]) {
     let app = Application::builder_shared(backend.store.clone()).build();
     let subscriptions =
         Arc::new(Subscriptions::builder(&app, Arc::new(MemorySubscriptionStore::new())).start().expect("start"));
-    let console = Arc::new(rewind_console::Console::new(backend.store.clone(), subscriptions));
+    let console = rewind_console::Console::new(backend.store.clone(), subscriptions)
+        .with_past(bank::read_model::past::AccountsPast);
+    let console = Arc::new(console);
     let router = rewind_console::api(console);
     let middle = events.len() / 2;
     let stream = &events[middle].stream_id;
@@ -51,6 +54,11 @@ async fn run(name: &str, database: Database, events: &[rewind::RecordedEvent]) {
         ("the global order mid-log, 100".into(), format!("/api/events?from={middle}&limit=100")),
         ("one event".into(), format!("/api/events/{}", events[middle].event_id)),
         ("subscriptions".into(), "/api/subscriptions".into()),
+        ("an event's trail".into(), format!("/api/events/{}/trail", events[middle].event_id)),
+        (
+            "an account mid-history beside now (1,000 events)".into(),
+            format!("/api/as-of/{stream}?at={}", events[middle].created_at.format("%Y-%m-%dT%H:%M:%S%.6fZ")),
+        ),
     ];
     for (view, path) in views {
         let (p50, worst) = time(&router, &path).await;
