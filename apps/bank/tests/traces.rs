@@ -2,7 +2,8 @@
 //! SDK's in-memory exporter through the bank's own provider and layer: a transfer
 //! over the API is one connected trace — the request, Rewind's dispatch, middleware,
 //! execute, append (with its group-commit size) and consistency spans, and the
-//! transfer process's handling of the events, whose commands continue the trace.
+//! transfer process's handling of the events, whose commands continue the trace; a
+//! subscriber's batch links to it.
 //!
 //! One test in this binary: it installs the global subscriber.
 
@@ -118,6 +119,13 @@ async fn a_transfer_is_one_trace_from_the_request_through_the_process_manager() 
     assert!(
         dispatches.iter().any(|d| handled.iter().any(|h| d.parent_span_id == h.span_context.span_id())),
         "and its own command is a child of its handling"
+    );
+    // A subscriber's batch mixes conversations: its span links to each one's trace.
+    // (The read model projects inside the SQLite append, in the append's span.)
+    let batches = spans.iter().filter(|s| s.name == "process");
+    assert!(
+        batches.into_iter().any(|s| s.links.iter().any(|link| link.span_context.trace_id() == trace)),
+        "a subscriber's batch links to the transfer's trace"
     );
     provider.shutdown().expect("shutdown");
 }

@@ -12,7 +12,8 @@
 //!
 //! Every read is one page of an index-backed store read ([`EventStore::list_streams`](rewind::EventStore::list_streams),
 //! [`EventStore::read_stream`](rewind::EventStore::read_stream), [`EventStore::read_all`](rewind::EventStore::read_all)), at most [`MAX_LIMIT`] items,
-//! so a view costs the same on a store of a million events as on an empty one. Bad
+//! so a view costs the same on a store of a million events as on an empty one (the
+//! causation trail reads at most [`TRAIL_SCAN`] events of the global order). Bad
 //! parameters are a 400 with the error in JSON, never a panic.
 //!
 //! Mounting it, with an application's store and subscriptions:
@@ -38,7 +39,7 @@ mod trail;
 
 pub use api::{EventView, Page};
 pub use past::PastView;
-pub use trail::{Step, Trail};
+pub use trail::{SCAN as TRAIL_SCAN, Step, Trail};
 
 use axum::Router;
 use axum::http::header;
@@ -84,7 +85,8 @@ pub fn page() -> Router {
 /// * `GET /api/events?from=&limit=`: the global order from a position;
 /// * `GET /api/events/{event_id}`: one event;
 /// * `GET /api/events/{event_id}/trail?from=&limit=`: its causation trail, every
-///   command and event sharing its correlation id ([`Trail`]);
+///   command and event sharing its correlation id, read from the global order where
+///   the conversation began ([`Trail`]; at most [`TRAIL_SCAN`] events a request);
 /// * `GET /api/as-of/{stream_id}?at=RFC3339`: the stream's state then and now, from
 ///   the application's [`PastView`] (`GET /api/as-of` lists the prefixes known);
 /// * `GET /api/subscriptions`: every subscription's status (position, lag, state,

@@ -271,6 +271,31 @@ async fn the_trail_of_an_event_is_its_conversation_command_by_command() {
     assert_eq!((status, alone["data"]["correlation_id"].clone()), (StatusCode::OK, Value::Null));
     assert_eq!(alone["data"]["commands"][0]["events"][0]["event_id"], json!(lone));
     assert_eq!(get(&router, &format!("/api/events/{}/trail", uuid::Uuid::new_v4())).await.0, StatusCode::NOT_FOUND);
+
+    // A conversation that goes on after more than a request's scan of the global
+    // order: the trail says where to read on, and reading on finds the rest.
+    let crowd: Vec<rewind::NewEvent> = (0..rewind_console::TRAIL_SCAN).map(|_| new_event("Crowd", json!({}))).collect();
+    store.append("crowd", ExpectedVersion::Any, crowd).await.expect("append");
+    let late_command = uuid::Uuid::new_v4();
+    let refunded = correlated("Refunded", correlation, late_command, deposited.event_id);
+    store.append("account-a", ExpectedVersion::Any, vec![refunded.clone()]).await.expect("append");
+    let (_, first_part) = get(&router, &format!("/api/events/{}/trail?limit=500", refunded.event_id)).await;
+    let types = |trail: &Value| -> Vec<Value> {
+        let commands = trail["data"]["commands"].as_array().cloned().unwrap_or_default();
+        commands
+            .iter()
+            .flat_map(|c| c["events"].as_array().cloned().unwrap_or_default())
+            .map(|e| e["event_type"].clone())
+            .collect()
+    };
+    assert_eq!(
+        types(&first_part),
+        [json!("Withdrawn"), json!("TransferRequested"), json!("Deposited")],
+        "walked up to the request"
+    );
+    let next = first_part["data"]["next"].as_u64().expect("the scan stopped short of the head");
+    let (_, rest) = get(&router, &format!("/api/events/{}/trail?from={next}", refunded.event_id)).await;
+    assert_eq!((types(&rest), rest["data"]["next"].clone()), (vec![json!("Refunded")], Value::Null));
     assert_eq!(get(&router, "/api/events/nope/trail").await.0, StatusCode::BAD_REQUEST);
 }
 

@@ -301,19 +301,6 @@ impl EventStore for PostgresStore {
         Ok(self.query_events(&self.sql.read_event, &[&event_id]).await?.pop())
     }
 
-    async fn read_correlated(
-        &self,
-        correlation_id: uuid::Uuid,
-        from: GlobalPosition,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let (from, limit) = (to_i64(from.0), to_i64(limit as u64));
-        self.query_events(&self.sql.read_correlated, &[&correlation_id, &from, &limit]).await
-    }
-
     async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
         self.query_number(&self.sql.head, &[]).await.map(GlobalPosition)
     }

@@ -10,12 +10,8 @@
 pub(crate) const SCHEMA_VERSION: &str = include_str!("sql/schema_version.sql");
 
 /// The migrations, in order; migration `i` brings the schema to version `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[
-    include_str!("sql/schema_v1.sql"),
-    include_str!("sql/schema_v2.sql"),
-    include_str!("sql/schema_v3.sql"),
-    include_str!("sql/schema_v4.sql"),
-];
+pub(crate) const MIGRATIONS: &[&str] =
+    &[include_str!("sql/schema_v1.sql"), include_str!("sql/schema_v2.sql"), include_str!("sql/schema_v3.sql")];
 
 /// Renders a statement for one schema.
 pub(crate) fn render(template: &str, schema: &str) -> String {
@@ -53,7 +49,6 @@ pub(crate) struct Sql {
     pub read_all_filtered: String,
     pub stream_version: String,
     pub read_event: String,
-    pub read_correlated: String,
     pub save_snapshot: String,
     pub load_snapshot: String,
     pub list_streams: String,
@@ -78,7 +73,6 @@ impl Sql {
             read_all_filtered: r(include_str!("sql/read_all_filtered.sql")),
             stream_version: r(include_str!("sql/stream_version.sql")),
             read_event: r(include_str!("sql/read_event.sql")),
-            read_correlated: r(include_str!("sql/read_correlated.sql")),
             save_snapshot: r(include_str!("sql/save_snapshot.sql")),
             load_snapshot: r(include_str!("sql/load_snapshot.sql")),
             list_streams: r(include_str!("sql/list_streams.sql")),

@@ -153,17 +153,6 @@ pub(crate) fn read_event(conn: &Connection, event_id: uuid::Uuid) -> Result<Opti
     Ok(collect(&mut statement, [event_id.as_bytes()], 1)?.pop())
 }
 
-/// The events of one correlation id from `from`, in the global order.
-pub(crate) fn read_correlated(
-    conn: &Connection,
-    correlation_id: uuid::Uuid,
-    from: GlobalPosition,
-    limit: usize,
-) -> Result<Vec<RecordedEvent>, StoreError> {
-    let mut statement = conn.prepare_cached(include_str!("reader/read_correlated.sql")).map_err(store_error)?;
-    collect(&mut statement, params![correlation_id.as_bytes(), sql_int(from.0)], limit)
-}
-
 /// A page of streams whose id starts with `prefix`, after `after`, in id order.
 pub(crate) fn list_streams(
     conn: &Connection,

@@ -17,11 +17,8 @@ use rusqlite::{Connection, OptionalExtension};
 pub(crate) const APPLICATION_ID: i32 = 0x5257_4E44;
 
 /// Every migration, in order; the schema version is the number applied.
-const MIGRATIONS: &[&str] = &[
-    include_str!("schema/0001_initial.sql"),
-    include_str!("schema/0002_versions_from_index.sql"),
-    include_str!("schema/0003_correlation_index.sql"),
-];
+const MIGRATIONS: &[&str] =
+    &[include_str!("schema/0001_initial.sql"), include_str!("schema/0002_versions_from_index.sql")];
 
 /// The schema version this code writes and reads.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

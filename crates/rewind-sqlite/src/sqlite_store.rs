@@ -186,15 +186,6 @@ impl EventStore for SqliteStore {
         self.readers.run(move |conn| reader::read_event(conn, event_id)).await
     }
 
-    async fn read_correlated(
-        &self,
-        correlation_id: uuid::Uuid,
-        from: GlobalPosition,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.readers.run(move |conn| reader::read_correlated(conn, correlation_id, from, limit)).await
-    }
-
     async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
         Ok(*self.head.borrow())
     }

@@ -61,7 +61,6 @@ macro_rules! event_store_conformance {
             import_keeps_holes_in_positions,
             import_must_continue_the_store,
             read_event_finds_an_event_by_id,
-            read_correlated_finds_one_conversation_in_order,
             empty_append_in_a_batch_guards_the_others,
             command_outcomes_outlive_the_process
         );
@@ -542,35 +541,6 @@ pub async fn read_event_finds_an_event_by_id<S: EventStore>(store: Arc<S>) {
     assert_eq!(Some(&found), in_stream.first());
     assert_eq!((found.stream_id.as_str(), found.position), ("b", GlobalPosition(3)));
     assert!(store.read_event(Uuid::new_v4()).await.expect("read_event").is_none());
-}
-
-/// The events of one correlation id come back in the global order, across streams,
-/// from a position and by pages; other conversations and events without one do not.
-pub async fn read_correlated_finds_one_conversation_in_order<S: EventStore>(store: Arc<S>) {
-    let (ours, theirs) = (Uuid::new_v4(), Uuid::new_v4());
-    let correlated = |id: Uuid, n: usize| -> Vec<NewEvent> {
-        (0..n)
-            .map(|i| {
-                let mut e = event("Happened", serde_json::json!({ "i": i }));
-                e.metadata.correlation_id = Some(id);
-                e
-            })
-            .collect()
-    };
-    store.append("from", ExpectedVersion::Any, correlated(ours, 2)).await.expect("append");
-    store.append("other", ExpectedVersion::Any, correlated(theirs, 2)).await.expect("append");
-    store.append("bare", ExpectedVersion::Any, events(1)).await.expect("append");
-    let last = store.append("to", ExpectedVersion::Any, correlated(ours, 1)).await.expect("append");
-    settled(&*store, last.last_position).await;
-
-    let found = store.read_correlated(ours, GlobalPosition::START, 10).await.expect("read_correlated");
-    let places: Vec<(&str, u64)> = found.iter().map(|e| (e.stream_id.as_str(), e.position.0)).collect();
-    assert_eq!(places, [("from", 1), ("from", 2), ("to", 6)]);
-    assert!(found.iter().all(|e| e.metadata.correlation_id == Some(ours)));
-    let page = store.read_correlated(ours, GlobalPosition(2), 1).await.expect("a page");
-    assert_eq!(page.iter().map(|e| e.position.0).collect::<Vec<_>>(), [2]);
-    assert!(store.read_correlated(ours, GlobalPosition(7), 10).await.expect("past the end").is_empty());
-    assert!(store.read_correlated(Uuid::new_v4(), GlobalPosition::START, 10).await.expect("unknown").is_empty());
 }
 
 /// A batch may carry an append of no events: it only checks its stream's version,

@@ -263,17 +263,6 @@ pub trait EventStore: Send + Sync + 'static {
     /// index probe: the aggregate runtime asks it to find a command's first outcome.
     fn read_event(&self, event_id: Uuid) -> impl Future<Output = Result<Option<RecordedEvent>, StoreError>> + Send;
 
-    /// Up to `limit` events whose metadata carries `correlation_id`, in the global
-    /// order from position `from` (inclusive): everything one request set in motion,
-    /// across streams and process managers. An index probe on the SQL stores, for
-    /// operators' tools (the console's causation trail), not hot paths.
-    fn read_correlated(
-        &self,
-        correlation_id: Uuid,
-        from: GlobalPosition,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
-
     /// The position of the last committed event that a reader may safely follow to.
     fn head_position(&self) -> impl Future<Output = Result<GlobalPosition, StoreError>> + Send;
 
@@ -353,14 +342,6 @@ impl<S: EventStore> EventStore for std::sync::Arc<S> {
     }
     fn read_event(&self, event_id: Uuid) -> impl Future<Output = Result<Option<RecordedEvent>, StoreError>> + Send {
         S::read_event(self, event_id)
-    }
-    fn read_correlated(
-        &self,
-        correlation_id: Uuid,
-        from: GlobalPosition,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
-        S::read_correlated(self, correlation_id, from, limit)
     }
     fn head_position(&self) -> impl Future<Output = Result<GlobalPosition, StoreError>> + Send {
         S::head_position(self)

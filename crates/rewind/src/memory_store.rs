@@ -276,23 +276,6 @@ impl EventStore for MemoryStore {
         Ok(inner.ids.get(&event_id).map(|&index| inner.all[index].clone()))
     }
 
-    /// A scan of the whole log: the memory store keeps no index for an operator's read.
-    async fn read_correlated(
-        &self,
-        correlation_id: Uuid,
-        from: GlobalPosition,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let inner = self.lock();
-        let start = inner.all.partition_point(|e| e.position < from);
-        Ok(inner.all[start..]
-            .iter()
-            .filter(|e| e.metadata.correlation_id == Some(correlation_id))
-            .take(limit)
-            .cloned()
-            .collect())
-    }
-
     async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
         Ok(self.lock().head())
     }

@@ -75,13 +75,6 @@ pub trait DynEventStore: Send + Sync + 'static {
     #[doc(hidden)]
     fn dyn_read_event(&self, event_id: Uuid) -> BoxFuture<'_, Result<Option<RecordedEvent>, StoreError>>;
     #[doc(hidden)]
-    fn dyn_read_correlated(
-        &self,
-        correlation_id: Uuid,
-        from: GlobalPosition,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>>;
-    #[doc(hidden)]
     fn dyn_head_position(&self) -> BoxFuture<'_, Result<GlobalPosition, StoreError>>;
     #[doc(hidden)]
     fn dyn_settled_head(&self) -> BoxFuture<'_, Result<GlobalPosition, StoreError>>;
@@ -136,14 +129,6 @@ impl<S: EventStore> DynEventStore for S {
     }
     fn dyn_read_event(&self, event_id: Uuid) -> BoxFuture<'_, Result<Option<RecordedEvent>, StoreError>> {
         Box::pin(self.read_event(event_id))
-    }
-    fn dyn_read_correlated(
-        &self,
-        correlation_id: Uuid,
-        from: GlobalPosition,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
-        Box::pin(self.read_correlated(correlation_id, from, limit))
     }
     fn dyn_head_position(&self) -> BoxFuture<'_, Result<GlobalPosition, StoreError>> {
         Box::pin(self.head_position())
@@ -240,14 +225,6 @@ impl EventStore for SharedStore {
 
     async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
         self.0.dyn_read_event(event_id).await
-    }
-    async fn read_correlated(
-        &self,
-        correlation_id: Uuid,
-        from: GlobalPosition,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.0.dyn_read_correlated(correlation_id, from, limit).await
     }
     async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
         self.0.dyn_head_position().await

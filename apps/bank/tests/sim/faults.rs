@@ -188,14 +188,6 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
     async fn read_event(&self, event_id: uuid::Uuid) -> Result<Option<RecordedEvent>, StoreError> {
         self.read("read_event", self.inner.read_event(event_id)).await
     }
-    async fn read_correlated(
-        &self,
-        correlation_id: uuid::Uuid,
-        from: GlobalPosition,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.read("read_correlated", self.inner.read_correlated(correlation_id, from, limit)).await
-    }
 
     async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
         self.read("head_position", self.inner.head_position()).await

@@ -269,14 +269,6 @@ impl EventStore for FaultyStore {
     async fn read_event(&self, event_id: uuid::Uuid) -> Result<Option<RecordedEvent>, StoreError> {
         self.inner.read_event(event_id).await
     }
-    async fn read_correlated(
-        &self,
-        correlation_id: uuid::Uuid,
-        from: GlobalPosition,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_correlated(correlation_id, from, limit).await
-    }
     async fn head_position(&self) -> Result<GlobalPosition, StoreError> {
         self.inner.head_position().await
     }
