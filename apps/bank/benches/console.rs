@@ -5,7 +5,9 @@
 //! under 200 ms per view. The time-travel view folds a whole account stream twice
 //! (then and now): 1,000 events each on the full history.
 //!
-//! `cargo bench -p bank --bench console [-- --quick]`
+//! `cargo bench -p bank --bench console [-- --quick] [--sqlite-at PATH]`: with
+//! `--sqlite-at`, the SQLite store is written there and kept, for a browser to time
+//! the page on it (`apps/bank/console-tests/render.mjs`).
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -75,7 +77,13 @@ async fn main() {
     println!("| backend | view | median | slowest of 20 |");
     println!("| --- | --- | ---: | ---: |");
     let dir = tempfile::tempdir().expect("dir");
-    run("SQLite", Database::Sqlite(dir.path().join("console.db")), &events).await;
+    let args: Vec<String> = std::env::args().collect();
+    let kept = args.iter().position(|a| a == "--sqlite-at").and_then(|i| args.get(i + 1));
+    let path = kept.map_or_else(|| dir.path().join("console.db"), std::path::PathBuf::from);
+    run("SQLite", Database::Sqlite(path.clone()), &events).await;
+    if kept.is_some() {
+        eprintln!("the SQLite store is kept at {}", path.display());
+    }
     match std::env::var("TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => {
             let schema = format!("rwb_console_{}", std::process::id());
