@@ -5,7 +5,8 @@
 //! transfer process's handling of the events, whose commands continue the trace; a
 //! subscriber's batch links to it.
 //!
-//! One test in this binary: it installs the global subscriber.
+//! On SQLite, and on PostgreSQL when `TEST_DATABASE_URL` is set. One test in this
+//! binary: it installs the global subscriber.
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -13,7 +14,7 @@ use bank::http::{AppState, metrics::CommandMetrics, metrics::Metrics, router};
 use bank::service::{Bank, TRANSFER_PROCESS};
 use opentelemetry::Value as OtelValue;
 use opentelemetry::trace::SpanId;
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use rewind_cli::Database;
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -46,10 +47,27 @@ async fn a_transfer_is_one_trace_from_the_request_through_the_process_manager() 
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber of this binary");
 
     let dir = tempfile::tempdir().expect("dir");
+    let mut databases = vec![Database::Sqlite(dir.path().join("bank.db"))];
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            // The `rwt_<seconds>_` prefix lets the store tests' sweeper drop it later.
+            let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let schema = format!("rwt_{seconds}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            databases.push(Database::Postgres { url, schema });
+        }
+        _ => eprintln!("PostgreSQL part skipped: TEST_DATABASE_URL is not set"),
+    }
+    for database in databases {
+        exporter.reset();
+        a_transfer_is_one_trace(&database, &provider, &exporter).await;
+    }
+    provider.shutdown().expect("shutdown");
+}
+
+async fn a_transfer_is_one_trace(database: &Database, provider: &SdkTracerProvider, exporter: &InMemorySpanExporter) {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let command_metrics: Arc<dyn rewind::Middleware> = Arc::new(CommandMetrics(metrics.clone()));
-    let database = Database::Sqlite(dir.path().join("bank.db"));
-    let bank = Arc::new(Bank::start(&database, vec![command_metrics]).await.expect("bank"));
+    let bank = Arc::new(Bank::start(database, vec![command_metrics]).await.expect("bank"));
     let state = AppState { bank: bank.clone(), metrics, replies: Arc::default(), token: None };
 
     let mut accounts = Vec::new();
@@ -121,11 +139,10 @@ async fn a_transfer_is_one_trace_from_the_request_through_the_process_manager() 
         "and its own command is a child of its handling"
     );
     // A subscriber's batch mixes conversations: its span links to each one's trace.
-    // (The read model projects inside the SQLite append, in the append's span.)
+    // (On SQLite the read model projects inside the append, in the append's span.)
     let batches = spans.iter().filter(|s| s.name == "process");
     assert!(
         batches.into_iter().any(|s| s.links.iter().any(|link| link.span_context.trace_id() == trace)),
         "a subscriber's batch links to the transfer's trace"
     );
-    provider.shutdown().expect("shutdown");
 }
