@@ -206,13 +206,13 @@ impl Application {
         let command_id = options.command_id.unwrap_or_else(Uuid::new_v4);
         if !telemetry::traced() {
             let correlation_id = options.correlation_id.unwrap_or(command_id);
-            return self.dispatch_with_ids(command, options, command_id, correlation_id).await;
+            return self.dispatch_with_ids(command, options, command_id, correlation_id, false).await;
         }
         // Without one of its own, a command joins the trace it is dispatched in
         // (`telemetry`): its events then lead a handler back to that trace.
         let correlation_id = options.correlation_id.or_else(telemetry::current_trace).unwrap_or(command_id);
         let span = telemetry::dispatch(command.command_name(), command_id, correlation_id, options.causation_id);
-        self.dispatch_with_ids(command, options, command_id, correlation_id).instrument(span).await
+        self.dispatch_with_ids(command, options, command_id, correlation_id, true).instrument(span).await
     }
 
     async fn dispatch_with_ids<C: Command>(
@@ -221,6 +221,7 @@ impl Application {
         options: DispatchOptions,
         command_id: Uuid,
         correlation_id: Uuid,
+        traced: bool,
     ) -> Result<Dispatched<C::Aggregate>, DispatchError<<C::Aggregate as Aggregate>::Error>> {
         let mut pipeline = Pipeline::new(&command, command_id, correlation_id, options.causation_id, options.metadata);
         let before = async {
@@ -231,7 +232,7 @@ impl Application {
             }
             None
         };
-        let rejected = match telemetry::traced() {
+        let rejected = match traced {
             true => before.instrument(tracing::debug_span!(target: "rewind", "middleware")).await,
             false => before.await,
         };
