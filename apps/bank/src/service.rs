@@ -104,6 +104,17 @@ pub enum StartError {
     Subscriptions(#[from] rewind::SubscriptionError),
 }
 
+/// Why [`Bank::settle`] could not wait.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    /// The store could not tell its head.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A subscription stopped or is unknown.
+    #[error(transparent)]
+    Subscriptions(#[from] rewind::SubscriptionError),
+}
+
 impl Bank {
     /// Opens the database (creating it if missing), catches up the read model in the
     /// background and starts the transfer process, with `extra` middleware.
@@ -135,5 +146,21 @@ impl Bank {
     /// "everything so far".
     pub async fn settled_head(&self) -> Result<rewind::GlobalPosition, StoreError> {
         self.app.store().settled_head().await
+    }
+
+    /// Waits until every subscription has handled every event, including the
+    /// ones its own reactions appended (a transfer takes several passes:
+    /// requested, withdrawn, deposited, completed), and returns that head. One
+    /// wait for the head is not enough: the process manager appends after it.
+    pub async fn settle(&self) -> Result<rewind::GlobalPosition, SettleError> {
+        loop {
+            let head = self.settled_head().await?;
+            for status in self.subscriptions.status() {
+                self.subscriptions.wait_for(&status.name, head).await?;
+            }
+            if self.settled_head().await? == head {
+                return Ok(head);
+            }
+        }
     }
 }

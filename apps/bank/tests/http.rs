@@ -92,14 +92,7 @@ impl Api {
     }
 
     async fn settle(&self) {
-        loop {
-            let head = self.state.bank.settled_head().await.expect("head");
-            self.state.bank.subscriptions.wait_for(bank::service::TRANSFER_PROCESS, head).await.expect("wait");
-            self.state.bank.subscriptions.wait_for(bank::read_model::PROJECTOR, head).await.expect("wait");
-            if self.state.bank.settled_head().await.expect("head") == head {
-                return;
-            }
-        }
+        self.state.bank.settle().await.expect("settle");
     }
 }
 

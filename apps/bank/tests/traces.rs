@@ -81,14 +81,7 @@ async fn a_transfer_is_one_trace(database: &Database, provider: &SdkTracerProvid
     let (status, transfer) = send(&state, "POST", &format!("/api/accounts/{}/transfer", accounts[0]), Some(body)).await;
     assert_eq!(status, StatusCode::CREATED, "{transfer}");
     // Every step of the transfer handled, by the subscriptions' own signal.
-    loop {
-        let head = bank.settled_head().await.expect("head");
-        bank.subscriptions.wait_for(TRANSFER_PROCESS, head).await.expect("transfer process");
-        bank.subscriptions.wait_for(bank::read_model::PROJECTOR, head).await.expect("projector");
-        if bank.settled_head().await.expect("head") == head {
-            break;
-        }
-    }
+    bank.settle().await.expect("settle");
     let (_, destination) = send(&state, "GET", &format!("/api/accounts/{}", accounts[1]), None).await;
     assert_eq!(destination["data"]["current_balance"], 35, "the transfer completed");
     provider.force_flush().expect("flush");
