@@ -461,6 +461,9 @@ describe('the console of bank serve, in chromium', { concurrency: false }, () =>
       },
       { what: 'the lag chart drawn' },
     );
+    // The server keeps the samples: the chart begins before the page was opened.
+    const [first, opened] = await page.evaluate(() => [Date.parse(lagSamples[0].at), performance.timeOrigin]);
+    assert.ok(first < opened, `the chart's first sample (${first}) is older than the page (${opened})`);
 
     const row = page.locator(`#sub-list tr[data-name="${projector.name}"]`);
     dialogs.length = 0;

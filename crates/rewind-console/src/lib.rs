@@ -1,7 +1,7 @@
 //! A web console for any Rewind application: the log (streams, a stream's events,
-//! the global order), the subscriptions with their lag, dead letters, and a live
-//! tail of new events; with buttons to rebuild a projector and to replay or skip a
-//! dead letter.
+//! the global order), the subscriptions with their lag over the last minutes, dead
+//! letters, and a live tail of new events; with buttons to rebuild a projector and to
+//! replay or skip a dead letter.
 //!
 //! Two routers, so an application decides what guards what: [`page`] serves the
 //! console itself (one HTML file embedded in the binary: nothing is fetched from
@@ -33,11 +33,13 @@
 //! ```
 
 mod api;
+mod lag;
 mod past;
 mod tail;
 mod trail;
 
 pub use api::{EventView, Page};
+pub use lag::{KEPT as LAG_KEPT, LagSample};
 pub use past::PastView;
 pub use trail::{SCAN as TRAIL_SCAN, Step, Trail};
 
@@ -56,12 +58,17 @@ pub struct Console {
     store: SharedStore,
     subscriptions: Arc<Subscriptions>,
     pasts: Vec<Arc<dyn PastView>>,
+    lag: Arc<lag::LagHistory>,
 }
 
 impl Console {
-    /// A console over `store` and the application's running `subscriptions`.
+    /// A console over `store` and the application's running `subscriptions`. Made
+    /// inside a Tokio runtime, it samples their lag each second for the last
+    /// [`LAG_KEPT`] seconds until it is dropped.
     pub fn new(store: SharedStore, subscriptions: Arc<Subscriptions>) -> Console {
-        Console { store, subscriptions, pasts: Vec::new() }
+        let lag = Arc::new(lag::LagHistory::default());
+        lag::start(&lag, &subscriptions);
+        Console { store, subscriptions, pasts: Vec::new(), lag }
     }
 
     /// Shows the streams `view` knows as they were at a moment (the time-travel
@@ -91,6 +98,9 @@ pub fn page() -> Router {
 ///   the application's [`PastView`] (`GET /api/as-of` lists the prefixes known);
 /// * `GET /api/subscriptions`: every subscription's status (position, lag, state,
 ///   last error);
+/// * `GET /api/subscriptions/lag?since=`: every subscription's lag, one
+///   [`LagSample`] a second for the last [`LAG_KEPT`] seconds (`since`: the `seq`
+///   of the last sample already read);
 /// * `POST /api/subscriptions/{name}/rebuild`: rebuilds a projector;
 /// * `GET /api/dead-letters`; `POST /api/dead-letters/{subscription}/{event_id}/replay`
 ///   and `…/skip`;
@@ -106,6 +116,7 @@ pub fn api(console: Arc<Console>) -> Router {
         .route("/api/as-of", get(past::views))
         .route("/api/as-of/{stream_id}", get(past::as_of))
         .route("/api/subscriptions", get(api::subscriptions))
+        .route("/api/subscriptions/lag", get(lag::lag))
         .route("/api/subscriptions/{name}/rebuild", post(api::rebuild))
         .route("/api/dead-letters", get(api::dead_letters))
         .route("/api/dead-letters/{name}/{event_id}/replay", post(api::replay))

@@ -16,6 +16,7 @@ use rewind_console::{Console, api, page};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 async fn get(router: &Router, path: &str) -> (StatusCode, Value) {
     send(router, Request::get(path).body(Body::empty()).expect("request")).await
@@ -173,6 +174,50 @@ async fn an_operator_sees_subscriptions_rebuilds_a_projector_and_skips_a_dead_le
     assert_eq!(post(&router, &format!("/api/dead-letters/picky/{id}/skip")).await.0, StatusCode::OK);
     assert_eq!(get(&router, "/api/dead-letters").await.1["data"], json!([]));
     assert_eq!(post(&router, &format!("/api/dead-letters/picky/{id}/replay")).await.0, StatusCode::NOT_FOUND, "gone");
+}
+
+/// The samples of `/api/subscriptions/lag` after `since`.
+async fn lag_since(router: &Router, since: u64) -> Vec<Value> {
+    let (status, body) = get(router, &format!("/api/subscriptions/lag?since={since}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["data"].as_array().expect("samples").clone()
+}
+
+// On Tokio's paused clock: a second passes only when every task is idle, so each
+// sample sees what was done before it.
+#[tokio::test(start_paused = true)]
+async fn the_lag_of_the_last_five_minutes_is_kept_a_sample_a_second() {
+    let Setup { router, app, subscriptions, .. } = setup().await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let first = lag_since(&router, 0).await;
+    let seqs: Vec<&Value> = first.iter().map(|s| &s["seq"]).collect();
+    assert_eq!(seqs, [&json!(1), &json!(2)], "one sample at once, one a second later: {first:?}");
+    assert_eq!(first[1]["lag"], json!({ "counter": 0, "picky": 0 }));
+    let at = |sample: &Value| chrono::DateTime::parse_from_rfc3339(sample["at"].as_str().expect("at")).expect("time");
+    assert_eq!(at(&first[1]) - at(&first[0]), chrono::TimeDelta::seconds(1));
+
+    subscriptions.pause("counter").await.expect("pause");
+    for _ in 0..2 {
+        app.store()
+            .append("order-2", ExpectedVersion::Any, vec![new_event("Placed", json!({}))])
+            .await
+            .expect("append");
+    }
+    let head = app.store().head_position().await.expect("head");
+    subscriptions.wait_for("picky", head).await.expect("handled");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = lag_since(&router, 2).await;
+    assert_eq!(after.len(), 1, "only what came after the cursor: {after:?}");
+    assert_eq!((&after[0]["seq"], &after[0]["lag"]), (&json!(3), &json!({ "counter": 2, "picky": 0 })));
+
+    tokio::time::sleep(Duration::from_secs(400)).await;
+    let kept = lag_since(&router, 0).await;
+    assert_eq!(kept.len(), rewind_console::LAG_KEPT, "five minutes are kept, the older samples dropped");
+    let seq = |sample: &Value| sample["seq"].as_u64().expect("seq");
+    let (oldest, newest) = (seq(&kept[0]), seq(&kept[kept.len() - 1]));
+    assert_eq!((newest - oldest + 1, newest), (rewind_console::LAG_KEPT as u64, 403), "none missing, none repeated");
+    assert_eq!(lag_since(&router, 10_000).await.len(), rewind_console::LAG_KEPT, "a cursor of another run: all");
+    assert_eq!(get(&router, "/api/subscriptions/lag?since=x").await.0, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
