@@ -22,6 +22,7 @@ use axum::response::IntoResponse;
 use rewind::{Direction, EventFilter, EventStore, GlobalPosition, RecordedEvent, StoreError, StreamVersion};
 use serde::Serialize;
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -53,13 +54,20 @@ pub struct Step {
 /// Groups a conversation's events by their command, in first-append order.
 pub(crate) fn steps(events: Vec<RecordedEvent>) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
+    // A conversation may hold thousands of commands (a process manager's batch).
+    let mut step_of: HashMap<Uuid, usize> = HashMap::new();
     for event in events {
         let command_id = event.metadata.command();
         let caused_by = event.metadata.causation_id.filter(|cause| Some(*cause) != command_id);
         let view = EventView::from(event);
-        match steps.iter_mut().find(|step| step.command_id.is_some() && step.command_id == command_id) {
-            Some(step) => step.events.push(view),
-            None => steps.push(Step { command_id, caused_by, events: vec![view] }),
+        match command_id.and_then(|id| step_of.get(&id)) {
+            Some(&step) => steps[step].events.push(view),
+            None => {
+                if let Some(id) = command_id {
+                    step_of.insert(id, steps.len());
+                }
+                steps.push(Step { command_id, caused_by, events: vec![view] });
+            }
         }
     }
     steps
