@@ -169,6 +169,23 @@ const cells = (locator) => locator.evaluateAll((rows) => rows.map((row) => [...r
 
 const outcome = () => page.locator('#outcome');
 
+/**
+ * Holds the first console API request `matches` picks until `release()` resolves,
+ * then lets it through (a slow answer, on cue); returns the undo.
+ */
+async function holding(matches, release) {
+  let held = false;
+  const handler = async (route) => {
+    if (!held && matches(new URL(route.request().url()))) {
+      held = true;
+      await release();
+    }
+    await route.continue();
+  };
+  await page.route('**/console/api/**', handler);
+  return () => page.unroute('**/console/api/**', handler);
+}
+
 async function openTab(view) {
   await page.locator(`nav button[data-view="${view}"]`).click();
   await page.locator(`section#${view}`).waitFor({ state: 'visible' });
@@ -640,6 +657,45 @@ db.close()`,
     assert.match(await outcome().textContent(), new RegExp(`^${bank.streamA} as it was at `));
     assert.equal(await outcome().getAttribute('class'), 'muted');
     await screenshot('time-travel.png');
+  });
+
+  step('time travel: an earlier moment answered late does not overwrite a later one', async () => {
+    const events = await streamEvents(bank.streamA);
+    const [early, last] = [events[0], events[events.length - 1]];
+    const balanceRow = page.locator('#past-diff tbody tr[data-field="account.current_balance"]');
+    const now = [['account.current_balance', String(bank.balance), String(bank.balance)]];
+    const undo = await holding(
+      (url) => url.pathname.endsWith(`/api/as-of/${bank.streamA}`) && url.searchParams.get('at') === early.created_at,
+      () => eventually(async () => assert.deepEqual(await cells(balanceRow), now), { what: 'the later moment shown' }),
+    );
+    // Two moves of the slider, the first answered only once the second is shown.
+    await page.evaluate(([first, second]) => {
+      const slider = document.getElementById('timeline');
+      slider.value = first;
+      const moved = pickMoment();
+      slider.value = second;
+      return Promise.all([moved, pickMoment()]);
+    }, [String(early.stream_version), String(last.stream_version)]);
+    await undo();
+    assert.deepEqual(await cells(balanceRow), now, 'the late answer was dropped');
+    assert.equal(await page.locator('#past-event').textContent(), `after #${last.stream_version} ${last.event_type}`);
+  });
+
+  step('streams: a stream clicked first and answered late is not mixed into the one clicked next', async () => {
+    await openTab('streams');
+    const rows = page.locator('#stream-events tbody tr');
+    const undo = await holding(
+      (url) => url.pathname.endsWith(`/api/streams/${bank.streamA}`),
+      () =>
+        eventually(async () => assert.equal(await page.locator('#stream-title').textContent(), bank.streamB), {
+          what: 'B shown (the view showed A before)',
+        }),
+    );
+    await page.evaluate(([a, b]) => Promise.all([showStream(a), showStream(b)]), [bank.streamA, bank.streamB]);
+    await undo();
+    const shown = await cells(rows);
+    assert.equal(shown.length, (await streamEvents(bank.streamB)).length, 'only B: A answered late and was dropped');
+    assert.equal(await page.locator('#stream-title').textContent(), bank.streamB);
   });
 
   step('the page threw nothing', async () => {
