@@ -37,6 +37,7 @@ pub struct LagSample {
 /// The last [`KEPT`] samples, oldest first.
 #[derive(Default)]
 pub(crate) struct LagHistory {
+    /// A std mutex: held only to push or copy, never across an await.
     samples: Mutex<VecDeque<LagSample>>,
 }
 
