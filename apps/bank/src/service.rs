@@ -110,7 +110,8 @@ pub enum SettleError {
     /// The store could not tell its head.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A subscription stopped or is unknown.
+    /// A subscription is not running: paused (it would never catch up, so it is
+    /// not waited for), or gone since it was listed.
     #[error(transparent)]
     Subscriptions(#[from] rewind::SubscriptionError),
 }
